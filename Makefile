@@ -1,0 +1,24 @@
+# Two commands set up everything on a fresh machine:
+#   make demo   install, index the shipped demo corpus, answer a query
+#   make test   install with test extras, run the test suite
+PYTHON ?= python3
+INDEX ?= indexes/demo
+QUERY ?= what causes the northern lights
+
+.PHONY: install demo test bench
+
+# torch first, pinned to the CPU wheel: an unpinned torch would pull several GB of CUDA packages.
+# Where a torch is already installed (a GPU build, say) it is kept.
+install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+demo: install
+	$(PYTHON) -m bertsearch index corpora/wiki-demo/docs.jsonl --index $(INDEX)
+	$(PYTHON) -m bertsearch search "$(QUERY)" --index $(INDEX) -k 5
+
+test: install
+	$(PYTHON) -m pytest -q
+
+bench: install
+	$(PYTHON) -m bertsearch bench --corpus corpora/wiki-demo/docs.jsonl

@@ -1,0 +1,268 @@
+"""The command line: each command parses, makes one library call, and renders."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..errors import BadArgument, BertsearchError
+from .options import (
+    ann_option,
+    corpus_options,
+    gpu_option,
+    index_option,
+    json_option,
+    k_option,
+    mode_option,
+    model_option,
+)
+
+
+class Group(click.Group):
+    """Turns a bertsearch error into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BertsearchError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bertsearch")
+@click.option("-v", "--verbose", count=True, help="Log more to stderr (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Offline semantic search: index documents, then search them (dense + BM25 hybrid).
+
+    \b
+    bertsearch index corpora/wiki-demo --index indexes/demo
+    bertsearch search "what causes the northern lights" --index indexes/demo
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("faiss.loader", "sentence_transformers", "transformers", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    _quiet_transformers()
+
+
+def _quiet_transformers() -> None:
+    """transformers shows a weight-loading progress bar on stdout's neighbour; keep stderr for ours."""
+    try:
+        import transformers.utils.logging as tl  # cheap: transformers is imported by the encoder anyway
+    except Exception:
+        return
+    tl.disable_progress_bar()
+    tl.set_verbosity_error()
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=str))
+@index_option
+@model_option
+@ann_option
+@corpus_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
+@json_option
+def index(
+    source: str,
+    index_path: str,
+    model: str | None,
+    ann: str | None,
+    fmt: str,
+    id_field: str,
+    text_field: str,
+    title_field: str,
+    on_error: str,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Index a corpus: a JSONL or CSV/TSV file, a folder of .txt/.md/.html files, or a BEIR folder.
+
+    Re-indexing is incremental: documents whose id and text are unchanged cost no encoder work,
+    changed ones are replaced.
+
+    \b
+    bertsearch index corpora/wiki-demo/docs.jsonl --index indexes/demo
+    bertsearch index notes/ --index indexes/notes --format folder
+    bertsearch index data.csv --text-field body --id-field key --on-error skip
+    """
+    from ..engine import Index
+    from ..readers import Fields, count_records
+    from . import render
+
+    fmt_arg = None if fmt == "auto" else fmt
+    total = count_records(source, fmt_arg)
+    with Index.open(index_path, model=model, ann=ann, create=True) as ix:
+        with render.progress("indexing", total) as advance:
+            report = ix.add_corpus(
+                source,
+                format=fmt_arg,
+                fields=Fields(id=id_field, text=text_field, title=title_field),
+                on_error=on_error,
+                batch_size=batch_size,
+                on_progress=advance,
+            )
+        counts = ix.store.counts()
+    if as_json:
+        render.print_json({**report.to_dict(), "index": {"path": index_path, **counts}})
+        return
+    render.err.print(
+        f"indexed {report.read} documents in {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s): "
+        f"{report.added} added, {report.replaced} replaced, {report.unchanged} unchanged, "
+        f"{report.chunks} chunks embedded; index {index_path} holds {counts['documents']} documents, "
+        f"{counts['chunks']} chunks"
+    )
+    for label, n in (("skipped as malformed", report.skipped), ("empty, not indexed", report.empty),
+                     ("duplicate ids in a batch (last kept)", report.duplicates),
+                     ("chunks truncated by the encoder", report.truncated),
+                     ("titles too long to embed with each chunk", report.long_titles)):
+        if n:
+            render.err.print(f"  {n} {label}")
+    for e in report.errors:
+        render.err.print(f"  {e}")
+
+
+@cli.command()
+@click.argument("query", nargs=-1, required=True)
+@index_option
+@model_option
+@mode_option
+@k_option(10)
+@gpu_option
+@json_option
+def search(query: tuple[str, ...], index_path: str, model: str | None, mode: str, k: int, gpu: bool, as_json: bool) -> None:
+    """Search an index; prints the best documents, each with its best-matching chunk.
+
+    \b
+    bertsearch search "what causes the northern lights" --index indexes/demo
+    bertsearch search "penicillin" --index indexes/demo --mode lexical -k 3 --json
+    """
+    from ..engine import Index
+    from . import render
+
+    q = " ".join(query)
+    with Index.open(index_path, model=model, gpu=gpu) as ix:
+        hits = ix.search(q, k=k, mode=mode)
+    if as_json:
+        render.print_json({"query": q, "mode": mode, "k": k, "hits": [h.to_dict() for h in hits]})
+    else:
+        render.hits(q, hits, mode)
+
+
+@cli.command()
+@index_option
+@json_option
+def info(index_path: str, as_json: bool) -> None:
+    """Show what an index holds: documents, chunks, model, vector index, size, last update.
+
+    \b
+    bertsearch info --index indexes/demo
+    """
+    from ..engine import Index
+    from . import render
+
+    with Index.open(index_path) as ix:
+        data = ix.info()
+    if as_json:
+        render.print_json(data)
+        return
+    for key, value in data.items():
+        if key == "size_bytes":
+            key, value = "size", f"{value / 2**20:.1f} MiB"
+        render.out.print(f"[bold]{key:>14}[/bold]  {value}")
+
+
+@cli.group(cls=Group)
+def eval() -> None:  # noqa: A001 - the command is called eval
+    """Measure retrieval quality on standard benchmarks."""
+
+
+@eval.command("beir")
+@click.argument("dataset", type=click.Path(path_type=str))
+@click.option("--split", default="test", show_default=True, help="Which qrels/SPLIT.tsv to evaluate.")
+@mode_option
+@click.option("--index", "index_path", default=None, help="Index folder to build or reuse (default: indexes/beir-DATASET-MODEL).")
+@model_option
+@ann_option
+@click.option("--run-file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a TREC run file here.")
+@json_option
+def eval_beir(
+    dataset: str, split: str, mode: str, index_path: str | None, model: str | None, ann: str | None, run_file: str | None, as_json: bool
+) -> None:
+    """Evaluate on a BEIR dataset: nDCG@10, Recall@100 and MRR@10 (pytrec_eval).
+
+    Builds an index of the dataset's corpus the first time (later runs reuse it), runs the
+    split's queries and scores them against its qrels.
+
+    \b
+    bertsearch eval beir ../shared/data/scifact --mode hybrid
+    bertsearch eval beir ../shared/data/scifact --mode dense --json --run-file scifact.run
+    """
+    from ..evaluation.beir import evaluate_beir
+    from . import render
+
+    result = evaluate_beir(
+        dataset, split=split, mode=mode, index_path=index_path, model=model, ann=ann, run_file=run_file, progress=render.progress
+    )
+    if as_json:
+        render.print_json(result)
+        return
+    render.out.print(
+        f"{result['dataset']} ({result['split']}, {result['queries']} queries, mode {mode}, index {result['index']})"
+    )
+    for key in ("ndcg@10", "recall@100", "mrr@10"):
+        render.out.print(f"  {key:<11} {result[key]:.4f}")
+    render.out.print(f"  search: {result['queries_per_second']:.1f} queries/s")
+
+
+@cli.command()
+@click.option("--corpus", type=click.Path(exists=True, path_type=str), default="corpora/wiki-demo/docs.jsonl", show_default=True, help="Corpus to index.")
+@click.option("--queries", "queries_path", type=click.Path(exists=True, path_type=str), default="corpora/wiki-demo/queries.tsv", show_default=True, help="Queries: .tsv with a query column, BEIR queries.jsonl, or one per line.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N queries.")
+@model_option
+@click.option("--ann", default="flat", show_default=True, help="Vector index to benchmark.")
+@k_option(10)
+@json_option
+def bench(corpus: str, queries_path: str, limit: int | None, model: str | None, ann: str, k: int, as_json: bool) -> None:
+    """Measure indexing throughput and search latency (p50/p95 per mode) on this machine.
+
+    Indexes CORPUS into a fresh temporary index, then times each query alone in each mode.
+
+    \b
+    bertsearch bench
+    bertsearch bench --corpus ../shared/data/scifact --queries ../shared/data/scifact/queries.jsonl --limit 300 --json
+    """
+    from ..benchmark import read_queries, run_benchmark
+    from . import render
+
+    queries = read_queries(queries_path)[:limit]
+    if not queries:
+        raise BadArgument(f"no queries in {queries_path}")
+    with render.err.status("benchmarking (indexing, then searching) ..."):
+        result = run_benchmark(corpus, queries, model=model, ann=ann, k=k)
+    if as_json:
+        render.print_json(result)
+        return
+    render.out.print(
+        f"{result['documents']} documents, {result['chunks']} chunks in {result['index_s']}s: "
+        f"{result['docs_per_s']} docs/s, {result['chunks_per_s']} chunks/s (model load {result['model_load_s']}s)"
+    )
+    for mode, lat in result["latency"].items():
+        render.out.print(f"  {mode:<8} p50 {lat['p50_ms']:.1f} ms  p95 {lat['p95_ms']:.1f} ms  ({result['queries']} queries, k={k})")
+    render.out.print(f"  machine: {result['machine']}")
+
+
+def main() -> None:
+    cli(prog_name="bertsearch")

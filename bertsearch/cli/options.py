@@ -1,0 +1,86 @@
+"""Options shared by several commands, so that every command spells a flag the same way."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..retrieval import MODES
+
+F = Callable[..., Any]
+
+
+def index_option(f: F) -> F:
+    return click.option(
+        "--index",
+        "index_path",
+        default=lambda: os.environ.get("BERTSEARCH_INDEX", "indexes/default"),
+        show_default="$BERTSEARCH_INDEX or indexes/default",
+        help="Index folder.",
+        metavar="DIR",
+    )(f)
+
+
+def model_option(f: F) -> F:
+    return click.option(
+        "--model",
+        default=None,
+        help="Encoder: a local folder or model id (default: the index's own model; for a new index the "
+        "packaged all-MiniLM-L6-v2).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
+
+
+def mode_option(f: F) -> F:
+    return click.option(
+        "--mode", type=click.Choice(MODES), default="hybrid", show_default=True, help="Retrieval: dense + BM25 fused, or one of them."
+    )(f)
+
+
+def k_option(default: int) -> Callable[[F], F]:
+    return click.option("-k", "--k", type=click.IntRange(min=1), default=default, show_default=True, help="Results per query.")
+
+
+def ann_option(f: F) -> F:
+    return click.option(
+        "--ann",
+        default=None,
+        help="Vector index: flat (exact, default for a new index), hnsw, ivf, ivfpq, or a FAISS factory string.",
+    )(f)
+
+
+def gpu_option(f: F) -> F:
+    return click.option("--gpu", is_flag=True, help="Search FAISS on the GPU (needs faiss-gpu and a GPU).")(f)
+
+
+def corpus_options(f: F) -> F:
+    for opt in reversed(
+        [
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(["auto", "jsonl", "csv", "tsv", "folder", "beir"]),
+                default="auto",
+                show_default=True,
+                help="Corpus format; auto detects it from the path.",
+            ),
+            click.option("--id-field", default="id", show_default=True, help="Key or column of the document id."),
+            click.option("--text-field", default="text", show_default=True, help="Key or column of the text."),
+            click.option("--title-field", default="title", show_default=True, help="Key or column of the title."),
+            click.option(
+                "--on-error",
+                type=click.Choice(["stop", "skip"]),
+                default="stop",
+                show_default=True,
+                help="On a malformed record: stop with its file and line, or skip it and count it.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f

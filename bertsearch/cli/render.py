@@ -1,0 +1,73 @@
+"""Rendering for the terminal (rich, to stdout for data and stderr for progress) and as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from ..retrieval import query_words
+from ..snippets import snippet
+from ..types import Hit
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+@contextmanager
+def progress(description: str, total: int | None, unit: str = "docs") -> Iterator[Any]:
+    """A progress bar on stderr with count, rate and ETA; yields `advance(n)`."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task(description, total=total, rate="")
+
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        speed = bar.tasks[task].finished_speed or bar.tasks[task].speed
+        if speed:
+            bar.update(task, rate=f"{speed:.1f} {unit}/s")
+
+    with bar:
+        yield advance
+
+
+def hits(query: str, results: list[Hit], mode: str) -> None:
+    if not results:
+        out.print(f"no results for {query!r}")
+        return
+    words = query_words(query)
+    for h in results:
+        head = Text()
+        head.append(f"{h.rank:>2}. ", style="bold")
+        head.append(h.title or h.doc_id, style="bold cyan")
+        head.append(f"  [{h.doc_id}]", style="dim")
+        head.append(f"  {mode} {h.score:.4f}", style="green")
+        stages = " ".join(f"{s}={v:.3f}" for s, v in h.scores.items() if s != mode)
+        if stages:
+            head.append(f"  ({stages})", style="dim")
+        out.print(head)
+        text, spans = snippet(h.text, words)
+        body = Text("    " + text)
+        for a, b in spans:
+            body.stylize("bold yellow", a + 4, b + 4)
+        out.print(body)

@@ -1,0 +1,450 @@
+"""The engine: composes store, vectors, encoder and ranking into index, add and search.
+
+No SQL and no tensor code here; those live in `store` and `models`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import retrieval
+from .chunking import chunk_spans
+from .config import IndexConfig
+from .errors import BadArgument, BadQuery, BertsearchError, IndexNotFound, ModelMismatch
+from .models import Encoder, canonical_name, load_encoder
+from .store import Store, StoredDocument
+from .types import Document, Hit, IndexReport
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+DocLike = Document | dict[str, Any]
+
+
+class Index:
+    """A search index in a folder: `store.db` (the truth), `vectors.faiss` (derived), `config.json`.
+
+    >>> ix = Index.open("indexes/demo", create=True)
+    >>> ix.add([{"id": "1", "title": "Aurora", "text": "An aurora is a natural light display..."}])
+    >>> ix.search("what causes the northern lights", k=5)
+    """
+
+    VECTORS = "vectors.faiss"
+    CONFIG = "config.json"
+
+    def __init__(self, path: Path, store: Store, config: IndexConfig, encoder: Encoder, *, gpu: bool = False) -> None:
+        self.path = path
+        self.store = store
+        self.config = config
+        self.encoder = encoder
+        self.gpu = gpu
+        self._vectors: Any = None
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        model: str | None = None,
+        create: bool = False,
+        ann: str | None = None,
+        overlap: int | None = None,
+        vector_dtype: str | None = None,
+        device: str | None = None,
+        gpu: bool = False,
+    ) -> Index:
+        """Open the index at `path`; with `create=True`, make it if it does not exist.
+
+        `model` defaults to the model the index was built with (or, for a new index, the packaged
+        all-MiniLM-L6-v2). Naming a different model than the index's vectors came from is an error.
+        """
+        path = Path(path)
+        db = path / Store.FILE
+        if not db.exists():
+            if not create:
+                raise IndexNotFound(str(path))
+            if path.exists() and not path.is_dir():
+                raise BadArgument(f"{path} is a file, not an index folder; choose another --index path")
+            path.mkdir(parents=True, exist_ok=True)
+        store = Store(db)
+        config = store.config
+        try:
+            if config is None:
+                encoder = load_encoder(model, device=device)
+                config = IndexConfig(
+                    model=encoder.name,
+                    fingerprint=encoder.fingerprint(),
+                    dim=encoder.dim,
+                    max_tokens=encoder.max_tokens,
+                    overlap=overlap if overlap is not None else encoder.max_tokens // 8,
+                    ann=ann if ann is not None else "flat",
+                    vector_dtype=vector_dtype if vector_dtype is not None else "float32",
+                )
+                store.set_config(config)
+            else:
+                encoder = load_encoder(model if model is not None else config.model, device=device)
+                _check_model(path, config, encoder, named=model is not None)
+                changed = False
+                if ann is not None and ann != config.ann:
+                    log.info("switching the vector index of %s from %s to %s", path, config.ann, ann)
+                    config.ann, changed = ann, True
+                for name, value in (("overlap", overlap), ("vector_dtype", vector_dtype)):
+                    if value is not None and value != getattr(config, name):
+                        raise BadArgument(
+                            f"{path} was built with {name}={getattr(config, name)}; it cannot change for an "
+                            "existing index: index into a new folder instead"
+                        )
+                if changed:
+                    store.set_config(config)
+        except BaseException:
+            store.close()
+            raise
+        (path / cls.CONFIG).write_text(config.to_json() + "\n")
+        return cls(path, store, config, encoder, gpu=gpu)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        docs: Iterable[DocLike],
+        *,
+        batch_size: int = 128,
+        encode_batch_size: int = 32,
+        on_progress: Progress | None = None,
+    ) -> IndexReport:
+        """Add documents, replacing those whose id is already stored. Unchanged ones cost no encoder work."""
+        if batch_size < 1:
+            raise BadArgument(f"batch size must be > 0, got {batch_size}")
+        report = IndexReport()
+        t0 = time.perf_counter()
+        for batch in _batched(docs, batch_size):
+            self._add_batch(batch, report, encode_batch_size)
+            if on_progress is not None:
+                on_progress(len(batch))
+        self.refresh_vectors()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def add_corpus(
+        self,
+        source: str | Path,
+        *,
+        format: str | None = None,
+        fields: Any = None,
+        on_error: str = "stop",
+        batch_size: int = 128,
+        on_progress: Progress | None = None,
+    ) -> IndexReport:
+        """Read a corpus (JSONL, CSV/TSV, a folder of files, or BEIR) as a stream and add it."""
+        from .readers import ReadStats, read_corpus
+
+        stats = ReadStats()
+        docs = read_corpus(source, format, fields=fields, on_error=on_error, stats=stats)
+        report = self.add(docs, batch_size=batch_size, on_progress=on_progress)
+        report.skipped = stats.skipped
+        report.errors = list(stats.errors)
+        return report
+
+    def _add_batch(self, batch: list[DocLike], report: IndexReport, encode_batch_size: int) -> None:
+        by_id: dict[str, Document] = {}
+        for raw in batch:
+            report.read += 1
+            doc = _as_document(raw)
+            if not doc.text.strip():
+                report.empty += 1
+                log.warning("document %s has no text; skipped", doc.id)
+                continue
+            if doc.id in by_id:
+                report.duplicates += 1
+                log.warning("document id %s appears twice in one batch; the later one is kept", doc.id)
+            by_id[doc.id] = doc
+        docs = list(by_id.values())
+        stored = self.store.hashes([d.id for d in docs])
+        todo: list[tuple[Document, str]] = []
+        for d in docs:
+            h = content_hash(d)
+            if stored.get(d.id) == h:
+                if self.store.update_metadata(d.id, d.metadata):
+                    report.metadata_updated += 1
+                else:
+                    report.unchanged += 1
+                continue
+            if d.id in stored:
+                report.replaced += 1
+            else:
+                report.added += 1
+            todo.append((d, h))
+        if not todo:
+            return
+        items, inputs = self._chunk([d for d, _ in todo], [h for _, h in todo], report)
+        xb = self.encoder.encode(inputs, batch_size=encode_batch_size)  # (n_chunks, dim)
+        pos = 0
+        for item in items:
+            item.vectors = xb[pos : pos + len(item.chunks)]
+            pos += len(item.chunks)
+        self.store.write(items, dtype=self.config.vector_dtype)
+        report.chunks += len(inputs)
+
+    def _chunk(self, docs: list[Document], hashes: list[str], report: IndexReport) -> tuple[list[StoredDocument], list[str]]:
+        """Chunks of each document and the encoder input of each chunk (title, newline, chunk text)."""
+        enc = self.encoder
+        window = min(self.config.max_tokens, enc.max_tokens) - enc.special_tokens
+        text_spans = enc.token_spans([d.text for d in docs])
+        title_lens = [len(s) for s in enc.token_spans([d.title for d in docs])]
+        items: list[StoredDocument] = []
+        inputs: list[str] = []
+        for d, h, spans, n_title in zip(docs, hashes, text_spans, title_lens):
+            prefix = ""
+            budget = window
+            if d.title and n_title <= min(self.config.title_tokens, window // 4):
+                prefix, budget = d.title + "\n", window - n_title
+            elif d.title:
+                report.long_titles += 1
+            chunks = chunk_spans(d.text, spans, budget, min(self.config.overlap, budget // 2 - 1))
+            report.truncated += sum(1 for c in chunks if c.n_tokens > budget)
+            items.append(StoredDocument(d, h, chunks, np.zeros((0, self.config.dim), dtype=np.float32)))
+            inputs.extend(prefix + d.text[c.start : c.end] for c in chunks)
+        return items, inputs
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete documents by id; returns how many were stored."""
+        n = self.store.delete(list(ids))
+        self.refresh_vectors()
+        return n
+
+    # -- vectors ----------------------------------------------------------------------------------
+
+    @property
+    def vectors(self) -> Any:
+        """The FAISS index, loaded from disk if it matches the store, else rebuilt from stored vectors."""
+        generation = self.store.generation()
+        if self._vectors is None or self._vectors.generation != generation:
+            self._vectors = self._load_or_build(generation)
+        return self._vectors
+
+    def refresh_vectors(self) -> None:
+        """Bring the FAISS file up to date with the store (no encoder work: vectors come from SQLite)."""
+        self._vectors = self._load_or_build(self.store.generation())
+
+    def _load_or_build(self, generation: int) -> Any:
+        from .vectors import VectorIndex
+
+        path = self.path / self.VECTORS
+        vi = VectorIndex.load(path, generation=generation, spec=self.config.ann, gpu=self.gpu)
+        if vi is not None:
+            return vi
+        t0 = time.perf_counter()
+        ids, xb = self.store.vectors(self.config.dim, self.config.vector_dtype)
+        vi = VectorIndex.build(ids, xb, self.config.ann, generation=generation, gpu=self.gpu)
+        try:
+            vi.save(path)
+        except OSError as e:  # a read-only index still searches; the rebuild just is not kept
+            log.warning("could not save the vector index to %s (%s)", path, e)
+        log.info("built the %s vector index over %d chunks in %.1fs", self.config.ann, len(ids), time.perf_counter() - t0)
+        return vi
+
+    # -- searching --------------------------------------------------------------------------------
+
+    def search(self, query: str, k: int = 10, mode: str = "hybrid") -> list[Hit]:
+        """The top `k` documents for `query`; mode is hybrid (default), dense or lexical."""
+        return self.batch_search([query], k=k, mode=mode)[0]
+
+    def batch_search(self, queries: list[str], k: int = 10, mode: str = "hybrid", *, depth: int = 100) -> list[list[Hit]]:
+        """Search many queries at once (the encoder sees them as one batch).
+
+        `depth` is how many candidates each of dense and lexical contributes to hybrid fusion.
+        """
+        if isinstance(queries, str):
+            raise BadArgument("batch_search takes a list of queries; use search() for one")
+        if k < 1:
+            raise BadArgument(f"k must be > 0, got {k}")
+        if mode not in retrieval.MODES:
+            raise BadArgument(f"unknown search mode {mode!r}; use one of {', '.join(retrieval.MODES)}")
+        for q in queries:
+            if not isinstance(q, str) or not q.strip():
+                raise BadQuery("empty query; give some words to search for")
+        n = max(k, depth) if mode == "hybrid" else k
+        cands: list[dict[int, retrieval.Candidate]] = [{} for _ in queries]
+        if mode in ("dense", "hybrid"):
+            for qi, ranked in enumerate(self._dense(queries, n)):
+                for r, (doc, cid, score) in enumerate(ranked, start=1):
+                    c = cands[qi].setdefault(doc, retrieval.Candidate(doc, cid))
+                    c.scores["dense"], c.ranks["dense"] = score, r
+        if mode in ("lexical", "hybrid"):
+            for qi, q in enumerate(queries):
+                for r, (doc, score) in enumerate(self.store.bm25(q, n), start=1):
+                    c = cands[qi].setdefault(doc, retrieval.Candidate(doc))
+                    c.scores["lexical"], c.ranks["lexical"] = score, r
+        results = []
+        for q, cs in zip(queries, cands):
+            if mode == "hybrid":
+                rankings = {
+                    s: [d for d, _ in sorted(((c.doc, c.ranks[s]) for c in cs.values() if s in c.ranks), key=lambda x: x[1])]
+                    for s in ("dense", "lexical")
+                }
+                top = retrieval.rrf(rankings, k)
+                for r, (doc, score) in enumerate(top, start=1):
+                    cs[doc].scores["hybrid"], cs[doc].ranks["hybrid"] = score, r
+                ordered = [cs[doc] for doc, _ in top]
+            else:
+                ordered = sorted(cs.values(), key=lambda c: c.ranks[mode])[:k]
+            results.append(self._hits(q, ordered, mode))
+        return results
+
+    def _dense(self, queries: list[str], k: int) -> list[list[tuple[int, int, float]]]:
+        vi = self.vectors
+        if vi.count == 0:
+            return [[] for _ in queries]
+        xq = self.encoder.encode(queries)  # (nq, dim)
+        kc = min(vi.count, max(4 * k, 64))
+        while True:
+            D, I = vi.search(xq, kc)  # (nq, kc) each
+            if self.config.ann != "flat":
+                D, I = self._rescore(xq, I)
+            chunk_doc = {cid: doc for cid, (doc, _, _) in self.store.chunk_docs(np.unique(I[I >= 0]).tolist()).items()}
+            out = [retrieval.best_chunk_per_doc(D[i], I[i], chunk_doc, k) for i in range(len(queries))]
+            if kc >= vi.count or all(len(o) >= k for o in out):
+                return out
+            kc = min(vi.count, kc * 4)  # many chunks of few documents: look deeper
+
+    def _rescore(self, xq: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner products for an approximate index's candidates, from the stored vectors."""
+        ids = np.unique(I[I >= 0])
+        xb = self.store.chunk_vectors(ids.tolist(), self.config.dim, self.config.vector_dtype)  # (n, dim)
+        pos = np.searchsorted(ids, np.where(I >= 0, I, ids[0] if len(ids) else 0))  # (nq, kc)
+        D = np.einsum("qd,qkd->qk", xq, xb[pos]) if len(ids) else np.zeros(I.shape, dtype=np.float32)
+        D = np.where(I >= 0, D, -np.inf)
+        order = np.argsort(-D, axis=1, kind="stable")
+        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+
+    def _hits(self, query: str, cands: list[retrieval.Candidate], mode: str) -> list[Hit]:
+        docs = self.store.documents([c.doc for c in cands])
+        need = [c.doc for c in cands if c.chunk is None]
+        chunks_by_doc = self.store.doc_chunks(need) if need else {}
+        words = retrieval.query_words(query)
+        spans = self.store.chunk_docs([c.chunk for c in cands if c.chunk is not None])
+        hits = []
+        for rank, c in enumerate(cands, start=1):
+            d = docs.get(c.doc)
+            if d is None:  # deleted since the search began
+                continue
+            if c.chunk is None:
+                c.chunk = retrieval.best_lexical_chunk(d["text"], chunks_by_doc.get(c.doc, []), words)
+                start, end = next(((a, b) for cid, a, b in chunks_by_doc.get(c.doc, []) if cid == c.chunk), (0, len(d["text"])))
+            else:
+                _, start, end = spans[c.chunk]
+            hits.append(
+                Hit(
+                    rank=rank,
+                    doc_id=d["id"],
+                    score=c.scores[mode],
+                    title=d["title"],
+                    text=d["text"][start:end],
+                    chunk_id=c.chunk,
+                    start=start,
+                    end=end,
+                    scores=dict(c.scores),
+                    ranks=dict(c.ranks),
+                    metadata=d["metadata"],
+                )
+            )
+        return hits
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        """A stored document by id (id, title, text, metadata, updated_at), or None."""
+        return self.store.document(doc_id)
+
+    def info(self) -> dict[str, Any]:
+        """What the index holds and how it was built."""
+        from .vectors import VectorIndex
+
+        size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        gen = self.store.generation()
+        fresh = VectorIndex.load(self.path / self.VECTORS, generation=gen, spec=self.config.ann) is not None
+        return {
+            "path": str(self.path),
+            **self.store.counts(),
+            "model": self.config.model,
+            "fingerprint": self.config.fingerprint,
+            "dim": self.config.dim,
+            "max_tokens": self.config.max_tokens,
+            "overlap": self.config.overlap,
+            "ann": self.config.ann,
+            "vector_dtype": self.config.vector_dtype,
+            "vectors_fresh": fresh,
+            "generation": gen,
+            "size_bytes": size,
+            "last_updated": self.store.last_updated(),
+        }
+
+
+def content_hash(doc: Document) -> str:
+    """What decides whether a document must be re-embedded: its title and text."""
+    return hashlib.sha256(f"{doc.title}\x00{doc.text}".encode()).hexdigest()
+
+
+def _check_model(path: Path, config: IndexConfig, encoder: Encoder, *, named: bool) -> None:
+    fp = encoder.fingerprint()
+    if fp != config.fingerprint:
+        what = f"the model {encoder.name}" if named else f"the model at {config.model} has changed since indexing:"
+        raise ModelMismatch(
+            f"{path} holds vectors of {config.model} (fingerprint {config.fingerprint}); {what} "
+            f"(fingerprint {fp}) cannot search them. Leave out --model to use the index's own model, "
+            "or index into a new folder with the new model"
+        )
+
+
+def _as_document(raw: DocLike) -> Document:
+    if isinstance(raw, Document):
+        doc = raw
+    elif isinstance(raw, dict):
+        known = {"id", "_id", "text", "title", "metadata"}
+        doc_id = raw.get("id", raw.get("_id"))
+        meta = dict(raw.get("metadata") or {})
+        meta.update({k: v for k, v in raw.items() if k not in known})
+        doc = Document(id=doc_id, text=raw.get("text"), title=raw.get("title") or "", metadata=meta)  # type: ignore[arg-type]
+    else:
+        raise BadArgument(f"a document must be a dict or bertsearch.Document, got {type(raw).__name__}")
+    if isinstance(doc.id, int) and not isinstance(doc.id, bool):
+        doc.id = str(doc.id)
+    if not isinstance(doc.id, str) or not doc.id:
+        raise BadArgument(f"every document needs a non-empty string 'id'; got {doc.id!r}")
+    if not isinstance(doc.text, str):
+        raise BadArgument(f"document {doc.id} needs a string 'text'; got {type(doc.text).__name__}")
+    if not isinstance(doc.title, str):
+        doc.title = str(doc.title)
+    return doc
+
+
+def _batched(items: Iterable[DocLike], n: int) -> Iterator[list[DocLike]]:
+    batch: list[DocLike] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+__all__ = ["Index", "content_hash", "BertsearchError"]

@@ -1,0 +1,1 @@
+"""Evaluation beside the engine: BEIR retrieval metrics (pytrec_eval)."""

@@ -1,0 +1,111 @@
+"""BEIR evaluation: index a dataset's corpus, run its queries, score with pytrec_eval.
+
+Metrics are computed by pytrec_eval (the trec_eval implementation BEIR itself uses): nDCG@10,
+Recall@100, and MRR@10 as trec_eval's reciprocal rank over each query's top 10.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorpusError, MissingDependency
+
+Advance = Callable[[int], None]
+ProgressFactory = Callable[[str, "int | None", str], AbstractContextManager[Advance]]
+PRIMARY = "ndcg@10"
+
+
+@contextmanager
+def no_progress(description: str, total: int | None, unit: str = "") -> Iterator[Advance]:
+    yield lambda n: None
+
+
+def scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean nDCG@10, Recall@100 and MRR@10 over the judged queries (a query with no results scores 0)."""
+    try:
+        import pytrec_eval
+    except ImportError:
+        raise MissingDependency("pytrec_eval-terrier", "evaluation") from None
+    run = {q: run.get(q, {}) for q in qrels}
+    main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in run.items()}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    n = len(qrels)
+    return {
+        "ndcg@10": sum(main.get(q, {}).get("ndcg_cut_10", 0.0) for q in qrels) / n,
+        "recall@100": sum(main.get(q, {}).get("recall_100", 0.0) for q in qrels) / n,
+        "mrr@10": sum(rr.get(q, {}).get("recip_rank", 0.0) for q in qrels) / n,
+    }
+
+
+def write_trec_run(path: str | Path, run: dict[str, dict[str, float]], tag: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for q, docs in run.items():
+            for rank, (d, s) in enumerate(sorted(docs.items(), key=lambda x: -x[1]), start=1):
+                f.write(f"{q} Q0 {d} {rank} {s:.6f} {tag}\n")
+
+
+def default_index_path(dataset: str | Path, model: str | None) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", (model or "default").split("/")[-1]).strip("-").lower()
+    return Path("indexes") / f"beir-{Path(dataset).resolve().name}-{slug}"
+
+
+def evaluate_beir(
+    dataset: str | Path,
+    *,
+    split: str = "test",
+    mode: str = "hybrid",
+    index_path: str | Path | None = None,
+    model: str | None = None,
+    ann: str | None = None,
+    k: int = 100,
+    batch_size: int = 64,
+    run_file: str | Path | None = None,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, Any]:
+    """Evaluate retrieval on a BEIR folder. Returns the metrics plus what was measured."""
+    from ..engine import Index
+    from ..readers import count_records
+    from ..readers.beir import load_qrels, load_queries
+
+    dataset = Path(dataset)
+    if not (dataset / "corpus.jsonl").is_file():
+        raise CorpusError(f"{dataset} is not a BEIR folder (no corpus.jsonl); give a folder with corpus.jsonl, queries.jsonl and qrels/")
+    qrels = load_qrels(dataset, split)
+    queries = load_queries(dataset)
+    qids = [q for q in qrels if q in queries]
+    if not qids:
+        raise CorpusError(f"none of the {len(qrels)} queries judged in {split} are in {dataset}/queries.jsonl")
+    qrels = {q: qrels[q] for q in qids}
+    path = Path(index_path) if index_path is not None else default_index_path(dataset, model)
+    with Index.open(path, model=model, ann=ann, create=True) as ix:
+        with progress("indexing", count_records(dataset, "beir"), "docs") as advance:
+            report = ix.add_corpus(dataset, format="beir", on_progress=advance)
+        run: dict[str, dict[str, float]] = {}
+        t0 = time.perf_counter()
+        with progress("searching", len(qids), "queries") as advance:
+            for i in range(0, len(qids), batch_size):
+                part = qids[i : i + batch_size]
+                for q, hits in zip(part, ix.batch_search([queries[q] for q in part], k=k, mode=mode)):
+                    run[q] = {h.doc_id: float(h.score) for h in hits}
+                advance(len(part))
+        seconds = time.perf_counter() - t0
+    if run_file is not None:
+        write_trec_run(run_file, run, f"bertsearch-{mode}")
+    return {
+        **scores(qrels, run),
+        "primary_metric": PRIMARY,
+        "dataset": dataset.resolve().name,
+        "split": split,
+        "mode": mode,
+        "queries": len(qids),
+        "index": str(path),
+        "indexed": report.to_dict(),
+        "search_seconds": round(seconds, 3),
+        "queries_per_second": round(len(qids) / seconds, 2) if seconds > 0 else 0.0,
+    }

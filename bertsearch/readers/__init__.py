@@ -1,0 +1,185 @@
+"""Corpus readers: turn a JSONL/CSV/TSV file, a folder of text files or a BEIR folder into a
+stream of `Document`s.
+
+Everything is streamed (generators over open file handles), so a corpus larger than memory
+works. Each format's reader yields either a `Document` or a `MalformedRecord` value;
+`read_corpus` raises the latter (``on_error="stop"``) or logs, counts and skips it
+(``on_error="skip"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertsearch.errors import CorpusError, MalformedRecord
+from bertsearch.readers import beir, delimited, folder, jsonl
+from bertsearch.types import Document
+
+__all__ = [
+    "FORMATS",
+    "ON_ERROR",
+    "Fields",
+    "ReadStats",
+    "count_records",
+    "detect_format",
+    "read_corpus",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("jsonl", "csv", "tsv", "folder", "beir")
+ON_ERROR = ("stop", "skip")
+MAX_ERRORS_KEPT = 20
+
+_FORMAT_HINT = "pass --format jsonl|csv|tsv|folder|beir"
+_SUFFIX_FORMATS = (
+    ((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"), "jsonl"),
+    ((".csv",), "csv"),
+    ((".tsv", ".tab"), "tsv"),
+)
+
+
+@dataclass
+class Fields:
+    """Names of the id, text and title keys (JSONL) or columns (CSV/TSV).
+
+    For JSONL and BEIR, ``"_id"`` is accepted when there is no ``"id"`` and ``id`` is the default.
+    """
+
+    id: str = "id"
+    text: str = "text"
+    title: str = "title"
+
+
+@dataclass
+class ReadStats:
+    """Counts filled in while a corpus is read: documents yielded, bad records skipped, and the
+    first `MAX_ERRORS_KEPT` problems as ``"file:line: problem"``."""
+
+    read: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add_error(self, err: MalformedRecord) -> None:
+        self.skipped += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(f"{err.source}:{err.line}: {err.problem}")
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise CorpusError(f"no such file or folder: {path}")
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Guess a corpus's format from its path: a folder with corpus.jsonl is "beir", another
+    folder "folder"; files go by suffix (.jsonl/.ndjson[.gz], .csv, .tsv/.tab)."""
+    p = Path(path)
+    _check_exists(p)
+    if p.is_dir():
+        return "beir" if beir.is_beir_folder(p) else "folder"
+    name = p.name.lower()
+    for suffixes, fmt in _SUFFIX_FORMATS:
+        if name.endswith(suffixes):
+            return fmt
+    raise CorpusError(f"cannot tell the format of {path} from its name; {_FORMAT_HINT}")
+
+
+def _resolve(path: str | os.PathLike[str], format: str | None) -> tuple[Path, str]:
+    p = Path(path)
+    if format is None:
+        return p, detect_format(p)
+    if format not in FORMATS:
+        raise CorpusError(f"unknown corpus format {format!r}; {_FORMAT_HINT}")
+    _check_exists(p)
+    if format in ("folder", "beir") and not p.is_dir():
+        raise CorpusError(f"format '{format}' needs a folder, but {path} is a file")
+    if format not in ("folder", "beir") and p.is_dir():
+        raise CorpusError(f"format '{format}' needs a file, but {path} is a folder")
+    if format == "beir" and not beir.is_beir_folder(p):
+        raise CorpusError(f"{path} is not a BEIR folder: it has no corpus.jsonl")
+    return p, format
+
+
+def _records(p: Path, fmt: str, fields: Fields) -> Iterator[Document | MalformedRecord]:
+    names = {"id_field": fields.id, "text_field": fields.text, "title_field": fields.title}
+    if fmt == "jsonl":
+        return jsonl.iter_jsonl(p, **names)
+    if fmt == "csv":
+        return delimited.iter_delimited(p, delimiter=",", **names)
+    if fmt == "tsv":
+        return delimited.iter_delimited(p, delimiter="\t", **names)
+    if fmt == "beir":
+        return beir.iter_beir(p, **names)
+    return folder.iter_folder(p)
+
+
+def read_corpus(
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    fields: Fields | None = None,
+    on_error: str = "stop",
+    stats: ReadStats | None = None,
+) -> Iterator[Document]:
+    """Stream the documents of a corpus.
+
+    ``format`` is one of `FORMATS`, or None to detect it from the path. ``fields`` names the
+    id/text/title keys or columns. With ``on_error="stop"`` the first bad record raises
+    `MalformedRecord` (file, line, problem); with ``"skip"`` it is logged, counted in
+    ``stats`` and skipped. The path, format and on_error are checked at once (raising
+    `CorpusError`); the files are opened when the first document is asked for.
+    """
+    if on_error not in ON_ERROR:
+        raise CorpusError(f"unknown on_error value {on_error!r}; use 'stop' or 'skip'")
+    p, fmt = _resolve(path, format)
+    return _stream(p, fmt, fields or Fields(), on_error, stats if stats is not None else ReadStats())
+
+
+def _stream(p: Path, fmt: str, fields: Fields, on_error: str, stats: ReadStats) -> Iterator[Document]:
+    records = _records(p, fmt, fields)
+    try:
+        for item in records:
+            if isinstance(item, MalformedRecord):
+                if on_error == "stop":
+                    raise item
+                stats.add_error(item)
+                if stats.skipped <= MAX_ERRORS_KEPT:
+                    log.warning("skipping bad record %s:%s: %s", item.source, item.line, item.problem)
+                    if stats.skipped == MAX_ERRORS_KEPT:
+                        log.warning("further bad records are skipped without a warning each")
+                else:
+                    log.debug("skipping bad record %s:%s: %s", item.source, item.line, item.problem)
+                continue
+            stats.read += 1
+            yield item
+    finally:
+        records.close()  # type: ignore[attr-defined]
+    if stats.skipped:
+        log.warning("read %d documents from %s, skipped %d bad records", stats.read, p, stats.skipped)
+
+
+def count_records(path: str | os.PathLike[str], format: str | None = None) -> int | None:
+    """A fast estimate of the number of records, for a progress bar's total, or None if unknown.
+
+    Counts lines (in 1 MiB blocks) for jsonl, lines less the header for csv/tsv, matching files
+    for a folder, and corpus.jsonl lines for beir. Blank lines and multi-line CSV fields make
+    the estimate a little high.
+    """
+    p, fmt = _resolve(path, format)
+    try:
+        if fmt == "jsonl":
+            return jsonl.count_lines(p)
+        if fmt in ("csv", "tsv"):
+            return max(0, jsonl.count_lines(p) - 1)
+        if fmt == "beir":
+            corpus = beir.corpus_file(p)
+            return jsonl.count_lines(corpus) if corpus is not None else None
+        return folder.count_files(p)
+    except (OSError, EOFError) as exc:
+        log.debug("cannot count the records of %s: %s", p, exc)
+        return None

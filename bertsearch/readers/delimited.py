@@ -1,0 +1,119 @@
+"""CSV and TSV corpora, read with the csv module from a streamed file handle.
+
+The first non-blank row is the header. The id and text columns are required, the title
+column is optional, and every other column goes into the metadata as a string. Quoted fields
+(as written by Python's csv module, pandas or spreadsheets) may span lines in both formats.
+Bad rows are *yielded* as `MalformedRecord` values; `read_corpus` decides what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+
+from bertsearch.errors import CorpusError, MalformedRecord
+from bertsearch.types import Document
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+# Undecodable bytes come through as lone surrogates (errors="surrogateescape"), which valid
+# UTF-8 text can never contain; a row holding one is reported as not UTF-8.
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _raise_field_size_limit() -> None:
+    """Allow fields of any length (the csv default is 128 KiB), as large as the platform allows."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:
+            limit //= 2
+
+
+def iter_delimited(
+    path: PathLike,
+    *,
+    delimiter: str = ",",
+    id_field: str = "id",
+    text_field: str = "text",
+    title_field: str = "title",
+) -> Iterator[Document | MalformedRecord]:
+    """Yield a `Document` or a `MalformedRecord` for each data row of a CSV/TSV file.
+
+    Raises `CorpusError` when the file has no header row, or the header lacks the id or the
+    text column. Line numbers are those of the first physical line of each row.
+    """
+    source = os.fspath(path)
+    _raise_field_size_limit()
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        header: list[str] | None = None
+        id_col = text_col = title_col = -1
+        meta_cols: list[tuple[int, str]] = []
+        next_line = 1  # first physical line of the row about to be read
+        while True:
+            start = next_line
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                next_line = reader.line_num + 1
+                if header is None:
+                    raise CorpusError(f"{source}:{start}: cannot parse the header row: {exc}") from None
+                yield MalformedRecord(source, start, f"cannot parse row: {exc}")
+                continue
+            next_line = reader.line_num + 1
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if any(_SURROGATE.search(cell) for cell in row):
+                if header is None:
+                    raise CorpusError(f"{source}:{start}: the header row is not UTF-8 text")
+                yield MalformedRecord(source, start, "not UTF-8 text")
+                continue
+
+            if header is None:
+                header = [name.strip() for name in row]
+                missing = [
+                    f"{what} column '{name}'"
+                    for what, name in (("id", id_field), ("text", text_field))
+                    if name not in header
+                ]
+                if missing:
+                    raise CorpusError(
+                        f"{source}: the header has no {' and no '.join(missing)}; its columns are "
+                        f"{', '.join(repr(h) for h in header)}. Name the columns to use with "
+                        "--id-field, --text-field and --title-field"
+                    )
+                id_col = header.index(id_field)
+                text_col = header.index(text_field)
+                title_col = header.index(title_field) if title_field in header else -1
+                used = {id_col, text_col, title_col}
+                meta_cols = [(i, name) for i, name in enumerate(header) if i not in used]
+                continue
+
+            if len(row) != len(header):
+                yield MalformedRecord(
+                    source, start, f"expected {len(header)} columns (as in the header), got {len(row)}"
+                )
+                continue
+            doc_id = row[id_col]
+            if not doc_id.strip():
+                yield MalformedRecord(source, start, f"empty id in column '{id_field}'")
+                continue
+            yield Document(
+                id=doc_id,
+                text=row[text_col],
+                title=row[title_col] if title_col >= 0 else "",
+                metadata={name: row[i] for i, name in meta_cols},
+            )
+        if header is None:
+            raise CorpusError(f"{source}: empty file; a header row naming the columns is required")

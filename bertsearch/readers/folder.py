@@ -1,0 +1,250 @@
+"""A folder of text files (.txt, .md, .markdown, .html, .htm), walked recursively.
+
+Files are visited in sorted order (by path components), hidden files and folders (names
+starting with '.') are ignored, and each file is one document whose id is its path relative
+to the folder with forward slashes. Files that are binary or not UTF-8 are *yielded* as
+`MalformedRecord` values (line 0); `read_corpus` decides whether to stop or skip them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+
+from bertsearch.errors import MalformedRecord
+from bertsearch.types import Document
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+TEXT_SUFFIXES = (".txt",)
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+HTML_SUFFIXES = (".html", ".htm")
+SUFFIXES = TEXT_SUFFIXES + MARKDOWN_SUFFIXES + HTML_SUFFIXES
+
+
+def iter_files(root: PathLike) -> Iterator[tuple[Path, str]]:
+    """Yield ``(path, relative_id)`` for each corpus file under ``root``, in sorted order.
+
+    Symbolic links to files are followed; links to folders are not (no cycles).
+    """
+    base = Path(root)
+
+    def walk(folder: Path, prefix: str) -> Iterator[tuple[Path, str]]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", folder, exc)
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    yield from walk(Path(entry.path), rel + "/")
+                elif entry.is_file() and entry.name.lower().endswith(SUFFIXES):
+                    yield Path(entry.path), rel
+            except OSError as exc:  # pragma: no cover - a racing delete or a broken mount
+                log.warning("cannot read %s: %s", entry.path, exc)
+
+    yield from walk(base, "")
+
+
+def count_files(root: PathLike) -> int:
+    """The number of corpus files under ``root`` (without reading them)."""
+    return sum(1 for _ in iter_files(root))
+
+
+def _stem_title(path: Path) -> str:
+    return re.sub(r"[_-]+", " ", path.stem).strip()
+
+
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_H1 = re.compile(r"^\s{0,3}#[ \t]+(.+?)[ \t]*#*[ \t]*$")
+
+
+def markdown_title(text: str, fallback: str = "") -> str:
+    """The first ``# `` heading (outside code fences); else a ``title:`` in YAML front matter;
+    else the first non-empty line with its leading '#'s stripped; else ``fallback``."""
+    lines = text.splitlines()
+    body_start = 0
+    front_title = ""
+    if lines and lines[0].strip() == "---":
+        for i in range(1, len(lines)):
+            if lines[i].strip() in ("---", "..."):
+                body_start = i + 1
+                for fm in lines[1:i]:
+                    m = re.match(r"^title\s*:\s*(.+?)\s*$", fm)
+                    if m:
+                        front_title = m.group(1).strip("'\"").strip()
+                        break
+                break
+    first_line = ""
+    in_fence = False
+    for line in lines[body_start:]:
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        m = _H1.match(line)
+        if m:
+            return m.group(1).strip()
+        if not first_line and line.strip():
+            first_line = line.strip().lstrip("#").strip()
+    return front_title or first_line or fallback
+
+
+class _HTMLText(HTMLParser):
+    """Collect the visible text of an HTML page with its block structure as newlines."""
+
+    SKIP = {"script", "style", "noscript", "template", "svg"}
+    HEAD_ONLY = {"head", "title", "meta", "link", "base", "style", "script", "noscript", "template"}
+    PARAGRAPH = {
+        "p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table", "ul", "ol", "dl",
+        "section", "article", "header", "footer", "nav", "aside", "main", "figure", "form",
+        "address", "details", "fieldset", "hr",
+    }
+    LINE = {"br", "div", "li", "tr", "dt", "dd", "caption", "figcaption", "summary", "option", "legend"}
+    CELL = {"td", "th"}
+    # Whitespace inside <pre> is kept: it stands in as control characters (NUL cannot occur in
+    # a file we read, \x01/\x02 practically never do) while the rest of the text is tidied.
+    PRE_PROTECT = str.maketrans({"\n": "\x00", " ": "\x01", "\t": "\x02"})
+    PRE_RESTORE = str.maketrans({"\x00": "\n", "\x01": " ", "\x02": "\t"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title_parts: list[str] = []
+        self.h1_parts: list[str] = []
+        self.skip_depth = 0
+        self.in_head = False
+        self.in_title = False
+        self.h1_state = 0  # 0: not seen, 1: inside the first <h1>, 2: done
+        self.pre_depth = 0
+        self.pending = 0  # newlines owed before the next text: 1 after a line, 2 after a block
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "head":
+            self.in_head = True
+        elif tag == "body" or (self.in_head and tag not in self.HEAD_ONLY):
+            self.in_head = False  # the head ended without </head>
+        if tag in self.SKIP:
+            self.skip_depth += 1
+        elif tag == "title" and not self.skip_depth and not self.title_parts:
+            self.in_title = True
+        elif tag == "h1" and self.h1_state == 0:
+            self.h1_state = 1
+        if tag == "pre":
+            self.pre_depth += 1
+        self._break(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "head":
+            self.in_head = False
+        elif tag in self.SKIP:
+            self.skip_depth = max(0, self.skip_depth - 1)
+        elif tag == "title":
+            self.in_title = False
+        elif tag == "h1" and self.h1_state == 1:
+            self.h1_state = 2
+        if tag == "pre":
+            self.pre_depth = max(0, self.pre_depth - 1)
+        if tag in self.CELL and not self.pending and self.parts and not self.parts[-1].endswith(" "):
+            self.parts.append(" ")
+        self._break(tag)
+
+    def _break(self, tag: str) -> None:
+        if tag in self.PARAGRAPH:
+            self.pending = max(self.pending, 2)
+        elif tag in self.LINE:
+            self.pending = max(self.pending, 1)
+
+    def _emit(self, text: str) -> None:
+        if self.pending and self.parts:
+            self.parts.append("\n" * self.pending)
+        self.pending = 0
+        self.parts.append(text)
+
+    def handle_data(self, data: str) -> None:
+        if self.in_title:
+            self.title_parts.append(data)
+            return
+        if self.skip_depth or self.in_head:
+            return
+        if self.h1_state == 1:
+            self.h1_parts.append(data)
+        if self.pre_depth:
+            self._emit(data.replace("\r\n", "\n").translate(self.PRE_PROTECT))
+            return
+        collapsed = re.sub(r"\s+", " ", data)
+        after_space = not self.parts or self.parts[-1].endswith((" ", "\n"))
+        if collapsed.strip():
+            if after_space and not self.pending:
+                collapsed = collapsed.lstrip(" ")
+            self._emit(collapsed)
+        elif collapsed and not self.pending and not after_space:
+            self.parts.append(" ")
+
+    def text(self) -> str:
+        text = "".join(self.parts)
+        text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
+        return text.strip().translate(self.PRE_RESTORE)
+
+    def title(self) -> str:
+        for parts in (self.title_parts, self.h1_parts):
+            title = re.sub(r"\s+", " ", "".join(parts)).strip()
+            if title:
+                return title
+        return ""
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """Return ``(title, text)`` of an HTML page: the <title> (else the first <h1>) and the
+    visible text with entities unescaped, script/style/head dropped and blocks on new lines."""
+    parser = _HTMLText()
+    parser.feed(html)
+    parser.close()
+    return parser.title(), parser.text()
+
+
+def read_file(path: Path, rel: str) -> Document | MalformedRecord:
+    """Read one corpus file into a `Document` (or a `MalformedRecord` saying why it can't be)."""
+    source = os.fspath(path)
+    try:
+        data = path.read_bytes()
+        mtime = path.stat().st_mtime
+    except OSError as exc:
+        return MalformedRecord(source, 0, f"cannot read file: {exc.strerror or exc}")
+    if b"\x00" in data:
+        return MalformedRecord(source, 0, "binary file (contains NUL bytes)")
+    try:
+        content = data.decode("utf-8-sig")  # UTF-8, with or without a byte-order mark
+    except UnicodeDecodeError as exc:
+        return MalformedRecord(source, 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+
+    suffix = path.suffix.lower()
+    if suffix in HTML_SUFFIXES:
+        title, text = html_to_text(content)
+        title = title or _stem_title(path)
+    elif suffix in MARKDOWN_SUFFIXES:
+        text = content
+        title = markdown_title(content, fallback=_stem_title(path))
+    else:
+        text = content
+        title = _stem_title(path)
+    modified = datetime.fromtimestamp(mtime, tz=timezone.utc).isoformat(timespec="seconds")
+    return Document(id=rel, text=text, title=title, metadata={"path": rel, "modified": modified})
+
+
+def iter_folder(root: PathLike) -> Iterator[Document | MalformedRecord]:
+    """Yield a `Document` or a `MalformedRecord` for each corpus file under ``root``."""
+    for path, rel in iter_files(root):
+        yield read_file(path, rel)

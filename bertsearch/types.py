@@ -1,0 +1,78 @@
+"""Plain data types passed between the parts. No heavy imports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Document:
+    """A document as read from a corpus: an id, its text, an optional title and metadata."""
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A window of a document's text, `text[start:end]` of the document, that fits the encoder."""
+
+    start: int
+    end: int
+    n_tokens: int
+
+
+@dataclass
+class Hit:
+    """One search result: a document, the chunk that matched best, and each stage's score.
+
+    `scores` holds the score of every stage that saw the document ("dense": cosine,
+    "lexical": BM25, "hybrid": reciprocal-rank fusion) and `ranks` its 1-based rank there.
+    """
+
+    rank: int
+    doc_id: str
+    score: float
+    title: str
+    text: str
+    chunk_id: int | None
+    start: int
+    end: int
+    scores: dict[str, float] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IndexReport:
+    """What an `add` did. `truncated` counts chunks the encoder could not read whole (always 0 unless
+    a model misreports its window); `long_titles` counts titles too long to prepend to chunks."""
+
+    read: int = 0
+    added: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    metadata_updated: int = 0
+    empty: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    chunks: int = 0
+    truncated: int = 0
+    long_titles: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["docs_per_second"] = round(self.docs_per_second, 2)
+        return d

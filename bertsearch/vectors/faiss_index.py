@@ -1,0 +1,177 @@
+"""Build, save, load and search a FAISS index with chunk ids, by name or factory string.
+
+Names: flat (exact inner product, the default), hnsw, ivf, ivfpq; anything else is passed to
+faiss.index_factory. Vectors are unit length, so inner product is cosine similarity. The file is
+written to a temporary name and renamed into place; a JSON sidecar records the store generation
+and the number of vectors it was built from, so a stale or half-written file is never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadArgument, MissingDependency
+
+log = logging.getLogger(__name__)
+
+ANN_NAMES = ("flat", "hnsw", "ivf", "ivfpq")
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        raise MissingDependency("faiss-cpu", "vector search") from None
+    return faiss
+
+
+def factory_string(spec: str, n: int, dim: int) -> str:
+    """The FAISS factory string for `spec` given `n` training vectors of dimension `dim`."""
+    nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39 if n >= 39 else 1))
+    if spec == "flat":
+        return "IDMap2,Flat"
+    if spec == "hnsw":
+        return "IDMap2,HNSW32,Flat"
+    if spec == "ivf":
+        return f"IVF{nlist},Flat"
+    if spec == "ivfpq":
+        m = next(m for m in (64, 48, 32, 24, 16, 12, 8, 4, 2, 1) if m == 1 or (dim % m == 0 and m <= dim // 4))
+        return f"IVF{nlist},PQ{m}x{8 if n >= 256 * 39 else 4}"
+    if spec.startswith("IDMap") or spec.startswith("IVF"):
+        return spec
+    return f"IDMap2,{spec}"
+
+
+@dataclass
+class VectorIndex:
+    index: Any
+    spec: str
+    generation: int
+    count: int
+
+    META_SUFFIX = ".json"
+
+    @classmethod
+    def build(
+        cls, ids: np.ndarray, xb: np.ndarray, spec: str = "flat", *, generation: int = 0, gpu: bool = False
+    ) -> VectorIndex:
+        """Train (when the index type needs it) and fill an index with `xb` (n, d) under `ids` (n,)."""
+        faiss = _faiss()
+        n, dim = xb.shape
+        fs = factory_string(spec, n, dim)
+        try:
+            index = faiss.index_factory(dim, fs, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as e:
+            raise BadArgument(f"bad ANN setting {spec!r} (FAISS factory {fs!r}): {str(e).splitlines()[-1]}") from None
+        if not index.is_trained:
+            if n == 0:
+                index = faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
+            else:
+                log.info("training %s on %d vectors", fs, n)
+                try:
+                    index.train(xb)
+                except RuntimeError as e:
+                    log.warning(
+                        "cannot train %s on %d vectors (%s); using exact search until the index is larger",
+                        fs, n, str(e).splitlines()[-1],
+                    )
+                    index = faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
+        if n:
+            index.add_with_ids(xb, ids)
+        if gpu:
+            index = to_gpu(index)
+        vi = cls(index=index, spec=spec, generation=generation, count=n)
+        vi.tune()
+        return vi
+
+    def tune(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Search-time settings of approximate indexes (defaults favour recall)."""
+        faiss = _faiss()
+        try:
+            ivf = faiss.extract_index_ivf(self.index)
+        except Exception:
+            ivf = None
+        if ivf is not None:
+            ivf.nprobe = nprobe if nprobe is not None else min(ivf.nlist, max(16, ivf.nlist // 4))
+        base = faiss.downcast_index(self.index.index) if hasattr(self.index, "index") else self.index
+        if hasattr(base, "hnsw"):
+            base.hnsw.efSearch = ef_search if ef_search is not None else 128
+
+    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inner-product search: D (nq, k) scores and I (nq, k) chunk ids, -1 where fewer exist."""
+        if k < 1:
+            raise BadArgument(f"k must be > 0, got {k}")
+        return self.index.search(np.ascontiguousarray(xq, dtype=np.float32), min(k, max(self.count, 1)))
+
+    def save(self, path: Path) -> None:
+        """Write atomically: file to a temporary name, fsync, rename; then the sidecar the same way."""
+        faiss = _faiss()
+        path = Path(path)
+        index = self.index
+        if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
+            index = faiss.index_gpu_to_cpu(index)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(index, str(tmp))
+        _fsync(tmp)
+        meta = {"spec": self.spec, "generation": self.generation, "count": self.count, "size": tmp.stat().st_size}
+        mtmp = path.with_name(path.name + self.META_SUFFIX + ".tmp")
+        mtmp.write_text(json.dumps(meta))
+        _fsync(mtmp)
+        # The sidecar goes first pointing at the new file's size; a crash between the renames leaves a
+        # sidecar whose size or generation does not match, and the index is rebuilt on next open.
+        os.replace(mtmp, path.with_name(path.name + self.META_SUFFIX))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, *, generation: int, spec: str, gpu: bool = False) -> VectorIndex | None:
+        """The saved index if it was built from this store generation with this spec, else None."""
+        path = Path(path)
+        meta_path = path.with_name(path.name + cls.META_SUFFIX)
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta["generation"] != generation or meta["spec"] != spec or meta["size"] != path.stat().st_size:
+                return None
+            index = _faiss().read_index(str(path))
+        except (OSError, ValueError, KeyError, RuntimeError):
+            return None
+        if index.ntotal != meta["count"]:
+            return None
+        if gpu:
+            index = to_gpu(index)
+        vi = cls(index=index, spec=spec, generation=generation, count=int(index.ntotal))
+        vi.tune()
+        return vi
+
+
+def gpu_available() -> bool:
+    faiss = _faiss()
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def to_gpu(index: Any) -> Any:
+    """Move an index to the GPU when faiss-gpu and a GPU are present; HNSW stays on the CPU."""
+    faiss = _faiss()
+    if not gpu_available():
+        log.warning("no GPU FAISS available (install faiss-gpu on a GPU machine); searching on the CPU")
+        return index
+    try:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    except RuntimeError as e:
+        log.warning("index type cannot move to the GPU (%s); searching on the CPU", str(e).splitlines()[-1])
+        return index
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

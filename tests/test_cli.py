@@ -1,0 +1,98 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from bertsearch.cli import cli
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_index_search_info_roundtrip(run, corpus_file, tmp_path):
+    ix = tmp_path / "ix"
+    r = run("index", corpus_file, "--index", ix, "--model", "hashing", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["added"] == 4 and report["index"]["documents"] == 4
+    r = run("search", "northern", "lights", "--index", ix, "--json", "-k", "2")
+    data = json.loads(r.stdout)
+    assert data["query"] == "northern lights" and data["mode"] == "hybrid"
+    assert data["hits"][0]["doc_id"] == "aurora" and len(data["hits"]) == 2
+    assert {"dense", "lexical", "hybrid"} <= set(data["hits"][0]["scores"])
+    r = run("search", "penicillin", "--index", ix, "--mode", "lexical")
+    assert r.exit_code == 0 and "Penicillin" in r.stdout
+    r = run("info", "--index", ix, "--json")
+    assert json.loads(r.stdout)["documents"] == 4
+    # re-running index on the same corpus changes nothing and embeds nothing
+    again = json.loads(run("index", corpus_file, "--index", ix, "--json").stdout)
+    assert again["unchanged"] == 4 and again["chunks"] == 0
+
+
+def test_user_mistakes_are_one_line_and_nonzero(run, tmp_path, corpus_file):
+    r = run("search", "anything", "--index", tmp_path / "missing")
+    assert r.exit_code == 1 and "no index at" in r.stderr and "bertsearch index" in r.stderr
+    assert "Traceback" not in r.output
+    run("index", corpus_file, "--index", tmp_path / "ix", "--model", "hashing")
+    r = run("search", "  ", "--index", tmp_path / "ix")
+    assert r.exit_code == 1 and "empty query" in r.stderr
+    r = run("index", tmp_path / "nope.jsonl", "--index", tmp_path / "ix")
+    assert r.exit_code == 1 and "no such file" in r.stderr
+    r = run("search", "x", "--index", tmp_path / "ix", "--model", "hashing:16")
+    assert r.exit_code == 1 and "fingerprint" in r.stderr
+
+
+def test_malformed_record_stops_or_is_skipped_and_nothing_indexed_is_lost(run, tmp_path, corpus_file):
+    ix = tmp_path / "ix"
+    run("index", corpus_file, "--index", ix, "--model", "hashing")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "new1", "text": "fresh text"}\n{"id": broken\n{"id": "new2", "text": "more"}\n')
+    r = run("index", bad, "--index", ix)
+    assert r.exit_code == 1 and "bad.jsonl:2" in r.stderr and "--on-error skip" in r.stderr
+    assert json.loads(run("info", "--index", ix, "--json").stdout)["documents"] >= 4  # nothing lost
+    r = run("index", bad, "--index", ix, "--on-error", "skip", "--json")
+    assert r.exit_code == 0
+    report = json.loads(r.stdout)
+    assert report["skipped"] == 1 and report["index"]["documents"] == 6
+    assert "bad.jsonl:2" in report["errors"][0]
+
+
+def test_csv_with_column_options(run, tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("key,body,name,lang\n1,The Eiffel Tower is in Paris.,Eiffel Tower,en\n2,Der Rhein ist ein Fluss.,Rhein,de\n")
+    r = run("index", p, "--index", tmp_path / "ix", "--model", "hashing", "--id-field", "key", "--text-field", "body",
+            "--title-field", "name", "--json")
+    assert r.exit_code == 0, r.output
+    hits = json.loads(run("search", "Paris", "--index", tmp_path / "ix", "--json").stdout)["hits"]
+    assert hits[0]["doc_id"] == "1" and hits[0]["title"] == "Eiffel Tower" and hits[0]["metadata"] == {"lang": "en"}
+
+
+def test_every_command_has_help_with_an_example(run):
+    for args in (["index"], ["search"], ["info"], ["eval", "beir"]):
+        r = run(*args, "--help")
+        assert r.exit_code == 0 and "bertsearch " in r.stdout, args
+
+
+def test_eval_beir_on_a_small_dataset(run, tmp_path):
+    d = tmp_path / "mini"
+    (d / "qrels").mkdir(parents=True)
+    docs = {"d1": "cats purr and sleep", "d2": "dogs bark loudly", "d3": "fish swim in water"}
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items()))
+    (d / "queries.jsonl").write_text('{"_id": "q1", "text": "barking dogs"}\n{"_id": "q2", "text": "swim water"}\n')
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td3\t1\n")
+    run_file = tmp_path / "run.trec"
+    r = run("eval", "beir", d, "--index", tmp_path / "ix", "--model", "hashing", "--mode", "lexical", "--json",
+            "--run-file", run_file)
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["ndcg@10"] == pytest.approx(1.0) and m["mrr@10"] == pytest.approx(1.0) and m["recall@100"] == 1.0
+    assert run_file.read_text().splitlines()[0].split()[:4] == ["q1", "Q0", "d2", "1"]
+    r = run("eval", "beir", d, "--split", "dev", "--index", tmp_path / "ix")
+    assert r.exit_code == 1 and "test" in r.stderr

@@ -1,0 +1,159 @@
+import json
+
+import numpy as np
+import pytest
+
+import bertsearch
+from bertsearch.errors import BadArgument, BadQuery, IndexNotFound, ModelMismatch
+
+
+def test_search_modes_return_typed_hits_with_provenance(index):
+    for mode in ("hybrid", "dense", "lexical"):
+        hits = index.search("northern lights aurora", k=2, mode=mode)
+        assert hits[0].doc_id == "aurora"
+        h = hits[0]
+        assert mode in h.scores and h.ranks[mode] == 1 and h.score == h.scores[mode]
+        doc = index.get("aurora")
+        assert doc["text"][h.start : h.end] == h.text
+        assert h.chunk_id is not None
+    hybrid = index.search("penicillin fleming", k=4)
+    assert hybrid[0].doc_id == "penicillin"
+    assert set(hybrid[0].scores) == {"dense", "lexical", "hybrid"}
+    assert hybrid[0].metadata == {"topic": "medicine", "year": 1928}
+    assert [h.rank for h in hybrid] == list(range(1, len(hybrid) + 1))
+
+
+def test_batch_search_equals_single(index):
+    qs = ["volcano lava", "piano keys", "bacteria mould"]
+    batch = index.batch_search(qs, k=3)
+    for q, hits in zip(qs, batch):
+        assert [h.doc_id for h in hits] == [h.doc_id for h in index.search(q, k=3)]
+
+
+def test_k_caps_results_and_lexical_needs_a_match(index):
+    assert len(index.search("the", k=2, mode="dense")) == 2
+    assert index.search("zzzunknownword", mode="lexical") == []
+    assert len(index.search("volcano", k=50, mode="dense")) == 4
+
+
+def test_bad_queries_and_arguments(index):
+    with pytest.raises(BadQuery):
+        index.search("   ")
+    with pytest.raises(BadArgument):
+        index.search("x", k=0)
+    with pytest.raises(BadArgument):
+        index.search("x", mode="fuzzy")
+
+
+def test_reindexing_unchanged_documents_does_no_encoder_work(tmp_path, docs, monkeypatch):
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    first = ix.add(docs)
+    assert first.added == 4 and first.chunks >= 4
+    calls = []
+    real = ix.encoder.encode
+    monkeypatch.setattr(ix.encoder, "encode", lambda texts, **kw: calls.append(len(texts)) or real(texts, **kw))
+    again = ix.add(docs)
+    assert again.unchanged == 4 and again.chunks == 0 and calls == []
+    docs[0]["text"] += " Changed."
+    docs[1]["year"] = 1929  # metadata only: no re-embedding
+    third = ix.add(docs)
+    assert third.replaced == 1 and third.metadata_updated == 1 and third.unchanged == 2
+    assert calls == [third.chunks]
+    assert ix.get("penicillin")["metadata"]["year"] == 1929
+    assert ix.store.counts()["documents"] == 4
+
+
+def test_empty_and_duplicate_documents_are_counted(tmp_path):
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    r = ix.add([{"id": "a", "text": "first"}, {"id": "a", "text": "second"}, {"id": "b", "text": "  "}])
+    assert (r.read, r.added, r.duplicates, r.empty) == (3, 1, 1, 1)
+    assert ix.get("a")["text"] == "second"
+    with pytest.raises(BadArgument):
+        ix.add([{"text": "no id"}])
+
+
+def test_long_documents_are_chunked_not_truncated(tmp_path):
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    words = [f"w{i}" for i in range(500)]
+    text = ". ".join(" ".join(words[i : i + 10]) for i in range(0, 500, 10)) + "."
+    r = ix.add([{"id": "long", "title": "Long", "text": text}])
+    assert r.truncated == 0 and r.chunks > 8
+    hits = ix.search("w437", k=1, mode="dense")
+    assert hits[0].doc_id == "long" and "w437" in hits[0].text
+
+
+def test_open_missing_index_and_model_mismatch(tmp_path, index):
+    with pytest.raises(IndexNotFound, match="bertsearch index"):
+        bertsearch.open_index(tmp_path / "nope")
+    path = index.path
+    index.close()
+    with pytest.raises(ModelMismatch, match="hashing:64"):
+        bertsearch.open_index(path, model="hashing:32")
+    ix = bertsearch.open_index(path)  # its own model by default
+    assert ix.config.model == "hashing:64"
+    assert json.loads((path / "config.json").read_text())["dim"] == 64
+
+
+def test_vector_file_is_rebuilt_from_the_store_when_missing_or_stale(tmp_path, docs, monkeypatch):
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    ix.add(docs)
+    before = [h.doc_id for h in ix.search("lava crust", mode="dense")]
+    ix.close()
+    (tmp_path / "ix" / "vectors.faiss").unlink()
+    ix = bertsearch.open_index(tmp_path / "ix")
+    monkeypatch.setattr(ix.encoder, "encode", _only_queries(ix.encoder.encode))
+    assert [h.doc_id for h in ix.search("lava crust", mode="dense")] == before
+    assert (tmp_path / "ix" / "vectors.faiss").exists()
+    # a sidecar from another generation marks the file stale: it is rebuilt, not trusted
+    meta = tmp_path / "ix" / "vectors.faiss.json"
+    data = json.loads(meta.read_text())
+    data["generation"] -= 1
+    meta.write_text(json.dumps(data))
+    assert ix.info()["vectors_fresh"] is False
+    ix2 = bertsearch.open_index(tmp_path / "ix")
+    assert [h.doc_id for h in ix2.search("lava crust", mode="dense")] == before
+    assert ix2.info()["vectors_fresh"] is True
+
+
+def _only_queries(encode):
+    def wrapped(texts, **kw):
+        assert len(texts) == 1, "documents must not be re-encoded to rebuild the vector index"
+        return encode(texts, **kw)
+
+    return wrapped
+
+
+def test_delete(index):
+    assert index.delete(["aurora", "missing"]) == 1
+    assert index.get("aurora") is None
+    assert all(h.doc_id != "aurora" for h in index.search("northern lights", k=10))
+
+
+def test_float16_vectors(tmp_path, docs):
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing", vector_dtype="float16")
+    ix.add(docs)
+    assert ix.search("piano", mode="dense")[0].doc_id == "piano"
+
+
+def test_info(index):
+    info = index.info()
+    assert info["documents"] == 4 and info["chunks"] >= 4 and info["ann"] == "flat"
+    assert info["size_bytes"] > 0 and info["last_updated"]
+
+
+@pytest.mark.parametrize("ann", ["hnsw", "ivf", "ivfpq", "IVF4,SQ8"])
+def test_approximate_indexes_agree_with_exact_search(tmp_path, ann):
+    """Approximate indexes against the exact flat index on the same stored vectors."""
+    rng = np.random.default_rng(0)
+    vocab = [f"t{i}" for i in range(300)]
+    docs = [{"id": str(i), "text": " ".join(rng.choice(vocab, 12))} for i in range(2000)]
+    exact = bertsearch.open_index(tmp_path / "flat", create=True, model="hashing")
+    exact.add(docs)
+    approx = bertsearch.open_index(tmp_path / ann, create=True, model="hashing", ann=ann)
+    approx.add(docs)
+    queries = [" ".join(rng.choice(vocab, 3)) for _ in range(50)]
+    want = exact.batch_search(queries, k=10, mode="dense")
+    got = approx.batch_search(queries, k=10, mode="dense")
+    recall = np.mean([len({h.doc_id for h in g} & {h.doc_id for h in w}) / 10 for g, w in zip(got, want)])
+    assert recall >= {"hnsw": 0.9, "ivf": 0.8}.get(ann, 0.6), recall
+    assert approx.info()["ann"] == ann

@@ -1,0 +1,68 @@
+"""With the real packaged all-MiniLM-L6-v2 (offline). Marked `model`; run with the rest by default."""
+
+import itertools
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import bertsearch
+from bertsearch.cli import cli
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.model
+DEMO = ROOT / "corpora" / "wiki-demo" / "docs.jsonl"
+
+
+@pytest.fixture(scope="module")
+def demo_index(tmp_path_factory):
+    wanted = {"aurora", "penicillin", "alexander-fleming", "photosynthesis", "black-hole", "dna", "albert-einstein"}
+    with DEMO.open() as f:
+        rows = [json.loads(line) for line in f]
+    docs = [r for r in rows if r["id"] in wanted] + list(itertools.islice((r for r in rows if r["id"] not in wanted), 60))
+    ix = bertsearch.open_index(tmp_path_factory.mktemp("demo") / "ix", create=True)
+    report = ix.add(docs)
+    assert report.added == len(docs) and report.truncated == 0
+    yield ix
+    ix.close()
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("what causes the northern lights", "aurora"),
+        ("how do plants make energy from sunlight", "photosynthesis"),
+        ("region of space where gravity lets nothing escape", "black-hole"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["hybrid", "dense"])
+def test_real_model_finds_the_right_article(demo_index, query, expected, mode):
+    assert demo_index.search(query, k=3, mode=mode)[0].doc_id == expected
+
+
+def test_index_records_the_packaged_model(demo_index):
+    info = demo_index.info()
+    assert info["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert info["dim"] == 384 and info["max_tokens"] == 256
+
+
+def test_long_document_is_chunked_within_the_window(tmp_path):
+    ix = bertsearch.open_index(tmp_path / "ix", create=True)
+    text = " ".join(f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(300))
+    report = ix.add([{"id": "long", "title": "A long document", "text": text}])
+    assert report.truncated == 0 and report.chunks > 10
+    spans = ix.encoder.token_spans([ix.get("long")["text"][h.start : h.end] for h in ix.search("topic", k=1)])
+    assert all(len(s) + 8 <= 256 for s in spans)
+
+
+def test_cli_with_real_model(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    with DEMO.open() as f:
+        corpus.write_text("".join(itertools.islice(f, 40)))
+    runner = CliRunner()
+    r = runner.invoke(cli, ["index", str(corpus), "--index", str(tmp_path / "ix"), "--json"])
+    assert r.exit_code == 0, r.output
+    first = json.loads(corpus.read_text().splitlines()[3])
+    r = runner.invoke(cli, ["search", first["title"], "--index", str(tmp_path / "ix"), "--json", "-k", "3"])
+    assert first["id"] in [h["doc_id"] for h in json.loads(r.stdout)["hits"]]
