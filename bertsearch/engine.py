@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from . import retrieval
+from . import filters, retrieval
 from .chunking import chunk_spans
 from .config import IndexConfig
+from .filters import Filter
 from .errors import BadArgument, BadQuery, BertsearchError, IndexNotFound, ModelMismatch
 from .models import Encoder, canonical_name, load_encoder
 from .store import Store, StoredDocument
@@ -46,6 +47,9 @@ class Index:
         self.encoder = encoder
         self.gpu = gpu
         self._vectors: Any = None
+        self._built_at = 0.0
+        self.max_staleness = 5.0
+        self.exact_subset = 20_000  # filtered dense search is exact when this few chunks match
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -129,16 +133,25 @@ class Index:
         batch_size: int = 128,
         encode_batch_size: int = 32,
         on_progress: Progress | None = None,
+        prune: bool = False,
     ) -> IndexReport:
-        """Add documents, replacing those whose id is already stored. Unchanged ones cost no encoder work."""
+        """Add documents, replacing those whose id is already stored. Unchanged ones cost no encoder work.
+
+        With `prune`, documents stored but absent from `docs` are deleted once all of `docs` is read
+        (so an interrupted run deletes nothing).
+        """
         if batch_size < 1:
             raise BadArgument(f"batch size must be > 0, got {batch_size}")
         report = IndexReport()
         t0 = time.perf_counter()
+        seen: set[str] | None = set() if prune else None
         for batch in _batched(docs, batch_size):
-            self._add_batch(batch, report, encode_batch_size)
+            self._add_batch(batch, report, encode_batch_size, seen)
             if on_progress is not None:
                 on_progress(len(batch))
+        if seen is not None:
+            gone = [i for i in self.store.ids() if i not in seen]
+            report.deleted = self.store.delete(gone) if gone else 0
         self.refresh_vectors()
         report.seconds = time.perf_counter() - t0
         return report
@@ -152,22 +165,30 @@ class Index:
         on_error: str = "stop",
         batch_size: int = 128,
         on_progress: Progress | None = None,
+        prune: bool = False,
     ) -> IndexReport:
-        """Read a corpus (JSONL, CSV/TSV, a folder of files, or BEIR) as a stream and add it."""
+        """Read a corpus (JSONL, CSV/TSV, a folder of files, or BEIR) as a stream and add it.
+
+        With `prune`, documents no longer in the corpus are deleted from the index.
+        """
         from .readers import ReadStats, read_corpus
 
         stats = ReadStats()
         docs = read_corpus(source, format, fields=fields, on_error=on_error, stats=stats)
-        report = self.add(docs, batch_size=batch_size, on_progress=on_progress)
+        if prune and on_error == "skip":
+            raise BadArgument("--prune with --on-error skip could delete documents whose records are malformed; use one or the other")
+        report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune)
         report.skipped = stats.skipped
         report.errors = list(stats.errors)
         return report
 
-    def _add_batch(self, batch: list[DocLike], report: IndexReport, encode_batch_size: int) -> None:
+    def _add_batch(self, batch: list[DocLike], report: IndexReport, encode_batch_size: int, seen: set[str] | None) -> None:
         by_id: dict[str, Document] = {}
         for raw in batch:
             report.read += 1
             doc = _as_document(raw)
+            if seen is not None:
+                seen.add(doc.id)
             if not doc.text.strip():
                 report.empty += 1
                 log.warning("document %s has no text; skipped", doc.id)
@@ -224,9 +245,14 @@ class Index:
             inputs.extend(prefix + d.text[c.start : c.end] for c in chunks)
         return items, inputs
 
-    def delete(self, ids: Iterable[str]) -> int:
-        """Delete documents by id; returns how many were stored."""
-        n = self.store.delete(list(ids))
+    def delete(self, ids: Iterable[str] = (), *, where: str | Filter | None = None) -> int:
+        """Delete documents by id and/or those matching a filter; returns how many were deleted."""
+        ids = list(ids)
+        if isinstance(ids, str) or (not ids and where is None):
+            raise BadArgument("give document ids (a list) or a filter to delete")
+        n = self.store.delete(ids) if ids else 0
+        if where is not None:
+            n += self.store.delete_where(filters.parse(where) if isinstance(where, str) else where)
         self.refresh_vectors()
         return n
 
@@ -234,15 +260,24 @@ class Index:
 
     @property
     def vectors(self) -> Any:
-        """The FAISS index, loaded from disk if it matches the store, else rebuilt from stored vectors."""
+        """The FAISS index, loaded from disk if it matches the store, else rebuilt from stored vectors.
+
+        While another process is writing, the store's generation moves with every batch it commits;
+        a reader then keeps its index for up to `max_staleness` seconds instead of rebuilding it for
+        every query. Chunks deleted since are never returned (hits are looked up in the store); chunks
+        added since show up at the next rebuild.
+        """
         generation = self.store.generation()
-        if self._vectors is None or self._vectors.generation != generation:
+        vi = self._vectors
+        if vi is None or (vi.generation != generation and time.monotonic() - self._built_at > self.max_staleness):
             self._vectors = self._load_or_build(generation)
+            self._built_at = time.monotonic()
         return self._vectors
 
     def refresh_vectors(self) -> None:
         """Bring the FAISS file up to date with the store (no encoder work: vectors come from SQLite)."""
         self._vectors = self._load_or_build(self.store.generation())
+        self._built_at = time.monotonic()
 
     def _load_or_build(self, generation: int) -> Any:
         from .vectors import VectorIndex
@@ -252,7 +287,7 @@ class Index:
         if vi is not None:
             return vi
         t0 = time.perf_counter()
-        ids, xb = self.store.vectors(self.config.dim, self.config.vector_dtype)
+        generation, ids, xb = self.store.vectors(self.config.dim, self.config.vector_dtype)
         vi = VectorIndex.build(ids, xb, self.config.ann, generation=generation, gpu=self.gpu)
         try:
             vi.save(path)
@@ -263,15 +298,29 @@ class Index:
 
     # -- searching --------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 10, mode: str = "hybrid") -> list[Hit]:
-        """The top `k` documents for `query`; mode is hybrid (default), dense or lexical."""
-        return self.batch_search([query], k=k, mode=mode)[0]
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", *, where: str | Filter | None = None) -> list[Hit]:
+        """The top `k` documents for `query`; mode is hybrid (default), dense or lexical.
 
-    def batch_search(self, queries: list[str], k: int = 10, mode: str = "hybrid", *, depth: int = 100) -> list[list[Hit]]:
+        `where` restricts the search to documents whose metadata match a filter such as
+        ``"year >= 2020 and lang = 'en'"`` (see `bertsearch.filters`); it applies before ranking, so
+        k documents come back whenever k match.
+        """
+        return self.batch_search([query], k=k, mode=mode, where=where)[0]
+
+    def batch_search(
+        self, queries: list[str], k: int = 10, mode: str = "hybrid", *, where: str | Filter | None = None, depth: int = 100
+    ) -> list[list[Hit]]:
         """Search many queries at once (the encoder sees them as one batch).
 
         `depth` is how many candidates each of dense and lexical contributes to hybrid fusion.
+        The search reads one snapshot of the store, so a writer committing meanwhile changes nothing
+        it sees half-way.
         """
+        flt = filters.parse(where) if isinstance(where, str) else where
+        with self.store.snapshot():
+            return self._batch_search(queries, k, mode, depth, flt)
+
+    def _batch_search(self, queries: list[str], k: int, mode: str, depth: int, flt: Filter | None) -> list[list[Hit]]:
         if isinstance(queries, str):
             raise BadArgument("batch_search takes a list of queries; use search() for one")
         if k < 1:
@@ -284,15 +333,16 @@ class Index:
         n = max(k, depth) if mode == "hybrid" else k
         cands: list[dict[int, retrieval.Candidate]] = [{} for _ in queries]
         if mode in ("dense", "hybrid"):
-            for qi, ranked in enumerate(self._dense(queries, n)):
-                for r, (doc, cid, score) in enumerate(ranked, start=1):
-                    c = cands[qi].setdefault(doc, retrieval.Candidate(doc, cid))
+            for qi, ranked in enumerate(self._dense(queries, n, flt)):
+                for r, (doc, cid, score, doc_id) in enumerate(ranked, start=1):
+                    c = cands[qi].setdefault(doc, retrieval.Candidate(doc, cid, doc_id))
                     c.scores["dense"], c.ranks["dense"] = score, r
         if mode in ("lexical", "hybrid"):
             for qi, q in enumerate(queries):
-                for r, (doc, score) in enumerate(self.store.bm25(q, n), start=1):
+                for r, (doc, score, doc_id) in enumerate(self.store.bm25(q, n, flt), start=1):
                     c = cands[qi].setdefault(doc, retrieval.Candidate(doc))
                     c.scores["lexical"], c.ranks["lexical"] = score, r
+                    c.doc_id = doc_id
         results = []
         for q, cs in zip(queries, cands):
             if mode == "hybrid":
@@ -300,7 +350,7 @@ class Index:
                     s: [d for d, _ in sorted(((c.doc, c.ranks[s]) for c in cs.values() if s in c.ranks), key=lambda x: x[1])]
                     for s in ("dense", "lexical")
                 }
-                top = retrieval.rrf(rankings, k)
+                top = retrieval.rrf(rankings, k, {c.doc: c.doc_id for c in cs.values()})
                 for r, (doc, score) in enumerate(top, start=1):
                     cs[doc].scores["hybrid"], cs[doc].ranks["hybrid"] = score, r
                 ordered = [cs[doc] for doc, _ in top]
@@ -309,21 +359,36 @@ class Index:
             results.append(self._hits(q, ordered, mode))
         return results
 
-    def _dense(self, queries: list[str], k: int) -> list[list[tuple[int, int, float]]]:
+    def _dense(self, queries: list[str], k: int, flt: Filter | None = None) -> list[list[tuple[int, int, float, str]]]:
         vi = self.vectors
+        allowed = None
+        if flt is not None:
+            allowed = self.store.chunk_ids_where(flt)
+            if len(allowed) <= self.exact_subset:  # small subset: exact search over its stored vectors
+                return self._dense_exact(queries, k, allowed)
         if vi.count == 0:
             return [[] for _ in queries]
         xq = self.encoder.encode(queries)  # (nq, dim)
         kc = min(vi.count, max(4 * k, 64))
         while True:
-            D, I = vi.search(xq, kc)  # (nq, kc) each
+            D, I = vi.search(xq, kc, allowed)  # (nq, kc) each
             if self.config.ann != "flat":
                 D, I = self._rescore(xq, I)
-            chunk_doc = {cid: doc for cid, (doc, _, _) in self.store.chunk_docs(np.unique(I[I >= 0]).tolist()).items()}
+            chunk_doc = self.store.chunk_doc_ids(np.unique(I[I >= 0]).tolist())
             out = [retrieval.best_chunk_per_doc(D[i], I[i], chunk_doc, k) for i in range(len(queries))]
             if kc >= vi.count or all(len(o) >= k for o in out):
                 return out
             kc = min(vi.count, kc * 4)  # many chunks of few documents: look deeper
+
+    def _dense_exact(self, queries: list[str], k: int, ids: np.ndarray) -> list[list[tuple[int, int, float, str]]]:
+        if len(ids) == 0:
+            return [[] for _ in queries]
+        xq = self.encoder.encode(queries)  # (nq, dim)
+        xb = self.store.chunk_vectors(ids.tolist(), self.config.dim, self.config.vector_dtype)  # (n, dim)
+        D = xq @ xb.T  # (nq, n)
+        order = np.argsort(-D, axis=1, kind="stable")
+        chunk_doc = self.store.chunk_doc_ids(ids.tolist())
+        return [retrieval.best_chunk_per_doc(D[i, order[i]], ids[order[i]], chunk_doc, k) for i in range(len(queries))]
 
     def _rescore(self, xq: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner products for an approximate index's candidates, from the stored vectors."""
@@ -373,6 +438,37 @@ class Index:
     def get(self, doc_id: str) -> dict[str, Any] | None:
         """A stored document by id (id, title, text, metadata, updated_at), or None."""
         return self.store.document(doc_id)
+
+    def check(self, *, repair: bool = False) -> dict[str, Any]:
+        """Consistency report: store problems (each a string), and whether the vector file is current.
+
+        A vector file that is behind the store is not a problem (it is rebuilt from stored vectors on
+        the next search); `repair` rebuilds it now, and rebuilds the full-text index.
+        """
+        from .vectors import VectorIndex
+
+        problems = self.store.check(self.config.dim, self.config.vector_dtype)
+        if repair:
+            if problems:
+                self.store.repair()
+            self.refresh_vectors()
+            after = self.store.check(self.config.dim, self.config.vector_dtype)
+        gen = self.store.generation()
+        vi = VectorIndex.load(self.path / self.VECTORS, generation=gen, spec=self.config.ann)
+        counts = self.store.counts()
+        if vi is not None and vi.count != counts["chunks"]:
+            problems.append(f"vector file holds {vi.count} vectors for {counts['chunks']} chunks")
+        report = {
+            "ok": not (after if repair else problems),
+            "problems": problems,
+            "vectors": "current" if vi is not None else "behind the store (rebuilt from stored vectors on next search)",
+            **counts,
+            "generation": gen,
+        }
+        if repair:
+            report["repaired"] = problems
+            report["problems"] = after
+        return report
 
     def info(self) -> dict[str, Any]:
         """What the index holds and how it was built."""

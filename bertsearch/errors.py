@@ -16,8 +16,8 @@ class IndexNotFound(BertsearchError):
         )
 
 
-class IndexExists(BertsearchError):
-    pass
+class IndexBusy(BertsearchError):
+    """Another process holds the index's write lock for longer than we wait."""
 
 
 class ModelMismatch(BertsearchError):

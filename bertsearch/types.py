@@ -62,6 +62,7 @@ class IndexReport:
     empty: int = 0
     duplicates: int = 0
     skipped: int = 0
+    deleted: int = 0
     chunks: int = 0
     truncated: int = 0
     long_titles: int = 0

@@ -19,6 +19,7 @@ from .options import (
     k_option,
     mode_option,
     model_option,
+    where_option,
 )
 
 
@@ -67,44 +68,16 @@ def _quiet_transformers() -> None:
     tl.set_verbosity_error()
 
 
-@cli.command()
-@click.argument("source", type=click.Path(path_type=str))
-@index_option
-@model_option
-@ann_option
-@corpus_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
-@json_option
-def index(
-    source: str,
-    index_path: str,
-    model: str | None,
-    ann: str | None,
-    fmt: str,
-    id_field: str,
-    text_field: str,
-    title_field: str,
-    on_error: str,
-    batch_size: int,
-    as_json: bool,
-) -> None:
-    """Index a corpus: a JSONL or CSV/TSV file, a folder of .txt/.md/.html files, or a BEIR folder.
-
-    Re-indexing is incremental: documents whose id and text are unchanged cost no encoder work,
-    changed ones are replaced.
-
-    \b
-    bertsearch index corpora/wiki-demo/docs.jsonl --index indexes/demo
-    bertsearch index notes/ --index indexes/notes --format folder
-    bertsearch index data.csv --text-field body --id-field key --on-error skip
-    """
+def _index(source: str, index_path: str, *, create: bool, prune: bool = False, model: str | None = None,
+           ann: str | None = None, fmt: str = "auto", id_field: str = "id", text_field: str = "text",
+           title_field: str = "title", on_error: str = "stop", batch_size: int = 128, as_json: bool = False) -> None:
     from ..engine import Index
     from ..readers import Fields, count_records
     from . import render
 
     fmt_arg = None if fmt == "auto" else fmt
     total = count_records(source, fmt_arg)
-    with Index.open(index_path, model=model, ann=ann, create=True) as ix:
+    with Index.open(index_path, model=model, ann=ann, create=create) as ix:
         with render.progress("indexing", total) as advance:
             report = ix.add_corpus(
                 source,
@@ -113,18 +86,20 @@ def index(
                 on_error=on_error,
                 batch_size=batch_size,
                 on_progress=advance,
+                prune=prune,
             )
         counts = ix.store.counts()
     if as_json:
         render.print_json({**report.to_dict(), "index": {"path": index_path, **counts}})
         return
     render.err.print(
-        f"indexed {report.read} documents in {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s): "
+        f"read {report.read} documents in {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s): "
         f"{report.added} added, {report.replaced} replaced, {report.unchanged} unchanged, "
-        f"{report.chunks} chunks embedded; index {index_path} holds {counts['documents']} documents, "
-        f"{counts['chunks']} chunks"
+        f"{report.chunks} chunks embedded; {index_path} holds {counts['documents']} documents, {counts['chunks']} chunks"
     )
     for label, n in (("skipped as malformed", report.skipped), ("empty, not indexed", report.empty),
+                     ("with metadata updated only", report.metadata_updated),
+                     ("deleted (no longer in the corpus)", report.deleted),
                      ("duplicate ids in a batch (last kept)", report.duplicates),
                      ("chunks truncated by the encoder", report.truncated),
                      ("titles too long to embed with each chunk", report.long_titles)):
@@ -135,30 +110,127 @@ def index(
 
 
 @cli.command()
+@click.argument("source", type=click.Path(path_type=str))
+@index_option
+@model_option
+@ann_option
+@corpus_options
+@click.option("--prune", is_flag=True, help="Delete documents that are no longer in SOURCE (after reading all of it).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
+@json_option
+def index(source: str, index_path: str, **kwargs: Any) -> None:
+    """Index a corpus: a JSONL or CSV/TSV file, a folder of .txt/.md/.html files, or a BEIR folder.
+
+    Creates the index if needed. Re-indexing is incremental: documents whose text is unchanged cost
+    no encoder work, changed ones are replaced, and with --prune vanished ones are deleted.
+
+    \b
+    bertsearch index corpora/wiki-demo/docs.jsonl --index indexes/demo
+    bertsearch index notes/ --index indexes/notes --prune
+    bertsearch index data.csv --text-field body --id-field key --on-error skip
+    """
+    _index(source, index_path, create=True, **kwargs)
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=str))
+@index_option
+@corpus_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
+@json_option
+def add(source: str, index_path: str, **kwargs: Any) -> None:
+    """Add documents to an existing index: new ids are added, existing ids replaced.
+
+    \b
+    bertsearch add new_docs.jsonl --index indexes/mine
+    """
+    _index(source, index_path, create=False, **kwargs)
+
+
+@cli.command()
+@click.option("--id", "ids", multiple=True, help="A document id to delete (repeatable).")
+@where_option
+@index_option
+@json_option
+def delete(ids: tuple[str, ...], where: str | None, index_path: str, as_json: bool) -> None:
+    """Delete documents by id or by a metadata filter.
+
+    \b
+    bertsearch delete --id doc-17 --id doc-18 --index indexes/mine
+    bertsearch delete --where "source = 'old-feed'" --index indexes/mine
+    """
+    from ..engine import Index
+    from . import render
+
+    if not ids and where is None:
+        raise BadArgument("nothing to delete: give --id ID (repeatable) or --where FILTER")
+    with Index.open(index_path) as ix:
+        n = ix.delete(list(ids), where=where)
+        counts = ix.store.counts()
+    if as_json:
+        render.print_json({"deleted": n, "index": {"path": index_path, **counts}})
+    else:
+        render.err.print(f"deleted {n} documents; {index_path} holds {counts['documents']} documents")
+
+
+@cli.command()
 @click.argument("query", nargs=-1, required=True)
 @index_option
 @model_option
 @mode_option
 @k_option(10)
+@where_option
 @gpu_option
 @json_option
-def search(query: tuple[str, ...], index_path: str, model: str | None, mode: str, k: int, gpu: bool, as_json: bool) -> None:
+def search(
+    query: tuple[str, ...], index_path: str, model: str | None, mode: str, k: int, where: str | None, gpu: bool, as_json: bool
+) -> None:
     """Search an index; prints the best documents, each with its best-matching chunk.
 
     \b
     bertsearch search "what causes the northern lights" --index indexes/demo
     bertsearch search "penicillin" --index indexes/demo --mode lexical -k 3 --json
+    bertsearch search "volcanoes" --index indexes/demo --where "topic = 'Geography'"
     """
     from ..engine import Index
     from . import render
 
     q = " ".join(query)
     with Index.open(index_path, model=model, gpu=gpu) as ix:
-        hits = ix.search(q, k=k, mode=mode)
+        hits = ix.search(q, k=k, mode=mode, where=where)
     if as_json:
-        render.print_json({"query": q, "mode": mode, "k": k, "hits": [h.to_dict() for h in hits]})
+        render.print_json({"query": q, "mode": mode, "k": k, "where": where, "hits": [h.to_dict() for h in hits]})
     else:
         render.hits(q, hits, mode)
+
+
+@cli.command()
+@index_option
+@click.option("--repair", is_flag=True, help="Rebuild what is derived (full-text and vector indexes) and drop orphans.")
+@json_option
+def check(index_path: str, repair: bool, as_json: bool) -> None:
+    """Check an index's consistency; exits 1 if a problem remains.
+
+    \b
+    bertsearch check --index indexes/mine
+    bertsearch check --index indexes/mine --repair
+    """
+    from ..engine import Index
+    from . import render
+
+    with Index.open(index_path) as ix:
+        report = ix.check(repair=repair)
+    if as_json:
+        render.print_json(report)
+    else:
+        render.out.print(f"{index_path}: {report['documents']} documents, {report['chunks']} chunks, vectors {report['vectors']}")
+        for p in report.get("repaired", []):
+            render.out.print(f"  repaired: {p}")
+        for p in report["problems"]:
+            render.out.print(f"  problem: {p}")
+        render.out.print("ok" if report["ok"] else "problems found; run 'bertsearch check --repair' to fix what is derived")
+    if not report["ok"]:
+        raise SystemExit(1)
 
 
 @cli.command()

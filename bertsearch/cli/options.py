@@ -84,3 +84,12 @@ def corpus_options(f: F) -> F:
     ):
         f = opt(f)
     return f
+
+
+def where_option(f: F) -> F:
+    return click.option(
+        "--where",
+        default=None,
+        metavar="FILTER",
+        help="Metadata filter, e.g. \"year >= 2020 and lang = 'en'\" (comparisons, in, between, is null, and/or/not).",
+    )(f)

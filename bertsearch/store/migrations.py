@@ -48,15 +48,43 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the migrations this database has not seen, each in its own transaction."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        from ..errors import BertsearchError
+    """Apply the migrations this database has not seen, each in its own transaction.
 
-        raise BertsearchError(
-            f"this index has schema version {version}, newer than this bertsearch knows ({SCHEMA_VERSION}); "
-            "upgrade bertsearch"
-        )
-    for number in range(version + 1, SCHEMA_VERSION + 1):
-        conn.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\nPRAGMA user_version = {number};\nCOMMIT;")
-    return SCHEMA_VERSION
+    The version is read again under the write lock, so two processes opening a new index at once
+    do not both apply a migration.
+    """
+    from ..errors import BertsearchError
+
+    while True:
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BertsearchError(
+                    f"this index has schema version {version}, newer than this bertsearch knows "
+                    f"({SCHEMA_VERSION}); upgrade bertsearch"
+                )
+            return SCHEMA_VERSION
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into complete statements (trigger bodies hold semicolons of their own)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -17,6 +17,8 @@ import numpy as np
 import sqlite_utils
 
 from ..config import IndexConfig
+from ..errors import IndexBusy
+from ..filters import Filter
 from ..types import Chunk, Document
 from .migrations import migrate
 
@@ -46,6 +48,7 @@ class Store:
 
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
+        self.timeout = timeout
         conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -64,7 +67,15 @@ class Store:
     def transaction(self, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction, taking the write lock up front. `bump` marks chunks as changed, which
         makes the derived vector index stale."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise IndexBusy(
+                    f"{self.path.parent} is being written by another process (waited {self.timeout:.0f}s); "
+                    "try again when it finishes"
+                ) from None
+            raise
         try:
             yield self.conn
             if bump:
@@ -73,6 +84,18 @@ class Store:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the store, whatever writers commit meanwhile (WAL)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
 
     # -- meta -------------------------------------------------------------------------------------
 
@@ -127,6 +150,18 @@ class Store:
         with self.transaction(bump=False) as c:
             return c.execute("UPDATE documents SET metadata = ? WHERE id = ? AND metadata != ?", (new, doc_id, new)).rowcount > 0
 
+    def chunk_ids_where(self, where: Filter) -> np.ndarray:
+        """Ids of the chunks of documents matching a filter, ascending (int64)."""
+        cond, params = where.sql(table="d")
+        rows = self.conn.execute(f"SELECT c.id FROM chunks c JOIN documents d ON d.rowid = c.doc WHERE {cond} ORDER BY c.id", params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def delete_where(self, where: Filter) -> int:
+        """Delete the documents matching a filter; returns how many."""
+        cond, params = where.sql(table="d")
+        with self.transaction() as c:
+            return c.execute(f"DELETE FROM documents WHERE rowid IN (SELECT d.rowid FROM documents d WHERE {cond})", params).rowcount
+
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id (their chunks go with them); returns how many existed."""
         with self.transaction() as c:
@@ -141,28 +176,42 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------------------
 
+    def ids(self) -> Iterator[str]:
+        """Every stored document id (streamed)."""
+        for (doc_id,) in self.conn.execute("SELECT id FROM documents"):
+            yield doc_id
+
     def counts(self) -> dict[str, int]:
         docs = self.conn.execute("SELECT count(*) FROM documents").fetchone()[0]
         chunks = self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
         return {"documents": docs, "chunks": chunks}
 
-    def vectors(self, dim: int, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
-        """All chunk ids and vectors: (n,) int64 and (n, dim) float32, in id order."""
+    def vectors(self, dim: int, dtype: str = "float32") -> tuple[int, np.ndarray, np.ndarray]:
+        """The generation and, as of it, all chunk ids and vectors: (n,) int64 and (n, dim) float32."""
+        with self.snapshot():  # the generation and the vectors of one state
+            generation = self.generation()
+            ids, xb = self._vectors(dim, dtype)
+        return generation, ids, xb
+
+    def _vectors(self, dim: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
         n = self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
         ids = np.empty(n, dtype=np.int64)
         xb = np.empty((n, dim), dtype=np.float32)
         i = 0
         for cid, blob in self.conn.execute("SELECT id, vector FROM chunks ORDER BY id"):
-            if i == n:  # rows appeared since the count: another writer; the generation check catches it
-                break
             ids[i] = cid
             xb[i] = np.frombuffer(blob, dtype=dtype)
             i += 1
-        return ids[:i], xb[:i]
+        return ids, xb
 
     def chunk_vectors(self, chunk_ids: Sequence[int], dim: int, dtype: str = "float32") -> np.ndarray:
         rows = dict(self._in("SELECT id, vector FROM chunks WHERE id IN ({})", chunk_ids))
         return np.stack([np.frombuffer(rows[c], dtype=dtype) for c in chunk_ids]).astype(np.float32).reshape(-1, dim)
+
+    def chunk_doc_ids(self, chunk_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """chunk id -> (document rowid, document id)."""
+        sql = "SELECT c.id, c.doc, d.id FROM chunks c JOIN documents d ON d.rowid = c.doc WHERE c.id IN ({})"
+        return {r[0]: (r[1], r[2]) for r in self._in(sql, chunk_ids)}
 
     def chunk_docs(self, chunk_ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
         """chunk id -> (document rowid, start, end)."""
@@ -185,16 +234,47 @@ class Store:
         row = self.conn.execute("SELECT rowid FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return self.documents([row[0]])[row[0]] if row else None
 
-    def bm25(self, query: str, k: int) -> list[tuple[int, float]]:
-        """Top `k` documents by FTS5 BM25 over title and text: [(rowid, score)], higher is better."""
+    def bm25(self, query: str, k: int, where: Filter | None = None) -> list[tuple[int, float, str]]:
+        """Top `k` documents by FTS5 BM25 over title and text: [(rowid, score, id)], higher is better.
+        With `where`, only documents matching that filter."""
         q = fts_query(query)
         if q is None:
             return []
+        cond, params = where.sql(table="d") if where is not None else ("1", [])
         rows = self.conn.execute(
-            "SELECT rowid, bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ? ORDER BY rank LIMIT ?",
-            (q, k),
+            "SELECT f.rowid, f.rank, d.id FROM documents_fts f JOIN documents d ON d.rowid = f.rowid "
+            f"WHERE documents_fts MATCH ? AND {cond} ORDER BY f.rank, d.id LIMIT ?",  # ties by id: insertion order never shows
+            (q, *params, k),
         ).fetchall()
-        return [(r, -s) for r, s in rows]
+        return [(r, -s, i) for r, s, i in rows]
+
+    def check(self, dim: int, dtype: str) -> list[str]:
+        """Problems in the store: SQLite integrity, FTS in step with documents, chunks and vectors sane."""
+        problems = [r[0] for r in self.conn.execute("PRAGMA quick_check") if r[0] != "ok"]
+        try:
+            self.conn.execute("INSERT INTO documents_fts(documents_fts, rank) VALUES ('integrity-check', 1)")
+        except sqlite3.DatabaseError as e:
+            problems.append(f"full-text index out of step with documents ({e})")
+        size = dim * np.dtype(dtype).itemsize
+        checks = {
+            "documents without chunks": "SELECT count(*) FROM documents d WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.doc = d.rowid)",
+            "chunks of missing documents": "SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.rowid = c.doc)",
+            "chunks with offsets outside their document": 'SELECT count(*) FROM chunks c JOIN documents d ON d.rowid = c.doc '
+            'WHERE c.start < 0 OR c."end" > length(d.text) OR c.start > c."end"',
+            "vectors of the wrong size": f"SELECT count(*) FROM chunks WHERE length(vector) != {int(size)}",
+        }
+        for label, sql in checks.items():
+            n = self.conn.execute(sql).fetchone()[0]
+            if n:
+                problems.append(f"{n} {label}")
+        return problems
+
+    def repair(self) -> None:
+        """Rebuild what is derived inside SQLite, drop orphans, and mark chunkless documents for re-embedding."""
+        with self.transaction() as c:
+            c.execute("INSERT INTO documents_fts(documents_fts) VALUES ('rebuild')")
+            c.execute("DELETE FROM chunks WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.rowid = chunks.doc)")
+            c.execute("UPDATE documents SET hash = '' WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.doc = documents.rowid)")
 
     def last_updated(self) -> str | None:
         return self.conn.execute("SELECT max(updated_at) FROM documents").fetchone()[0]

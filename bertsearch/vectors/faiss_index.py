@@ -105,11 +105,28 @@ class VectorIndex:
         if hasattr(base, "hnsw"):
             base.hnsw.efSearch = ef_search if ef_search is not None else 128
 
-    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inner-product search: D (nq, k) scores and I (nq, k) chunk ids, -1 where fewer exist."""
+    def search(self, xq: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Inner-product search: D (nq, k) scores and I (nq, k) chunk ids, -1 where fewer exist.
+
+        `allowed` (sorted int64 chunk ids) restricts the search to those ids inside FAISS (an id
+        selector), so filtered results are not thinned out after the fact.
+        """
         if k < 1:
             raise BadArgument(f"k must be > 0, got {k}")
-        return self.index.search(np.ascontiguousarray(xq, dtype=np.float32), min(k, max(self.count, 1)))
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        k = min(k, max(self.count, 1))
+        if allowed is None:
+            return self.index.search(xq, k)
+        faiss = _faiss()
+        sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        base = faiss.downcast_index(self.index.index) if hasattr(self.index, "index") else self.index
+        if hasattr(base, "hnsw"):
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=base.hnsw.efSearch)
+        elif hasattr(faiss, "extract_index_ivf") and _is_ivf(self.index):
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=faiss.extract_index_ivf(self.index).nprobe)
+        else:
+            params = faiss.SearchParameters(sel=sel)
+        return self.index.search(xq, k, params=params)
 
     def save(self, path: Path) -> None:
         """Write atomically: file to a temporary name, fsync, rename; then the sidecar the same way."""
@@ -125,10 +142,12 @@ class VectorIndex:
         mtmp = path.with_name(path.name + self.META_SUFFIX + ".tmp")
         mtmp.write_text(json.dumps(meta))
         _fsync(mtmp)
-        # The sidecar goes first pointing at the new file's size; a crash between the renames leaves a
-        # sidecar whose size or generation does not match, and the index is rebuilt on next open.
-        os.replace(mtmp, path.with_name(path.name + self.META_SUFFIX))
+        # The file goes first, then the sidecar that vouches for it. A crash between the renames
+        # leaves a new file under an old sidecar whose generation no longer matches the store's, so
+        # the file is rebuilt on next open instead of trusted. (Files are only ever built for the
+        # store's current generation, so a file never runs ahead of its sidecar's claim.)
         os.replace(tmp, path)
+        os.replace(mtmp, path.with_name(path.name + self.META_SUFFIX))
 
     @classmethod
     def load(cls, path: Path, *, generation: int, spec: str, gpu: bool = False) -> VectorIndex | None:
@@ -149,6 +168,14 @@ class VectorIndex:
         vi = cls(index=index, spec=spec, generation=generation, count=int(index.ntotal))
         vi.tune()
         return vi
+
+
+def _is_ivf(index: Any) -> bool:
+    try:
+        _faiss().extract_index_ivf(index)
+        return True
+    except Exception:
+        return False
 
 
 def gpu_available() -> bool:
