@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -83,6 +84,8 @@ class Index:
         config = store.config
         try:
             if config is None:
+                if not create:  # a store whose creation was cut off before its config was written
+                    raise IndexNotFound(str(path))
                 encoder = load_encoder(model, device=device)
                 config = IndexConfig(
                     model=encoder.name,
@@ -112,7 +115,7 @@ class Index:
         except BaseException:
             store.close()
             raise
-        (path / cls.CONFIG).write_text(config.to_json() + "\n")
+        _mirror_config(path / cls.CONFIG, config)
         return cls(path, store, config, encoder, gpu=gpu)
 
     def close(self) -> None:
@@ -492,6 +495,19 @@ class Index:
             "size_bytes": size,
             "last_updated": self.store.last_updated(),
         }
+
+
+def _mirror_config(path: Path, config: IndexConfig) -> None:
+    """Keep config.json (for people and tools; the store holds the truth) in step, atomically."""
+    text = config.to_json() + "\n"
+    try:
+        if path.exists() and path.read_text() == text:
+            return
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("could not write %s (%s)", path, e)
 
 
 def content_hash(doc: Document) -> str:

@@ -96,3 +96,30 @@ def test_eval_beir_on_a_small_dataset(run, tmp_path):
     assert run_file.read_text().splitlines()[0].split()[:4] == ["q1", "Q0", "d2", "1"]
     r = run("eval", "beir", d, "--split", "dev", "--index", tmp_path / "ix")
     assert r.exit_code == 1 and "test" in r.stderr
+
+
+def test_folder_reindex_updates_changed_files_and_prunes_vanished_ones(run, tmp_path, monkeypatch):
+    import bertsearch.readers.folder as folder
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# Alpha\nThe first note about volcanoes.")
+    (notes / "b.txt").write_text("The second note about pianos.")
+    (notes / "c.html").write_text("<html><head><title>Gamma</title></head><body><p>Third note, on rivers.</p></body></html>")
+    (notes / "bin.txt").write_bytes(b"\x00\x01binary")
+    (notes / "big.txt").write_text("x " * 600)
+    monkeypatch.setattr(folder, "MAX_FILE_BYTES", 1000)
+    ix = tmp_path / "ix"
+    first = json.loads(run("index", notes, "--index", ix, "--model", "hashing", "--on-error", "skip", "--json").stdout)
+    assert (first["added"], first["skipped"]) == (3, 2)
+    assert any("binary" in e for e in first["errors"]) and any("too large" in e for e in first["errors"])
+    (notes / "bin.txt").unlink()
+    (notes / "big.txt").unlink()
+    (notes / "b.txt").write_text("The second note, now about harps.")
+    (notes / "c.html").unlink()
+    second = json.loads(run("index", notes, "--index", ix, "--prune", "--json").stdout)
+    assert (second["unchanged"], second["replaced"], second["deleted"]) == (1, 1, 1)
+    hits = json.loads(run("search", "harps", "--index", ix, "--json").stdout)["hits"]
+    assert hits[0]["doc_id"] == "b.txt" and {h["doc_id"] for h in hits} == {"a.md", "b.txt"}
+    r = run("index", notes, "--index", ix, "--prune", "--on-error", "skip")
+    assert r.exit_code == 1 and "--prune" in r.stderr

@@ -29,6 +29,10 @@ HTML_SUFFIXES = (".html", ".htm")
 SUFFIXES = TEXT_SUFFIXES + MARKDOWN_SUFFIXES + HTML_SUFFIXES
 
 
+MAX_FILE_BYTES = 64 * 2**20
+"""A file larger than this is reported as a bad record, not read into memory as one document."""
+
+
 def iter_files(root: PathLike) -> Iterator[tuple[Path, str]]:
     """Yield ``(path, relative_id)`` for each corpus file under ``root``, in sorted order.
 
@@ -219,8 +223,14 @@ def read_file(path: Path, rel: str) -> Document | MalformedRecord:
     """Read one corpus file into a `Document` (or a `MalformedRecord` saying why it can't be)."""
     source = os.fspath(path)
     try:
+        st = path.stat()
+        if st.st_size > MAX_FILE_BYTES:
+            return MalformedRecord(
+                source, 0, f"file too large ({st.st_size / 2**20:.0f} MiB; the limit for one document is "
+                f"{MAX_FILE_BYTES // 2**20} MiB): split it into several files"
+            )
         data = path.read_bytes()
-        mtime = path.stat().st_mtime
+        mtime = st.st_mtime
     except OSError as exc:
         return MalformedRecord(source, 0, f"cannot read file: {exc.strerror or exc}")
     if b"\x00" in data:
