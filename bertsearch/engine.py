@@ -22,7 +22,7 @@ from .filters import Filter
 from .errors import BadArgument, BadQuery, BertsearchError, IndexNotFound, ModelMismatch
 from .models import Encoder, canonical_name, load_encoder
 from .store import Store, StoredDocument
-from .types import Document, Hit, IndexReport
+from .types import Answer, AskResult, Document, Hit, IndexReport, Span
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,18 @@ class Index:
     VECTORS = "vectors.faiss"
     CONFIG = "config.json"
 
-    def __init__(self, path: Path, store: Store, config: IndexConfig, encoder: Encoder, *, gpu: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        store: Store,
+        config: IndexConfig,
+        encoder: Encoder,
+        *,
+        gpu: bool = False,
+        reranker: str | None = None,
+        reader: str | None = None,
+        device: str | None = None,
+    ) -> None:
         self.path = path
         self.store = store
         self.config = config
@@ -51,6 +62,13 @@ class Index:
         self._built_at = 0.0
         self.max_staleness = 5.0
         self.exact_subset = 20_000  # filtered dense search is exact when this few chunks match
+        self.rerank_depth = 50  # candidates the cross-encoder re-scores
+        self.last_timings: dict[str, float] = {}
+        self._reranker: Any = None
+        self._reader: Any = None
+        self._reranker_name: str | None = reranker
+        self._reader_name: str | None = reader
+        self._device = device
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -66,11 +84,15 @@ class Index:
         vector_dtype: str | None = None,
         device: str | None = None,
         gpu: bool = False,
+        reranker: str | None = None,
+        reader: str | None = None,
     ) -> Index:
         """Open the index at `path`; with `create=True`, make it if it does not exist.
 
         `model` defaults to the model the index was built with (or, for a new index, the packaged
         all-MiniLM-L6-v2). Naming a different model than the index's vectors came from is an error.
+        `reranker` and `reader` name the cross-encoder and the extractive reader (a folder or model
+        id; default: the ones shipped with bertsearch); they load on first use.
         """
         path = Path(path)
         db = path / Store.FILE
@@ -116,7 +138,7 @@ class Index:
             store.close()
             raise
         _mirror_config(path / cls.CONFIG, config)
-        return cls(path, store, config, encoder, gpu=gpu)
+        return cls(path, store, config, encoder, gpu=gpu, reranker=reranker, reader=reader, device=device)
 
     def close(self) -> None:
         self.store.close()
@@ -203,19 +225,21 @@ class Index:
         docs = list(by_id.values())
         stored = self.store.hashes([d.id for d in docs])
         todo: list[tuple[Document, str]] = []
+        same: list[Document] = []
         for d in docs:
             h = content_hash(d)
             if stored.get(d.id) == h:
-                if self.store.update_metadata(d.id, d.metadata):
-                    report.metadata_updated += 1
-                else:
-                    report.unchanged += 1
+                same.append(d)
                 continue
             if d.id in stored:
                 report.replaced += 1
             else:
                 report.added += 1
             todo.append((d, h))
+        if same:  # unchanged text: no encoder work, but metadata may have changed
+            changed = self.store.update_metadata({d.id: d.metadata for d in same})
+            report.metadata_updated += changed
+            report.unchanged += len(same) - changed
         if not todo:
             return
         items, inputs = self._chunk([d for d, _ in todo], [h for _, h in todo], report)
@@ -301,17 +325,27 @@ class Index:
 
     # -- searching --------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 10, mode: str = "hybrid", *, where: str | Filter | None = None) -> list[Hit]:
+    def search(
+        self, query: str, k: int = 10, mode: str = "hybrid", *, where: str | Filter | None = None, rerank: bool = False
+    ) -> list[Hit]:
         """The top `k` documents for `query`; mode is hybrid (default), dense or lexical.
 
         `where` restricts the search to documents whose metadata match a filter such as
         ``"year >= 2020 and lang = 'en'"`` (see `bertsearch.filters`); it applies before ranking, so
-        k documents come back whenever k match.
+        k documents come back whenever k match. `rerank` re-scores the top `rerank_depth` candidates
+        with the cross-encoder. Each stage's time is in `last_timings` afterwards.
         """
-        return self.batch_search([query], k=k, mode=mode, where=where)[0]
+        return self.batch_search([query], k=k, mode=mode, where=where, rerank=rerank)[0]
 
     def batch_search(
-        self, queries: list[str], k: int = 10, mode: str = "hybrid", *, where: str | Filter | None = None, depth: int = 100
+        self,
+        queries: list[str],
+        k: int = 10,
+        mode: str = "hybrid",
+        *,
+        where: str | Filter | None = None,
+        depth: int = 100,
+        rerank: bool = False,
     ) -> list[list[Hit]]:
         """Search many queries at once (the encoder sees them as one batch).
 
@@ -320,8 +354,81 @@ class Index:
         it sees half-way.
         """
         flt = filters.parse(where) if isinstance(where, str) else where
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        first_k = max(k, self.rerank_depth) if rerank else k
         with self.store.snapshot():
-            return self._batch_search(queries, k, mode, depth, flt)
+            results = self._batch_search(queries, first_k, mode, depth, flt)
+        timings["retrieve"] = time.perf_counter() - t0
+        if rerank:
+            t1 = time.perf_counter()
+            results = [self._rerank(q, hits, self.rerank_depth)[:k] for q, hits in zip(queries, results)]
+            timings["rerank"] = time.perf_counter() - t1
+        self.last_timings = timings
+        return results
+
+    @property
+    def reranker(self) -> Any:
+        """The cross-encoder (the shipped default unless `Index.open(reranker=...)` named one), loaded on first use."""
+        if self._reranker is None:
+            from .models.reranker import load_reranker
+
+            self._reranker = load_reranker(self._reranker_name, device=self._device)
+        return self._reranker
+
+    @property
+    def reader(self) -> Any:
+        """The extractive reader (the shipped default unless `Index.open(reader=...)` named one), loaded on first use."""
+        if self._reader is None:
+            from .models.reader import load_reader
+
+            self._reader = load_reader(self._reader_name, device=self._device)
+        return self._reader
+
+    def _rerank(self, query: str, hits: list[Hit], depth: int) -> list[Hit]:
+        """Re-order the top `depth` hits by the cross-encoder's score of (query, title + best chunk),
+        ties by document id; hits below `depth` follow in their first-stage order, unscored."""
+        head, tail = hits[:depth], hits[depth:]
+        if not head:
+            return hits
+        passages = [f"{h.title}\n{h.text}" if h.title else h.text for h in head]
+        scores = self.reranker.score(query, passages)  # (n,)
+        for h, s in zip(head, scores.tolist()):
+            h.scores["rerank"] = float(s)
+            h.score = float(s)
+        ranked = sorted(head, key=lambda h: (-h.score, h.doc_id)) + tail
+        for r, h in enumerate(ranked, start=1):
+            h.rank = r
+            if "rerank" in h.scores:
+                h.ranks["rerank"] = r
+        return ranked
+
+    def ask(
+        self,
+        question: str,
+        *,
+        k: int = 3,
+        passages: int = 5,
+        mode: str = "hybrid",
+        where: str | Filter | None = None,
+        rerank: bool = True,
+    ) -> AskResult:
+        """Answer a question from the index: retrieve, rerank, then read the best `passages` chunks.
+
+        Returns up to `k` answers located in their documents (character offsets), the hits they came
+        from, and each stage's time. When the reader judges that no passage holds an answer, `answers`
+        is empty and `abstained` is True: an honest "no answer" rather than an invented one.
+        """
+        if k < 1 or passages < 1:
+            raise BadArgument(f"k and passages must be > 0, got {k} and {passages}")
+        hits = self.search(question, k=passages, mode=mode, where=where, rerank=rerank)
+        timings = dict(self.last_timings)
+        t0 = time.perf_counter()
+        spans = self.reader.read(question, [h.text for h in hits], top_k=k) if hits else []
+        timings["read"] = time.perf_counter() - t0
+        abstained = self.reader.abstains(spans) if hits else True
+        answers = [] if abstained else [_answer(hits[s.passage], s) for s in spans]
+        return AskResult(question=question, answers=answers, hits=hits, abstained=abstained, timings=timings)
 
     def _batch_search(self, queries: list[str], k: int, mode: str, depth: int, flt: Filter | None) -> list[list[Hit]]:
         if isinstance(queries, str):
@@ -495,6 +602,21 @@ class Index:
             "size_bytes": size,
             "last_updated": self.store.last_updated(),
         }
+
+
+def _answer(hit: Hit, span: Span) -> Answer:
+    """A reader span in a hit's chunk, located in the original document."""
+    return Answer(
+        text=span.text,
+        score=span.score,
+        doc_id=hit.doc_id,
+        chunk_id=hit.chunk_id,
+        start=hit.start + span.start,
+        end=hit.start + span.end,
+        title=hit.title,
+        context=hit.text,
+        context_start=hit.start,
+    )
 
 
 def _mirror_config(path: Path, config: IndexConfig) -> None:

@@ -77,3 +77,53 @@ class IndexReport:
         d = asdict(self)
         d["docs_per_second"] = round(self.docs_per_second, 2)
         return d
+
+
+@dataclass
+class Span:
+    """An answer span a reader found in one passage: `passage[start:end] == text` (character offsets)."""
+
+    passage: int
+    """Index of the passage in the list the reader was given."""
+    start: int
+    end: int
+    text: str
+    score: float
+    """start logit + end logit of the span (higher is better)."""
+    null_score: float
+    """start + end logit of the [CLS] "no answer" position for that passage (its best window)."""
+
+
+@dataclass
+class Answer:
+    """An answer to a question, located in the original document: `document.text[start:end] == text`."""
+
+    text: str
+    score: float
+    doc_id: str
+    chunk_id: int | None
+    start: int
+    end: int
+    title: str = ""
+    context: str = ""
+    """The passage the answer was read from (the hit's chunk text)."""
+    context_start: int = 0
+    """Where `context` starts in the document, so the span is `context[start - context_start : end - context_start]`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AskResult:
+    """What `Index.ask` found: answers best first (empty when the reader abstained), the hits read,
+    and the seconds each stage took ("retrieve", "rerank", "read")."""
+
+    question: str
+    answers: list[Answer]
+    hits: list[Hit]
+    abstained: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

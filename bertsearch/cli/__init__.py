@@ -19,6 +19,8 @@ from .options import (
     k_option,
     mode_option,
     model_option,
+    reader_option,
+    reranker_option,
     where_option,
 )
 
@@ -180,10 +182,21 @@ def delete(ids: tuple[str, ...], where: str | None, index_path: str, as_json: bo
 @mode_option
 @k_option(10)
 @where_option
+@click.option("--rerank", is_flag=True, help="Re-score the top candidates with the cross-encoder.")
+@reranker_option
 @gpu_option
 @json_option
 def search(
-    query: tuple[str, ...], index_path: str, model: str | None, mode: str, k: int, where: str | None, gpu: bool, as_json: bool
+    query: tuple[str, ...],
+    index_path: str,
+    model: str | None,
+    mode: str,
+    k: int,
+    where: str | None,
+    rerank: bool,
+    reranker: str | None,
+    gpu: bool,
+    as_json: bool,
 ) -> None:
     """Search an index; prints the best documents, each with its best-matching chunk.
 
@@ -191,17 +204,68 @@ def search(
     bertsearch search "what causes the northern lights" --index indexes/demo
     bertsearch search "penicillin" --index indexes/demo --mode lexical -k 3 --json
     bertsearch search "volcanoes" --index indexes/demo --where "topic = 'Geography'"
+    bertsearch search "who discovered penicillin" --index indexes/demo --rerank
     """
     from ..engine import Index
     from . import render
 
     q = " ".join(query)
-    with Index.open(index_path, model=model, gpu=gpu) as ix:
-        hits = ix.search(q, k=k, mode=mode, where=where)
+    with Index.open(index_path, model=model, gpu=gpu, reranker=reranker) as ix:
+        hits = ix.search(q, k=k, mode=mode, where=where, rerank=rerank or reranker is not None)
+        timings = ix.last_timings
     if as_json:
-        render.print_json({"query": q, "mode": mode, "k": k, "where": where, "hits": [h.to_dict() for h in hits]})
+        render.print_json(
+            {"query": q, "mode": mode, "k": k, "where": where, "rerank": "rerank" in timings, "timings": timings,
+             "hits": [h.to_dict() for h in hits]}
+        )
     else:
-        render.hits(q, hits, mode)
+        render.hits(q, hits, "rerank" if "rerank" in timings else mode)
+
+
+@cli.command()
+@click.argument("question", nargs=-1, required=True)
+@index_option
+@model_option
+@mode_option
+@click.option("-k", "--k", type=click.IntRange(min=1), default=3, show_default=True, help="Answers to show.")
+@click.option("--passages", type=click.IntRange(min=1), default=5, show_default=True, help="Top passages the reader reads.")
+@where_option
+@click.option("--no-rerank", is_flag=True, help="Read the first-stage results without cross-encoder reranking.")
+@reranker_option
+@reader_option
+@json_option
+def ask(
+    question: tuple[str, ...],
+    index_path: str,
+    model: str | None,
+    mode: str,
+    k: int,
+    passages: int,
+    where: str | None,
+    no_rerank: bool,
+    reranker: str | None,
+    reader: str | None,
+    as_json: bool,
+) -> None:
+    """Answer a question from an index: retrieve, rerank, and extract answer spans.
+
+    Prints the best answers with their scores and documents, each passage with the answer
+    highlighted, or says plainly that no answer was found.
+
+    \b
+    bertsearch ask "who discovered penicillin" --index indexes/demo
+    bertsearch ask "what causes the northern lights" --index indexes/demo --json
+    """
+    from ..engine import Index
+    from . import render
+
+    q = " ".join(question)
+    with Index.open(index_path, model=model, reranker=reranker, reader=reader) as ix:
+        result = ix.ask(q, k=k, passages=passages, mode=mode, where=where, rerank=not no_rerank)
+    if as_json:
+        render.print_json(result.to_dict())
+    else:
+        render.answers(result)
 
 
 @cli.command()
@@ -261,6 +325,21 @@ def eval() -> None:  # noqa: A001 - the command is called eval
     """Measure retrieval quality on standard benchmarks."""
 
 
+@cli.group(cls=Group)
+def train() -> None:
+    """Train bertsearch's models: the extractive reader and the cross-encoder reranker."""
+
+
+def _register() -> None:
+    from .eval_squad import squad_command
+    from .train_reader import reader_command
+    from .train_reranker import reranker_command
+
+    eval.add_command(squad_command)
+    train.add_command(reader_command)
+    train.add_command(reranker_command)
+
+
 @eval.command("beir")
 @click.argument("dataset", type=click.Path(path_type=str))
 @click.option("--split", default="test", show_default=True, help="Which qrels/SPLIT.tsv to evaluate.")
@@ -269,9 +348,22 @@ def eval() -> None:  # noqa: A001 - the command is called eval
 @model_option
 @ann_option
 @click.option("--run-file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a TREC run file here.")
+@click.option("--rerank", is_flag=True, help="Evaluate the reranked pipeline (cross-encoder over the top candidates).")
+@click.option("--rerank-depth", type=click.IntRange(min=1), default=None, help="Candidates the cross-encoder re-scores (default 50).")
+@reranker_option
 @json_option
 def eval_beir(
-    dataset: str, split: str, mode: str, index_path: str | None, model: str | None, ann: str | None, run_file: str | None, as_json: bool
+    dataset: str,
+    split: str,
+    mode: str,
+    index_path: str | None,
+    model: str | None,
+    ann: str | None,
+    run_file: str | None,
+    rerank: bool,
+    rerank_depth: int | None,
+    reranker: str | None,
+    as_json: bool,
 ) -> None:
     """Evaluate on a BEIR dataset: nDCG@10, Recall@100 and MRR@10 (pytrec_eval).
 
@@ -281,18 +373,30 @@ def eval_beir(
     \b
     bertsearch eval beir ../shared/data/scifact --mode hybrid
     bertsearch eval beir ../shared/data/scifact --mode dense --json --run-file scifact.run
+    bertsearch eval beir ../shared/data/squad-dev-retrieval --rerank
     """
     from ..evaluation.beir import evaluate_beir
     from . import render
 
     result = evaluate_beir(
-        dataset, split=split, mode=mode, index_path=index_path, model=model, ann=ann, run_file=run_file, progress=render.progress
+        dataset,
+        split=split,
+        mode=mode,
+        index_path=index_path,
+        model=model,
+        ann=ann,
+        run_file=run_file,
+        rerank=rerank or reranker is not None,
+        rerank_depth=rerank_depth,
+        reranker=reranker,
+        progress=render.progress,
     )
     if as_json:
         render.print_json(result)
         return
+    reranked = f", reranked top {result['rerank_depth']}" if result["rerank"] else ""
     render.out.print(
-        f"{result['dataset']} ({result['split']}, {result['queries']} queries, mode {mode}, index {result['index']})"
+        f"{result['dataset']} ({result['split']}, {result['queries']} queries, mode {mode}{reranked}, index {result['index']})"
     )
     for key in ("ndcg@10", "recall@100", "mrr@10"):
         render.out.print(f"  {key:<11} {result[key]:.4f}")
@@ -334,6 +438,9 @@ def bench(corpus: str, queries_path: str, limit: int | None, model: str | None, 
     for mode, lat in result["latency"].items():
         render.out.print(f"  {mode:<8} p50 {lat['p50_ms']:.1f} ms  p95 {lat['p95_ms']:.1f} ms  ({result['queries']} queries, k={k})")
     render.out.print(f"  machine: {result['machine']}")
+
+
+_register()
 
 
 def main() -> None:

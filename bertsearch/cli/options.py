@@ -93,3 +93,15 @@ def where_option(f: F) -> F:
         metavar="FILTER",
         help="Metadata filter, e.g. \"year >= 2020 and lang = 'en'\" (comparisons, in, between, is null, and/or/not).",
     )(f)
+
+
+def reranker_option(f: F) -> F:
+    return click.option(
+        "--reranker", default=None, metavar="PATH_OR_ID", help="Cross-encoder for reranking (default: the one shipped with bertsearch)."
+    )(f)
+
+
+def reader_option(f: F) -> F:
+    return click.option(
+        "--reader", default=None, metavar="PATH_OR_ID", help="Extractive QA model (default: the one shipped with bertsearch)."
+    )(f)

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..retrieval import query_words
 from ..snippets import snippet
-from ..types import Hit
+from ..types import AskResult, Hit
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -71,3 +71,26 @@ def hits(query: str, results: list[Hit], mode: str) -> None:
         for a, b in spans:
             body.stylize("bold yellow", a + 4, b + 4)
         out.print(body)
+
+
+def answers(result: AskResult) -> None:
+    """The answers first (or an honest "no answer found"), then where each came from, then timings."""
+    if result.abstained or not result.answers:
+        out.print("[bold]no answer found[/bold] in the top passages; the closest documents:")
+        for h in result.hits[:3]:
+            out.print(f"  {h.rank}. {h.title or h.doc_id}  [dim][{h.doc_id}][/dim]")
+    for i, a in enumerate(result.answers, start=1):
+        head = Text()
+        head.append(f"{i}. ", style="bold")
+        head.append(a.text, style="bold green")
+        head.append(f"  score {a.score:.2f}", style="dim")
+        head.append(f"  from {a.title or a.doc_id} [{a.doc_id}] chars {a.start}-{a.end}", style="cyan")
+        out.print(head)
+        a0, b0 = a.start - a.context_start, a.end - a.context_start
+        left, right = max(0, a0 - 160), min(len(a.context), b0 + 160)
+        body = Text("    " + ("…" if left else "") + a.context[left:a0])
+        body.append(a.context[a0:b0], style="bold yellow reverse")
+        body.append(a.context[b0:right] + ("…" if right < len(a.context) else ""))
+        out.print(body)
+    stages = "  ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in result.timings.items())
+    err.print(f"[dim]{stages}[/dim]")

@@ -66,6 +66,9 @@ def evaluate_beir(
     k: int = 100,
     batch_size: int = 64,
     run_file: str | Path | None = None,
+    rerank: bool = False,
+    rerank_depth: int | None = None,
+    reranker: str | None = None,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Evaluate retrieval on a BEIR folder. Returns the metrics plus what was measured."""
@@ -83,7 +86,10 @@ def evaluate_beir(
         raise CorpusError(f"none of the {len(qrels)} queries judged in {split} are in {dataset}/queries.jsonl")
     qrels = {q: qrels[q] for q in qids}
     path = Path(index_path) if index_path is not None else default_index_path(dataset, model)
-    with Index.open(path, model=model, ann=ann, create=True) as ix:
+    with Index.open(path, model=model, ann=ann, create=True, reranker=reranker) as ix:
+        if rerank_depth is not None:
+            ix.rerank_depth = rerank_depth
+        depth_used = ix.rerank_depth
         with progress("indexing", count_records(dataset, "beir"), "docs") as advance:
             report = ix.add_corpus(dataset, format="beir", on_progress=advance)
         run: dict[str, dict[str, float]] = {}
@@ -91,18 +97,21 @@ def evaluate_beir(
         with progress("searching", len(qids), "queries") as advance:
             for i in range(0, len(qids), batch_size):
                 part = qids[i : i + batch_size]
-                for q, hits in zip(part, ix.batch_search([queries[q] for q in part], k=k, mode=mode)):
-                    run[q] = {h.doc_id: float(h.score) for h in hits}
+                for q, hits in zip(part, ix.batch_search([queries[q] for q in part], k=k, mode=mode, rerank=rerank)):
+                    # scores from ranks: trec_eval orders by score, and a reranked list's tail keeps first-stage scores
+                    run[q] = {h.doc_id: float(len(hits) - i) for i, h in enumerate(hits)}
                 advance(len(part))
         seconds = time.perf_counter() - t0
     if run_file is not None:
-        write_trec_run(run_file, run, f"bertsearch-{mode}")
+        write_trec_run(run_file, run, f"bertsearch-{mode}{'-rerank' if rerank else ''}")
     return {
         **scores(qrels, run),
         "primary_metric": PRIMARY,
         "dataset": dataset.resolve().name,
         "split": split,
         "mode": mode,
+        "rerank": rerank,
+        "rerank_depth": depth_used if rerank else None,
         "queries": len(qids),
         "index": str(path),
         "indexed": report.to_dict(),

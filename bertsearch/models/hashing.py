@@ -43,7 +43,7 @@ class HashingEncoder:
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         x = np.zeros((len(texts), self._dim), dtype=np.float32)
         for i, t in enumerate(texts):
-            words = _WORD.findall(t.lower())
+            words = [w.lower() for w in _WORD.findall(t)]  # count words as token_spans does
             if len(words) > self._max_tokens - self.special_tokens:
                 raise ValueError(f"text of {len(words)} tokens exceeds the window of {self._max_tokens}")
             for w in words:

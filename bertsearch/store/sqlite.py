@@ -144,11 +144,14 @@ class Store:
                     [(rowid, n, ch.start, ch.end, ch.n_tokens, xb[n].tobytes()) for n, ch in enumerate(item.chunks)],
                 )
 
-    def update_metadata(self, doc_id: str, metadata: dict[str, Any]) -> bool:
-        """Replace a document's metadata (its vectors stay); True if it changed."""
-        new = json.dumps(metadata, ensure_ascii=False)
+    def update_metadata(self, metadata: dict[str, dict[str, Any]]) -> int:
+        """Replace documents' metadata by id (their vectors stay), in one transaction; how many changed."""
+        rows = [(new, doc_id, new) for doc_id, new in ((i, json.dumps(m, ensure_ascii=False)) for i, m in metadata.items())]
+        changed = 0
         with self.transaction(bump=False) as c:
-            return c.execute("UPDATE documents SET metadata = ? WHERE id = ? AND metadata != ?", (new, doc_id, new)).rowcount > 0
+            for row in rows:
+                changed += c.execute("UPDATE documents SET metadata = ? WHERE id = ? AND metadata != ?", row).rowcount
+        return changed
 
     def chunk_ids_where(self, where: Filter) -> np.ndarray:
         """Ids of the chunks of documents matching a filter, ascending (int64)."""

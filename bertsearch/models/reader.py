@@ -1,0 +1,302 @@
+"""Extractive reader: finds answer spans to a question in passages, with a transformers QA model.
+
+Long passages are read in overlapping windows (`stride` word pieces shared between neighbours), never
+cut; each window's best spans are mapped back to character offsets in the passage, so every span keeps
+`passage[start:end] == text`. Weights load lazily on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadArgument, ModelNotFound
+from ..types import Span
+
+log = logging.getLogger(__name__)
+
+DEFAULT_READER = "default"
+DEFAULT_READER_PATH = Path(__file__).resolve().parent.parent / "weights" / "reader"
+SETTINGS_FILE = "bertsearch.json"
+DEFAULTS: dict[str, Any] = {"max_length": 384, "stride": 128, "max_answer_tokens": 30, "no_answer_threshold": None}
+PRECISIONS = ("fp32", "bf16")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt")
+
+
+def fingerprint_dir(path: Path) -> str:
+    """Hash of the weight files' names, sizes, heads and tails: cheap, and changes with the weights."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(path).as_posix()}:{size}".encode())
+        with p.open("rb") as f:
+            h.update(f.read(1 << 20))
+            if size > 1 << 20:
+                f.seek(max(size - (1 << 20), 1 << 20))
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def best_spans(
+    start_logits: Any,
+    end_logits: Any,
+    offsets: Sequence[tuple[int, int]],
+    sequence_ids: Sequence[int | None],
+    max_answer_tokens: int,
+    k: int,
+) -> list[tuple[int, int, float]]:
+    """The `k` best answer spans of one window as `(start_char, end_char, score)`, best first.
+
+    A span starts and ends on passage tokens (`sequence_ids == 1`), ends at or after its start and is at
+    most `max_answer_tokens` word pieces long; its score is start logit + end logit. Every such pair is
+    scored exactly: a (T, max_answer_tokens) band of start i and end i + d, not the whole (T, T) matrix.
+    """
+    import torch
+
+    s = torch.as_tensor(start_logits, dtype=torch.float32)  # (T,)
+    e = torch.as_tensor(end_logits, dtype=torch.float32)  # (T,)
+    t, n_len = s.shape[0], max_answer_tokens
+    in_passage = torch.tensor([sid == 1 for sid in sequence_ids[:t]], dtype=torch.bool)  # (T,)
+    e = e.masked_fill(~in_passage, float("-inf"))
+    e_band = torch.cat([e, e.new_full((n_len - 1,), float("-inf"))]).unfold(0, n_len, 1)  # (T, L): end i + d
+    scores = (s[:, None] + e_band).masked_fill(~in_passage[:, None], float("-inf")).flatten()  # (T*L,)
+    n = min(k, int(torch.isfinite(scores).sum()))
+    if n <= 0:
+        return []
+    top, idx = scores.topk(n)
+    out = []
+    for score, flat in zip(top.tolist(), idx.tolist()):
+        a, d = divmod(flat, n_len)
+        out.append((int(offsets[a][0]), int(offsets[a + d][1]), float(score)))
+    return out
+
+
+class ExtractiveReader:
+    """`name` is how results and reports record the model; `path` is the folder the weights load from.
+
+    Settings not given come from `bertsearch.json` in the model folder (written by `train_reader`),
+    else from DEFAULTS. `no_answer_threshold`: abstain when null score - best span score exceeds it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        *,
+        device: str | None = None,
+        max_length: int | None = None,
+        stride: int | None = None,
+        max_answer_tokens: int | None = None,
+        no_answer_threshold: float | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        self.name = name
+        self.path = Path(path)
+        saved = _read_settings(self.path)
+        self.max_length = int(max_length if max_length is not None else saved.get("max_length", DEFAULTS["max_length"]))
+        self.stride = int(stride if stride is not None else saved.get("stride", DEFAULTS["stride"]))
+        self.max_answer_tokens = int(
+            max_answer_tokens
+            if max_answer_tokens is not None
+            else saved.get("max_answer_tokens", DEFAULTS["max_answer_tokens"])
+        )
+        threshold = no_answer_threshold if no_answer_threshold is not None else saved.get("no_answer_threshold")
+        self.no_answer_threshold: float | None = float(threshold) if threshold is not None else None
+        if self.max_length < 16:
+            raise BadArgument(f"max_length must be at least 16 word pieces, not {self.max_length}")
+        if not 0 <= self.stride < self.max_length:
+            raise BadArgument(f"stride must be in [0, max_length), not {self.stride} (max_length {self.max_length})")
+        if self.max_answer_tokens < 1:
+            raise BadArgument(f"max_answer_tokens must be at least 1, not {self.max_answer_tokens}")
+        if precision not in PRECISIONS:
+            raise BadArgument(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
+        self.device = device
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def wrap(cls, model: Any, tokenizer: Any, *, name: str = "in-memory", **settings: Any) -> ExtractiveReader:
+        """A reader over a model already in memory (training uses it to evaluate as it goes)."""
+        reader = cls(name, Path(getattr(model, "name_or_path", "") or "."), device=str(model.device), **settings)
+        reader._model, reader._tokenizer = model, tokenizer
+        return reader
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+            if not self._tokenizer.is_fast:
+                raise ModelNotFound(f"reader {self.name} has no fast tokenizer (tokenizer.json); offsets need one")
+        return self._tokenizer
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForQuestionAnswering
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            log.info("loading reader %s from %s on %s", self.name, self.path, device)
+            # float32 whatever the saved dtype: weights ship as float16, which CPUs compute slowly or not at all
+            model = AutoModelForQuestionAnswering.from_pretrained(
+                str(self.path), dtype=torch.float32, local_files_only=True
+            )
+            self._model = model.to(device).eval()
+        return self._model
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_dir(self.path) if self.path.is_dir() else "in-memory"
+        return self._fingerprint
+
+    def abstains(self, spans: list[Span]) -> bool:
+        """True when there is no span, or the threshold is set and "no answer" beats the best span by more."""
+        if not spans:
+            return True
+        if self.no_answer_threshold is None:
+            return False
+        best = spans[0]
+        return best.null_score - best.score > self.no_answer_threshold
+
+    def read(self, question: str, passages: list[str], *, top_k: int = 5, batch_size: int = 16) -> list[Span]:
+        return self.read_batch([question], [passages], top_k=top_k, batch_size=batch_size)[0]
+
+    def read_batch(
+        self, questions: list[str], passages_per_question: list[list[str]], *, top_k: int = 5, batch_size: int = 16
+    ) -> list[list[Span]]:
+        """For each question, its `top_k` best spans over all of its passages, best first."""
+        if len(questions) != len(passages_per_question):
+            raise BadArgument(f"{len(questions)} questions but {len(passages_per_question)} lists of passages")
+        if top_k < 1 or batch_size < 1:
+            raise BadArgument(f"top_k and batch_size must be at least 1 (got {top_k}, {batch_size})")
+        questions = [q.strip() for q in questions]
+        for q in questions:
+            if not q:
+                raise BadArgument("empty question; give a question to answer")
+        pairs: list[tuple[int, int]] = []  # (question index, passage index)
+        for qi, passages in enumerate(passages_per_question):
+            for pi, p in enumerate(passages):
+                if p.strip():
+                    pairs.append((qi, pi))
+                else:
+                    log.warning("question %d: passage %d is empty; skipped", qi, pi)
+        results: list[list[Span]] = [[] for _ in questions]
+        if not pairs:
+            return results
+        self._check_question_lengths(questions)
+        enc = self.tokenizer(
+            [questions[qi] for qi, _ in pairs],
+            [passages_per_question[qi][pi] for qi, pi in pairs],
+            truncation="only_second",
+            max_length=self.max_length,
+            stride=self.stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            return_token_type_ids=True,
+        )
+        windows = enc["overflow_to_sample_mapping"]  # window -> pair
+        log.debug("read %d passages as %d windows", len(pairs), len(windows))
+        found: dict[tuple[int, int], dict[tuple[int, int], float]] = {}  # pair -> (start, end) -> best score
+        null: dict[tuple[int, int], float] = {}
+        for w, start_logits, end_logits in self._logits(enc, batch_size):
+            pair = pairs[windows[w]]
+            null[pair] = min(null.get(pair, float("inf")), float(start_logits[0] + end_logits[0]))
+            spans = found.setdefault(pair, {})
+            for a, b, score in best_spans(
+                start_logits, end_logits, enc["offset_mapping"][w], enc.sequence_ids(w), self.max_answer_tokens, top_k
+            ):
+                if score > spans.get((a, b), float("-inf")):
+                    spans[(a, b)] = score
+        for (qi, pi), spans in found.items():
+            passage = passages_per_question[qi][pi]
+            for (a, b), score in spans.items():
+                text = passage[a:b]
+                if text.strip():
+                    results[qi].append(
+                        Span(passage=pi, start=a, end=b, text=text, score=score, null_score=null[(qi, pi)])
+                    )
+        return [sorted(r, key=lambda s: (-s.score, s.passage, s.start))[:top_k] for r in results]
+
+    def _check_question_lengths(self, questions: list[str]) -> None:
+        # a window must hold the question, 3 special tokens and more passage than the stride
+        room = self.max_length - self.stride - 4
+        lengths = [len(ids) for ids in self.tokenizer(questions, add_special_tokens=False)["input_ids"]]
+        for q, n in zip(questions, lengths):
+            if n > room:
+                raise BadArgument(
+                    f"question of {n} word pieces is too long for windows of {self.max_length} with stride "
+                    f"{self.stride} (at most {room}); shorten it or raise max_length: {q[:60]!r}"
+                )
+
+    def _logits(self, enc: Any, batch_size: int) -> Any:
+        """Yields (window, start logits, end logits) per window, batching windows of similar length."""
+        import torch
+
+        model = self.model
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.type_vocab_size > 1 else [])
+        order = sorted(range(len(enc["input_ids"])), key=lambda w: len(enc["input_ids"][w]))
+        autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        with torch.inference_mode(), autocast:
+            for i in range(0, len(order), batch_size):
+                part = order[i : i + batch_size]
+                batch = self.tokenizer.pad({n: [enc[n][w] for w in part] for n in names}, return_tensors="pt")
+                out = model(**{n: batch[n].to(model.device) for n in names})
+                start = out.start_logits.float().cpu()  # (B, T)
+                end = out.end_logits.float().cpu()  # (B, T)
+                for row, w in enumerate(part):
+                    n = len(enc["input_ids"][w])  # padding is on the right
+                    yield w, start[row, :n], end[row, :n]
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    f = path / SETTINGS_FILE
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelNotFound(f"{f} is not valid JSON ({e}); fix it or delete it to use the defaults") from None
+    return {k: data[k] for k in DEFAULTS if k in data}
+
+
+def load_reader(
+    name: str | None = None,
+    *,
+    device: str | None = None,
+    max_length: int | None = None,
+    stride: int | None = None,
+    max_answer_tokens: int | None = None,
+    no_answer_threshold: float | None = None,
+    precision: str = "fp32",
+) -> ExtractiveReader:
+    """The reader named `name`: a model folder or id, or None for the default shipped in the package."""
+    if name is None or name == DEFAULT_READER:
+        if not (DEFAULT_READER_PATH / "config.json").is_file():
+            raise ModelNotFound(
+                "no reader weights are shipped in this install; train one with 'bertsearch train reader --train "
+                "../shared/data/squad/train-v1.1.json --out models/reader' or pass --reader PATH_OR_ID"
+            )
+        name, path = DEFAULT_READER, DEFAULT_READER_PATH
+    else:
+        from . import resolve_model_path
+
+        path = resolve_model_path(name)
+    return ExtractiveReader(
+        name,
+        path,
+        device=device,
+        max_length=max_length,
+        stride=stride,
+        max_answer_tokens=max_answer_tokens,
+        no_answer_threshold=no_answer_threshold,
+        precision=precision,
+    )

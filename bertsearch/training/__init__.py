@@ -1,0 +1,1 @@
+"""Training beside the engine: bertsearch trains its own default models with these (reader, reranker, encoder)."""

@@ -1,0 +1,641 @@
+"""Train an extractive reader on SQuAD with the transformers Trainer.
+
+The script reads as numbered steps: model, data, arguments, trainer, train, evaluate, save. Dev scores
+are computed the way `bertsearch eval squad` computes them (the reader's own windowing and span choice,
+official EM/F1), on the model in memory, after every epoch (or every `eval_steps`); the best checkpoint
+by dev F1 is the one saved. Checkpoints go to OUT/checkpoints, so a run stopped on a CPU resumes where it
+stopped. The result is a folder any command accepts as a reader: float16 safetensors, the tokenizer,
+bertsearch.json (reader settings), report.json and a model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import random
+import re
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadArgument, CorpusError
+from ..evaluation.beir import ProgressFactory, no_progress
+from ..evaluation.squad import Example, evaluate_examples, evaluate_squad, load_squad
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
+MAX_ANSWER_TOKENS = 30
+RUN_FILE = "run.json"
+# settings a resumed run may change: more epochs, other dev sets, where it writes
+_RESUMABLE = {
+    "out_dir",
+    "epochs",
+    "resume",
+    "keep_checkpoints",
+    "dev_path",
+    "dev_limit",
+    "v2_dev_path",
+    "eval_steps",
+    "dataloader_workers",
+}
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def squad_features(examples: list[Example], tokenizer: Any, *, max_length: int, stride: int) -> list[dict[str, Any]]:
+    """Standard SQuAD preprocessing: each (question, context) becomes stride windows of `max_length` word
+    pieces, labelled with the answer's first and last token in the window, or [CLS] (0) when the window
+    does not hold the whole answer (or the question has none). No padding: the collator pads each batch."""
+    enc = tokenizer(
+        [ex.question.lstrip() for ex in examples],
+        [ex.context for ex in examples],
+        truncation="only_second",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+    )
+    features = []
+    for w, offsets in enumerate(enc["offset_mapping"]):
+        ex = examples[enc["overflow_to_sample_mapping"][w]]
+        seq = enc.sequence_ids(w)
+        first = seq.index(1)
+        last = len(seq) - 1 - seq[::-1].index(1)
+        start_tok = end_tok = 0
+        if ex.answers and not ex.is_impossible:
+            a = ex.answer_starts[0]
+            b = a + len(ex.answers[0])
+            if offsets[first][0] <= a and offsets[last][1] >= b:
+                start_tok, end_tok = first, last
+                while start_tok <= last and offsets[start_tok][0] <= a:
+                    start_tok += 1
+                start_tok -= 1
+                while end_tok >= first and offsets[end_tok][1] >= b:
+                    end_tok -= 1
+                end_tok += 1
+        features.append(
+            {
+                "input_ids": enc["input_ids"][w],
+                "attention_mask": enc["attention_mask"][w],
+                "token_type_ids": enc["token_type_ids"][w],
+                "start_positions": start_tok,
+                "end_positions": end_tok,
+            }
+        )
+    return features
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, 1..num_layers for encoder layers, num_layers + 1 for the head and the rest."""
+    m = _LAYER.search(name)
+    if m:
+        return int(m.group(1)) + 1
+    return 0 if "embeddings" in name else num_layers + 1
+
+
+def param_groups(
+    model: Any, *, lr: float, weight_decay: float, no_decay: set[str], layer_lr_decay: float | None
+) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and LayerNorm; with `layer_lr_decay`, a parameter at depth d
+    learns at lr * decay ** (num_layers + 1 - d), so the head gets lr and lower layers less. Frozen
+    parameters are included too, so that gradual unfreezing only needs to flip requires_grad."""
+    num_layers = model.config.num_hidden_layers
+    groups: dict[tuple[float, float], list[Any]] = {}
+    for name, p in model.named_parameters():
+        depth = layer_depth(name, num_layers)
+        group_lr = lr * layer_lr_decay ** (num_layers + 1 - depth) if layer_lr_decay is not None else lr
+        decay = 0.0 if name in no_decay else weight_decay
+        groups.setdefault((group_lr, decay), []).append(p)
+    return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
+
+
+def _trainer_classes() -> tuple[Any, Any]:
+    """The Trainer subclass and callbacks, built on first use so that importing this module stays cheap."""
+    import torch
+    from transformers import Trainer, TrainerCallback
+
+    from ..models.reader import ExtractiveReader
+
+    class ReaderTrainer(Trainer):
+        """A Trainer whose evaluation is the reader's SQuAD evaluation, and whose optimizer has layer groups."""
+
+        def __init__(
+            self,
+            *args: Any,
+            dev: list[Example],
+            reader_settings: dict[str, Any],
+            layer_lr_decay: float | None,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(*args, **kwargs)
+            self.dev = dev
+            self.reader_settings = reader_settings
+            self.layer_lr_decay = layer_lr_decay
+
+        def create_optimizer(self, model: Any = None) -> Any:
+            if self.optimizer is None:
+                groups = param_groups(
+                    self.model,
+                    lr=self.args.learning_rate,
+                    weight_decay=self.args.weight_decay,
+                    no_decay=set(self.model.state_dict()) - set(self.get_decay_parameter_names(self.model)),
+                    layer_lr_decay=self.layer_lr_decay,
+                )
+                self.optimizer = torch.optim.AdamW(
+                    groups,
+                    lr=self.args.learning_rate,
+                    betas=(self.args.adam_beta1, self.args.adam_beta2),
+                    eps=self.args.adam_epsilon,
+                )
+            return self.optimizer
+
+        def evaluate(
+            self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+        ) -> dict[str, float]:
+            model = self.model
+            was_training = model.training
+            model.eval()
+            try:
+                reader = ExtractiveReader.wrap(model, self.processing_class, **self.reader_settings)
+                result = evaluate_examples(self.dev, reader, batch_size=2 * self.args.per_device_eval_batch_size)
+            finally:
+                model.train(was_training)
+            metrics = {
+                f"{metric_key_prefix}_f1": result["f1"],
+                f"{metric_key_prefix}_exact_match": result["exact_match"],
+                f"{metric_key_prefix}_questions": result["total"],
+                f"{metric_key_prefix}_seconds": result["seconds"],
+            }
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    class Unfreeze(TrainerCallback):
+        """Gradual unfreezing: the head trains from the start; every `every` steps one more encoder layer
+        from the top joins it, and the embeddings last. A function of the step, so it survives resuming."""
+
+        def __init__(self, every: int) -> None:
+            self.every = every
+            self.thawed = -1
+
+        def _apply(self, model: Any, step: int) -> None:
+            num_layers = model.config.num_hidden_layers
+            thawed = min(step // self.every, num_layers + 1)  # how many depths below the head train
+            if thawed == self.thawed:
+                return
+            self.thawed = thawed
+            lowest = num_layers + 1 - thawed
+            for name, p in model.named_parameters():
+                p.requires_grad_(layer_depth(name, num_layers) >= lowest)
+            log.info("step %d: training depths %d..%d (0 = embeddings)", step, lowest, num_layers + 1)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self._apply(model, state.global_step)
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self._apply(model, state.global_step)
+
+    class Report(TrainerCallback):
+        """Steps to a progress bar, logs to the logging module (never stdout, which carries data)."""
+
+        def __init__(self, progress: ProgressFactory) -> None:
+            self.progress = progress
+            self.stack = ExitStack()
+            self.advance: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.advance = self.stack.enter_context(self.progress("training", state.max_steps, "steps"))
+            if state.global_step:
+                self.advance(state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.advance(1)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (logs or {}).items())
+            log.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.stack.close()
+
+    return ReaderTrainer, (Unfreeze, Report)
+
+
+def train_reader(
+    train_path: str | Path,
+    out_dir: str | Path,
+    *,
+    dev_path: str | Path | None = None,
+    base: str = DEFAULT_BASE,
+    epochs: int = 3,
+    batch_size: int = 32,
+    lr: float = 5e-5,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    max_length: int = 384,
+    stride: int = 128,
+    layer_lr_decay: float | None = None,
+    unfreeze_schedule: bool = False,
+    bf16: bool = False,
+    limit: int | None = None,
+    dev_limit: int | None = 1000,
+    seed: int = 42,
+    resume: bool = True,
+    eval_steps: int | None = None,
+    dataloader_workers: int = 0,
+    v2_dev_path: str | Path | None = None,
+    keep_checkpoints: bool = False,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, Any]:
+    """Fine-tune `base` for extractive QA on a SQuAD file; returns the report also written to OUT/report.json.
+
+    `limit` trains on a seeded random sample of that many questions; `dev_limit` scores the first that
+    many dev questions. With `v2_dev_path`, the saved reader's no-answer threshold is the one that scores
+    best F1 there. Gradual unfreezing finishes by half-way through training.
+    """
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
+    import torch
+    import transformers
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        PrinterCallback,
+        TrainingArguments,
+    )
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ..models import resolve_model_path
+    from ..models.reader import SETTINGS_FILE, load_reader
+
+    _check(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_ratio=warmup_ratio,
+        max_length=max_length,
+        stride=stride,
+        layer_lr_decay=layer_lr_decay,
+        limit=limit,
+        dev_limit=dev_limit,
+        eval_steps=eval_steps,
+    )
+    for p in (train_path, dev_path, v2_dev_path):
+        if p is not None and not Path(p).is_file():
+            raise CorpusError(f"no such file: {p}")
+    out_dir = Path(out_dir)
+    checkpoints = out_dir / "checkpoints"
+    cuda = torch.cuda.is_available()
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is not None and not resume:
+        log.warning("not resuming: deleting the checkpoints in %s", checkpoints)
+        shutil.rmtree(checkpoints)
+        last = None
+    if last is not None:
+        _check_same_run(checkpoints, settings)
+        log.info("resuming from %s", last)
+    transformers.set_seed(seed)
+
+    # 1. model: the base encoder with a fresh span head (start and end logits per token)
+    base_path = resolve_model_path(base)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
+    if not tokenizer.is_fast:
+        raise BadArgument(f"base model {base} has no fast tokenizer (tokenizer.json); offsets need one")
+    model = AutoModelForQuestionAnswering.from_pretrained(str(base_path), dtype=torch.float32, local_files_only=True)
+    if max_length > model.config.max_position_embeddings:
+        raise BadArgument(f"max_length {max_length} is more than {base} reads ({model.config.max_position_embeddings})")
+
+    # 2. data: stride windows labelled with answer token positions; long questions cannot be windowed
+    examples = load_squad(train_path)
+    if limit is not None:
+        examples = random.Random(seed).sample(examples, min(limit, len(examples)))
+    room = max_length - stride - 4
+    q_lengths = [
+        len(ids) for ids in tokenizer([ex.question.lstrip() for ex in examples], add_special_tokens=False)["input_ids"]
+    ]
+    too_long = sum(n > room for n in q_lengths)
+    if too_long:
+        log.warning(
+            "%d questions longer than %d word pieces skipped (raise --max-length or lower --stride)", too_long, room
+        )
+        examples = [ex for ex, n in zip(examples, q_lengths) if n <= room]
+    if not examples:
+        raise CorpusError(f"no trainable questions in {train_path}")
+    train_features: list[dict[str, Any]] = []
+    with progress("tokenizing", len(examples), "questions") as advance:
+        for i in range(0, len(examples), 1000):
+            part = examples[i : i + 1000]
+            train_features += squad_features(part, tokenizer, max_length=max_length, stride=stride)
+            advance(len(part))
+    unanswered = sum(f["start_positions"] == 0 for f in train_features)
+    dev = load_squad(dev_path)[:dev_limit] if dev_path is not None else []
+    log.info(
+        "%d questions -> %d windows (%d without the answer); %d dev questions",
+        len(examples),
+        len(train_features),
+        unanswered,
+        len(dev),
+    )
+
+    # 3. arguments
+    steps_per_epoch = math.ceil(len(train_features) / batch_size)
+    strategy = "steps" if eval_steps is not None else "epoch"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=lr,
+        lr_scheduler_type="linear",
+        warmup_steps=warmup_ratio,  # a float below 1 is a ratio of all steps
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        eval_strategy=strategy if dev else "no",
+        save_strategy=strategy,
+        eval_steps=eval_steps,
+        save_steps=eval_steps if eval_steps is not None else 500,
+        save_total_limit=2,
+        load_best_model_at_end=bool(dev),
+        metric_for_best_model="f1" if dev else None,
+        greater_is_better=True,
+        logging_steps=max(1, min(50, steps_per_epoch // 10)),
+        train_sampling_strategy="group_by_length",  # batches of similar length: little padding
+        dataloader_num_workers=dataloader_workers,
+        use_cpu=not cuda,
+        bf16=bf16,
+        seed=seed,
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+    # 4. trainer
+    reader_settings = {
+        "max_length": max_length,
+        "stride": stride,
+        "max_answer_tokens": MAX_ANSWER_TOKENS,
+        "precision": "bf16" if bf16 and not cuda else "fp32",
+    }
+    ReaderTrainer, (Unfreeze, Report) = _trainer_classes()
+    callbacks = [Report(progress)]
+    if unfreeze_schedule:
+        total_steps = steps_per_epoch * epochs
+        callbacks.append(Unfreeze(max(1, total_steps // (2 * (model.config.num_hidden_layers + 1)))))
+    trainer = ReaderTrainer(
+        model=model,
+        args=args,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        train_dataset=train_features,
+        eval_dataset=dev or None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        dev=dev,
+        reader_settings=reader_settings,
+        layer_lr_decay=layer_lr_decay,
+    )
+    trainer.remove_callback(PrinterCallback)
+
+    # 5. train, from the latest checkpoint when there is one
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    _write_json(checkpoints / RUN_FILE, settings)
+    t0 = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=last)
+    train_seconds = time.perf_counter() - t0
+    history = trainer.state.log_history
+
+    # 6. save the best model (float16 weights), the tokenizer and the reader settings
+    reader_json = {
+        "max_length": max_length,
+        "stride": stride,
+        "max_answer_tokens": MAX_ANSWER_TOKENS,
+        "no_answer_threshold": None,
+    }
+    save_reader(trainer.model, tokenizer, out_dir, reader_json)
+
+    # 7. evaluate what was saved: dev EM/F1, and the no-answer threshold on SQuAD v2.0
+    reader = load_reader(str(out_dir), precision=reader_settings["precision"])
+    final = evaluate_examples(dev, reader, batch_size=2 * batch_size) if dev else None
+    v2 = None
+    if v2_dev_path is not None:
+        v2 = evaluate_squad(v2_dev_path, reader, limit=dev_limit, batch_size=2 * batch_size)
+        reader_json["no_answer_threshold"] = v2["best_f1_thresh"]
+        _write_json(out_dir / SETTINGS_FILE, reader_json)
+
+    # 8. report and model card
+    report = {
+        "model": str(out_dir),
+        "base": base,
+        "settings": settings,
+        "reader": reader_json,
+        "resumed_from": last,
+        "train_questions": len(examples),
+        "train_windows": len(train_features),
+        "windows_without_answer": unanswered,
+        "skipped_long_questions": too_long,
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - _step_of(last)), 3),
+        "train_loss": output.training_loss,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "dev_per_evaluation": [
+            {"epoch": h.get("epoch"), "step": h.get("step"), "exact_match": h["eval_exact_match"], "f1": h["eval_f1"]}
+            for h in history
+            if "eval_f1" in h
+        ],
+        "dev": _scores(final),
+        "v2_dev": _scores(v2),
+        "machine": _machine(),
+        "command": _command(settings),
+    }
+    _write_json(out_dir / "report.json", report)
+    (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return report
+
+
+def save_reader(model: Any, tokenizer: Any, out_dir: Path, settings: dict[str, Any]) -> None:
+    """A reader folder: float16 safetensors (half the size), a config that says float32 so that the weights
+    load back as float32 for CPU inference, the tokenizer, and bertsearch.json."""
+    from ..models.reader import SETTINGS_FILE
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.half().save_pretrained(str(out_dir))
+    for f in out_dir.glob("*.safetensors"):
+        f.chmod(0o644)  # written through a private temporary file; a shipped model must be readable by all
+    config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    config.pop("torch_dtype", None)
+    config["dtype"] = "float32"
+    _write_json(out_dir / "config.json", config)
+    tokenizer.save_pretrained(str(out_dir))
+    _write_json(out_dir / SETTINGS_FILE, settings)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _check(**values: Any) -> None:
+    v = values
+    for name in ("epochs", "batch_size", "max_length"):
+        if v[name] < 1:
+            raise BadArgument(f"{name} must be at least 1, not {v[name]}")
+    if not v["lr"] > 0:
+        raise BadArgument(f"lr must be positive, not {v['lr']}")
+    if not 0 <= v["warmup_ratio"] < 1:
+        raise BadArgument(f"warmup_ratio must be in [0, 1), not {v['warmup_ratio']}")
+    if not 0 <= v["stride"] <= v["max_length"] // 2:
+        raise BadArgument(f"stride must be in [0, max_length / 2], not {v['stride']} (max_length {v['max_length']})")
+    if v["layer_lr_decay"] is not None and not 0 < v["layer_lr_decay"] <= 1:
+        raise BadArgument(f"layer_lr_decay must be in (0, 1], not {v['layer_lr_decay']}")
+    for name in ("limit", "dev_limit", "eval_steps"):
+        if v[name] is not None and v[name] < 1:
+            raise BadArgument(f"{name} must be at least 1, not {v[name]}")
+
+
+def _check_same_run(checkpoints: Path, settings: dict[str, Any]) -> None:
+    """A checkpoint resumes only the run that wrote it: other data or optimizer settings would not fit it."""
+    try:
+        before = json.loads((checkpoints / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    changed = sorted(k for k in settings if k not in _RESUMABLE and before.get(k) != settings[k])
+    if changed:
+        was = ", ".join(f"{k}={before.get(k)!r} (now {settings[k]!r})" for k in changed)
+        raise BadArgument(
+            f"the checkpoints in {checkpoints} come from a run with other settings: {was}; "
+            "use the same settings (only --epochs and the dev options may change), or pass --no-resume to start over"
+        )
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def _scores(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    keep = (
+        "exact_match",
+        "f1",
+        "total",
+        "HasAns_f1",
+        "NoAns_f1",
+        "best_exact",
+        "best_f1",
+        "best_f1_thresh",
+        "questions_per_second",
+    )
+    return {
+        k: round(v, 4) if isinstance(v, float) and not k.endswith("_thresh") else v
+        for k in keep
+        if (v := result.get(k)) is not None
+    }
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    import torch
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def _command(s: dict[str, Any]) -> str:
+    """The `bertsearch train reader` command line that reproduces these settings."""
+    parts = ["bertsearch train reader", f"--train {s['train_path']}", f"--out {s['out_dir']}", f"--base {s['base']}"]
+    for key in ("dev_path", "v2_dev_path"):
+        if s[key] is not None:
+            parts.append(f"--{'dev' if key == 'dev_path' else 'v2-dev'} {s[key]}")
+    for key in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "warmup_ratio",
+        "weight_decay",
+        "max_grad_norm",
+        "max_length",
+        "stride",
+        "layer_lr_decay",
+        "limit",
+        "dev_limit",
+        "seed",
+        "eval_steps",
+    ):
+        if s[key] is not None:
+            parts.append(f"--{key.replace('_', '-')} {s[key]}")
+    for key, flag in (("unfreeze_schedule", "--gradual-unfreeze"), ("bf16", "--bf16")):
+        if s[key]:
+            parts.append(flag)
+    return " ".join(parts)
+
+
+def _model_card(r: dict[str, Any]) -> str:
+    s = r["settings"]
+    dev = r["dev"] or {}
+    rows = [f"| {k} | {v} |" for k, v in s.items() if k not in {"out_dir", "progress"}]
+    score = (
+        f"EM {dev['exact_match']:.1f} / F1 {dev['f1']:.1f} on the first {dev['total']} questions of "
+        f"{Path(s['dev_path']).name}"
+        if dev
+        else "not evaluated (no dev set given)"
+    )
+    v2 = r["v2_dev"]
+    v2_line = (
+        f"\nOn {Path(s['v2_dev_path']).name} (first {v2['total']} questions) the best no-answer threshold is "
+        f"{v2['best_f1_thresh']:.3f} (best F1 {v2['best_f1']:.1f}); bertsearch.json records it.\n"
+        if v2
+        else ""
+    )
+    return f"""---
+license: cc-by-sa-4.0
+base_model: {r["base"]}
+tags: [question-answering, extractive-qa, bertsearch]
+datasets: [squad]
+---
+
+# Extractive reader for bertsearch
+
+A span-extraction (start/end logits) head fine-tuned from `{r["base"]}` on SQuAD
+({Path(s["train_path"]).name}, {r["train_questions"]} questions, {r["train_windows"]} windows of up to
+{s["max_length"]} word pieces with stride {s["stride"]}), with bertsearch's own training code.
+
+Dev score: {score}.
+{v2_line}
+Weights are float16 safetensors; `config.json` says float32 so they load back as float32 for CPU inference.
+`bertsearch.json` holds the reader settings (window, stride, longest answer, no-answer threshold).
+
+## Data and licence
+
+SQuAD (Rajpurkar et al., 2016) is licensed CC BY-SA 4.0; a model trained on it is shared under the same
+licence. The base model keeps its own licence.
+
+## Training
+
+{r["steps"]} steps in {r["train_seconds"]:.0f} s ({r["seconds_per_step"]} s/step) on {r["machine"]["device"]}
+({r["machine"]["processor"]}, {r["machine"]["cpus"]} CPUs), torch {r["machine"]["torch"]}, transformers
+{r["machine"]["transformers"]}. Final training loss {r["train_loss"]:.4f}.
+
+| setting | value |
+|---|---|
+{chr(10).join(rows)}
+
+## Reproduce
+
+```
+{r["command"]}
+```
+"""

@@ -1,0 +1,867 @@
+"""Train a cross-encoder reranker on SQuAD, or on your own query/passage pairs, with the sentence-transformers
+CrossEncoderTrainer.
+
+The script reads as numbered steps: model, data, loss, evaluator, arguments, trainer, train, save, evaluate.
+
+Data. From a SQuAD file, each question's own paragraph is its positive, and its hard negatives are other
+paragraphs of the same article and the top BM25 paragraphs among all paragraphs of the file (bertsearch's
+own FTS5 index), sampled with the seed. A negative is never the positive, nor a paragraph that contains
+one of the question's answers: that one is likely relevant after all (DPR filters BM25 negatives the same
+way). A pairs file (JSONL or CSV/TSV) brings its own negatives; a query with fewer than asked for gets
+other rows' positives. A passage too long to sit beside its query in `max_length` word pieces is not cut
+by the model: a positive becomes the window that holds its answer (the first window when the answer is
+not known), a negative a seeded window; these are counted in the report.
+
+Loss. BinaryCrossEntropyLoss on (query, passage, label) rows, with pos_weight = negatives per positive so
+that both classes weigh the same: the recipe of the sentence-transformers MS MARCO rerankers. It scores
+each pair on its own, which is what the reranker does at search time, and lets rows shuffle freely
+(a listwise loss needs all of a query's passages in one batch, which costs memory the CPU lacks).
+
+Evaluation. CrossEncoderRerankingEvaluator (nDCG@10, MRR@10, MAP) on dev questions, each with its
+paragraph and up to 9 hard negatives found the same way. The best checkpoint by nDCG@10 is the one saved;
+the saved folder is evaluated again after it is read back. Checkpoints go to OUT/checkpoints, so a run
+stopped on a CPU resumes where it stopped. The result is a folder any command accepts as a reranker:
+float16 safetensors (read back as float32), the tokenizer, bertsearch.json, report.json and a model card.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadArgument, CorpusError, MissingDependency
+from ..evaluation.beir import ProgressFactory, no_progress
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
+BM25_DEPTH = 10
+"""Hard negatives are sampled from this many top BM25 paragraphs."""
+DEV_NEGATIVES = 9
+"""Candidates per dev question: its paragraph and up to this many hard negatives."""
+DEV_NAME = "squad_dev"
+RUN_FILE = "run.json"
+PAIRS_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
+# settings a resumed run may change: more epochs, another dev set, where it writes
+_RESUMABLE = {"out_dir", "epochs", "resume", "keep_checkpoints", "dev_squad", "dev_limit", "eval_steps"}
+_WORD = re.compile(r"\w+")
+# Question words left out of BM25 mining queries: they barely move BM25, and FTS5 runs three times faster
+# without their long posting lists (18 ms instead of 55 ms a question over SQuAD train on 2 cores).
+_STOPWORD_TEXT = (
+    "a about after an and are as at be been before by can could did do does during for from had has have he her "
+    "him his how i if in into is it its many much of on or other she so some than that the their them then there "
+    "these they this those to too was we were what when where which while who whom whose why will with would you"
+)
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+@dataclass
+class Example:
+    """A query, its relevant passage, and passages that are not relevant. `answer` is the character span of
+    the answer in `positive` when known (SQuAD), so that a long positive is windowed around it."""
+
+    query: str
+    positive: str
+    negatives: list[str] = field(default_factory=list)
+    answer: tuple[int, int] | None = None
+
+
+@dataclass
+class Squad:
+    """A SQuAD file flattened: paragraphs, the article of each, and the answerable questions."""
+
+    paragraphs: list[str]
+    article_of: list[int]
+    questions: list[tuple[str, int, list[tuple[str, int]]]]  # (question, paragraph index, [(answer, start)])
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+
+def read_squad(path: str | Path) -> Squad:
+    """Read a SQuAD v1.1 or v2.0 JSON file. Unanswerable v2.0 questions are left out: they have no positive."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CorpusError(f"no SQuAD file at {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CorpusError(f"{path} is not a SQuAD JSON file ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise CorpusError(f"{path} is not a SQuAD JSON file: it has no 'data' list of articles")
+    squad = Squad([], [], [])
+    try:
+        for a, article in enumerate(data["data"]):
+            for para in article["paragraphs"]:
+                p = len(squad.paragraphs)
+                squad.paragraphs.append(para["context"])
+                squad.article_of.append(a)
+                for qa in para["qas"]:
+                    answers = [(ans["text"], int(ans["answer_start"])) for ans in qa.get("answers", [])]
+                    if answers and not qa.get("is_impossible", False):
+                        squad.questions.append((qa["question"], p, answers))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorpusError(f"{path}: malformed SQuAD record ({type(e).__name__}: {e})") from None
+    if not squad.questions:
+        raise CorpusError(f"{path} holds no answerable questions")
+    return squad
+
+
+def bm25_candidates(
+    paragraphs: list[str], queries: list[str], depth: int, *, progress: ProgressFactory = no_progress
+) -> list[list[int]]:
+    """The top `depth` paragraphs by BM25 for each query (paragraph indices, best first), from a throwaway
+    bertsearch index (FTS5, porter stemming). Common question words are left out of the queries."""
+    from ..engine import Index
+
+    stripped = []
+    for q in queries:
+        words = [w for w in _WORD.findall(q) if w.lower() not in STOPWORDS]
+        stripped.append(" ".join(words) if words else q)
+    out: list[list[int]] = []
+    with tempfile.TemporaryDirectory(prefix="bertsearch-bm25-") as tmp, Index.open(
+        Path(tmp) / "index", create=True, model="hashing:8"
+    ) as ix:
+        # lower-cased: FTS5 folds case anyway, and HashingEncoder miscounts words whose lower case is longer (İ)
+        ix.add(({"id": str(i), "text": t.lower()} for i, t in enumerate(paragraphs)), batch_size=1000)
+        with progress("mining BM25 negatives", len(queries), "questions") as advance:
+            for i in range(0, len(stripped), 256):
+                part = stripped[i : i + 256]
+                todo = [j for j, q in enumerate(part) if q.strip()]
+                hits = ix.batch_search([part[j] for j in todo], k=depth, mode="lexical") if todo else []
+                found = dict(zip(todo, hits))
+                out.extend([int(h.doc_id) for h in found.get(j, [])] for j in range(len(part)))
+                advance(len(part))
+    return out
+
+
+def squad_examples(
+    path: str | Path,
+    *,
+    negatives: int,
+    limit: int | None = None,
+    bm25: bool = True,
+    same_article: bool = True,
+    seed: int = 42,
+    progress: ProgressFactory = no_progress,
+) -> list[Example]:
+    """One example per question (a seeded sample of `limit` of them): its paragraph, and up to `negatives`
+    hard negatives, half from the top BM25 paragraphs and half from its article when both are on (either
+    fills in when the other runs short). A question's negatives depend only on the seed and the question."""
+    squad = read_squad(path)
+    n = len(squad.questions)
+    chosen = list(range(n)) if limit is None else sorted(random.Random(seed).sample(range(n), min(limit, n)))
+    lowered = [p.lower() for p in squad.paragraphs]
+    by_article: dict[int, list[int]] = {}
+    for p, a in enumerate(squad.article_of):
+        by_article.setdefault(a, []).append(p)
+    mined: list[list[int]] = []
+    if bm25 and negatives > 0:
+        mined = bm25_candidates(
+            squad.paragraphs, [squad.questions[i][0] for i in chosen], BM25_DEPTH + 1, progress=progress
+        )
+    examples = []
+    for j, qi in enumerate(chosen):
+        question, pos, answers = squad.questions[qi]
+        positive = squad.paragraphs[pos]
+        texts = [a.lower() for a, _ in answers if a.strip()]
+        usable = {
+            p for p in (*(mined[j] if mined else ()), *(by_article[squad.article_of[pos]] if same_article else ()))
+            if p != pos and squad.paragraphs[p] != positive and not any(t in lowered[p] for t in texts)
+        }
+        lexical = [p for p in mined[j] if p in usable][:BM25_DEPTH] if mined else []
+        article = [p for p in by_article[squad.article_of[pos]] if p in usable] if same_article else []
+        picked = _pick(random.Random(f"{seed}:{qi}"), lexical, article, negatives)
+        answer, start = answers[0]
+        negs = [squad.paragraphs[p] for p in picked]
+        examples.append(Example(question, positive, negs, (start, start + len(answer))))
+    return examples
+
+
+def _pick(rng: random.Random, lexical: list[int], article: list[int], n: int) -> list[int]:
+    """`n` distinct paragraphs, half (rounded up) from `lexical` when `article` has any, the rest from `article`."""
+    want = (n + 1) // 2 if article else n
+    picked = rng.sample(lexical, min(want, len(lexical)))
+    rest = [p for p in article if p not in picked]
+    picked += rng.sample(rest, min(n - len(picked), len(rest)))
+    if len(picked) < n:
+        more = [p for p in lexical if p not in picked]
+        picked += rng.sample(more, min(n - len(picked), len(more)))
+    return picked
+
+
+def read_pairs(path: str | Path) -> list[Example]:
+    """Examples from a pairs file. JSONL: one object a line with "query", "positive", and "negatives" (a
+    list) or "negative" (a string or a list). CSV/TSV: a header with query, positive and optionally negative
+    columns (negative, negative_2, ...). Rows sharing a query and positive are merged, negatives pooled.
+    A malformed line raises CorpusError naming file:line."""
+    path = Path(path)
+    kind = PAIRS_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise BadArgument(
+            f"cannot tell the format of {path}: give SQuAD JSON (.json), or pairs as .jsonl, .csv or .tsv"
+        )
+    if not path.is_file():
+        raise CorpusError(f"no pairs file at {path}")
+    rows = _jsonl_pairs(path) if kind == "jsonl" else _delimited_pairs(path, "," if kind == "csv" else "\t")
+    merged: dict[tuple[str, str], Example] = {}
+    for query, positive, negs in rows:
+        ex = merged.setdefault((query, positive), Example(query, positive))
+        ex.negatives.extend(n for n in negs if n not in ex.negatives and n != positive)
+    if not merged:
+        raise CorpusError(f"{path} holds no (query, positive) pairs")
+    return list(merged.values())
+
+
+def _text(value: Any, key: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise CorpusError(f"{where}: '{key}' must be a non-empty string")
+    return value
+
+
+def _jsonl_pairs(path: Path) -> Iterator[tuple[str, str, list[str]]]:
+    with open(path, encoding="utf-8", errors="strict") as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    obj = json.loads(line)
+                except ValueError as e:
+                    raise CorpusError(f"{where}: invalid JSON ({e})") from None
+                if not isinstance(obj, dict):
+                    raise CorpusError(f"{where}: expected a JSON object with query, positive and negatives")
+                negs = obj.get("negatives", obj.get("negative", []))
+                negs = [negs] if isinstance(negs, str) else negs
+                if not isinstance(negs, list):
+                    raise CorpusError(f"{where}: 'negatives' must be a list of strings")
+                yield (
+                    _text(obj.get("query"), "query", where),
+                    _text(obj.get("positive"), "positive", where),
+                    [_text(n, "negatives", where) for n in negs],
+                )
+        except UnicodeDecodeError:
+            raise CorpusError(f"{path}:{lineno + 1}: not UTF-8 text") from None
+
+
+def _delimited_pairs(path: Path, delimiter: str) -> Iterator[tuple[str, str, list[str]]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise CorpusError(f"{path} is empty; it needs a header row with query and positive columns")
+        names = [h.strip().lower() for h in header]
+        if "query" not in names or "positive" not in names:
+            raise CorpusError(f"{path}:1: the header needs 'query' and 'positive' columns, found {header}")
+        q_col, p_col = names.index("query"), names.index("positive")
+        n_cols = [i for i, h in enumerate(names) if h.startswith("negative")]
+        line = reader.line_num
+        try:
+            for row in reader:
+                where, line = f"{path}:{line + 1}", reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise CorpusError(f"{where}: {len(row)} fields, but the header has {len(header)}")
+                negs = [row[i] for i in n_cols if row[i].strip()]
+                yield _text(row[q_col], "query", where), _text(row[p_col], "positive", where), negs
+        except UnicodeDecodeError:
+            raise CorpusError(f"{path}:{line + 1}: not UTF-8 text") from None
+        except csv.Error as e:
+            raise CorpusError(f"{path}:{reader.line_num}: {e}") from None
+
+
+def complete_negatives(examples: list[Example], negatives: int, seed: int) -> int:
+    """Bring each example to `negatives` negatives, in place: a seeded sample of its own when it has more,
+    other examples' positives (never one of the same query) when it has fewer. Returns how many were added."""
+    pool = list(dict.fromkeys(ex.positive for ex in examples))
+    relevant: dict[str, set[str]] = {}
+    for ex in examples:
+        relevant.setdefault(ex.query, set()).add(ex.positive)
+    added = 0
+    for i, ex in enumerate(examples):
+        rng = random.Random(f"{seed}:{i}")
+        if len(ex.negatives) > negatives:
+            ex.negatives = rng.sample(ex.negatives, negatives)
+        elif len(ex.negatives) < negatives:
+            taken = set(ex.negatives) | relevant[ex.query]
+            need = negatives - len(ex.negatives)
+            for p in rng.sample(pool, min(len(pool), need + len(taken))):
+                if need and p not in taken:
+                    ex.negatives.append(p)
+                    need -= 1
+                    added += 1
+    return added
+
+
+def fit_to_window(
+    examples: list[Example], tokenizer: Any, *, max_length: int, stride: int, seed: int
+) -> dict[str, int]:
+    """Replace, in place, each passage too long to sit beside its query in `max_length` word pieces by one of
+    its windows (see `bertsearch.models.reranker.window_spans`): a positive by the window holding its answer
+    (the first window when the answer is unknown), a negative by a seeded window. Returns the counts."""
+    from ..models.reranker import fit_queries, window_spans
+
+    queries, budgets, cut_queries = fit_queries(tokenizer, [ex.query for ex in examples], max_length)
+    flat = [p for ex in examples for p in (ex.positive, *ex.negatives)]
+    flat_budgets = [b for ex, b in zip(examples, budgets) for _ in range(1 + len(ex.negatives))]
+    spans = window_spans(tokenizer, flat, flat_budgets, stride)
+    counts = {
+        "windowed_positives": 0,
+        "positives_without_answer_window": 0,
+        "windowed_negatives": 0,
+        "cut_queries": cut_queries,
+    }
+    pos = 0
+    for i, (ex, q) in enumerate(zip(examples, queries)):
+        ex.query = q
+        windows = spans[pos]
+        if len(windows) > 1:
+            counts["windowed_positives"] += 1
+            a, b = _answer_window(windows, ex.answer)
+            if ex.answer is None or not a <= ex.answer[0] < b:
+                counts["positives_without_answer_window"] += 1
+            if ex.answer is not None:
+                ex.answer = (ex.answer[0] - a, ex.answer[1] - a)
+            ex.positive = ex.positive[a:b]
+        rng = random.Random(f"{seed}:window:{i}")
+        for j, windows in enumerate(spans[pos + 1 : pos + 1 + len(ex.negatives)]):
+            if len(windows) > 1:
+                counts["windowed_negatives"] += 1
+                a, b = rng.choice(windows)
+                ex.negatives[j] = ex.negatives[j][a:b]
+        pos += 1 + len(ex.negatives)
+    return counts
+
+
+def _answer_window(windows: list[tuple[int, int]], answer: tuple[int, int] | None) -> tuple[int, int]:
+    """The first window holding the whole answer, else the first holding its start, else the first."""
+    if answer is not None:
+        for a, b in windows:
+            if a <= answer[0] and answer[1] <= b:
+                return a, b
+        for a, b in windows:
+            if a <= answer[0] < b:
+                return a, b
+    return windows[0]
+
+
+def to_rows(examples: list[Example]) -> dict[str, list[Any]]:
+    """Columns for BinaryCrossEntropyLoss: query, passage, label (1.0 for a positive, 0.0 for a negative)."""
+    rows: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
+    for ex in examples:
+        for passage, label in ((ex.positive, 1.0), *((n, 0.0) for n in ex.negatives)):
+            rows["query"].append(ex.query)
+            rows["passage"].append(passage)
+            rows["label"].append(label)
+    return rows
+
+
+def detect_train_format(path: str | Path) -> str:
+    """'squad' for a .json file, 'pairs' for .jsonl/.ndjson/.csv/.tsv."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        return "squad"
+    if suffix in PAIRS_SUFFIXES:
+        return "pairs"
+    raise BadArgument(f"cannot tell the format of {path}: give SQuAD JSON (.json), or pairs as .jsonl, .csv or .tsv")
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+
+def layer_lr_mapping(model: Any, lr: float, decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay as sentence-transformers' `learning_rate_mapping` (regex -> lr): encoder
+    layer i of L learns at lr * decay ** (L - i), the embeddings at lr * decay ** (L + 1), the head at lr."""
+    num_layers = int(model.model.config.num_hidden_layers)
+    mapping = {r"\.embeddings\.": lr * decay ** (num_layers + 1)}
+    mapping.update({rf"\.layer\.{i}\.": lr * decay ** (num_layers - i) for i in range(num_layers)})
+    names = [n for n, _ in model.named_parameters()]
+    missing = [pattern for pattern in mapping if not any(re.search(pattern, n) for n in names)]
+    if missing:
+        raise BadArgument(
+            "layer-wise LR decay needs BERT-style parameter names (embeddings, encoder.layer.N); "
+            f"the base model has none matching {missing[0]}"
+        )
+    return mapping
+
+
+def _report_callback(progress: ProgressFactory) -> Any:
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        """Steps to a progress bar, logs to the logging module (never stdout, which carries data)."""
+
+        def __init__(self) -> None:
+            self.stack = ExitStack()
+            self.advance: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.advance = self.stack.enter_context(progress("training", state.max_steps, "steps"))
+            if state.global_step:
+                self.advance(state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.advance(1)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in (logs or {}).items()}
+            log.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.stack.close()
+
+    return Report()
+
+
+def train_reranker(
+    out_dir: str | Path,
+    *,
+    train_squad: str | Path | None = None,
+    train_pairs: str | Path | None = None,
+    dev_squad: str | Path | None = None,
+    base: str = DEFAULT_BASE,
+    epochs: int = 2,
+    batch_size: int = 32,
+    lr: float = 3e-5,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    max_length: int = 256,
+    stride: int = 64,
+    negatives_per_query: int = 3,
+    bm25_negatives: bool = True,
+    same_article_negatives: bool = True,
+    limit: int | None = None,
+    dev_limit: int | None = 500,
+    bf16: bool = False,
+    seed: int = 42,
+    resume: bool = True,
+    layer_lr_decay: float | None = None,
+    eval_steps: int | None = None,
+    keep_checkpoints: bool = False,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, Any]:
+    """Fine-tune `base` (a new one-score head on its encoder) as a reranker; returns the report that is also
+    written to OUT/report.json.
+
+    Train on `train_squad` (hard negatives mined from the file) or `train_pairs` (JSONL/CSV/TSV with your own
+    negatives); `limit` trains on a seeded sample of that many questions. With `dev_squad`, a seeded sample
+    of `dev_limit` dev questions is scored after every epoch (or every `eval_steps`), and the best checkpoint
+    is the one saved.
+    """
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
+    _check(settings)
+    try:
+        import datasets
+        import torch
+        import transformers
+        from sentence_transformers.cross_encoder import (
+            CrossEncoder,
+            CrossEncoderTrainer,
+            CrossEncoderTrainingArguments,
+        )
+        from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+        from transformers import PrinterCallback
+        from transformers.trainer_utils import get_last_checkpoint
+    except ImportError as e:
+        raise MissingDependency("datasets accelerate", f"training a reranker ({e})") from None
+
+    from ..models import resolve_model_path
+    from ..models.reranker import SETTINGS_FILE, check_cross_encoder
+
+    out_dir = Path(out_dir)
+    checkpoints = out_dir / "checkpoints"
+    cuda = torch.cuda.is_available()
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is not None and not resume:
+        log.warning("not resuming: deleting the checkpoints in %s", checkpoints)
+        shutil.rmtree(checkpoints)
+        last = None
+    if last is not None:
+        _check_same_run(checkpoints, settings)
+        log.info("resuming from %s", last)
+    transformers.set_seed(seed)
+
+    # 1. model: the base encoder with a new one-logit head (a bi-encoder folder is converted; its pooling is dropped)
+    base_path = resolve_model_path(base)
+    model = CrossEncoder(
+        str(base_path),
+        num_labels=1,
+        max_length=max_length,
+        device="cuda" if cuda else "cpu",
+        local_files_only=True,
+        model_kwargs={"dtype": torch.float32},
+    )
+    if max_length > int(getattr(model.model.config, "max_position_embeddings", max_length)):
+        positions = model.model.config.max_position_embeddings
+        raise BadArgument(f"max_length {max_length} is more than {base} reads ({positions} word pieces)")
+    if not getattr(model.tokenizer, "is_fast", False):
+        raise BadArgument(f"base model {base} has no fast tokenizer (tokenizer.json); windowing passages needs one")
+    tokenizer = model.tokenizer
+
+    # 2. data: (query, passage, label) rows; passages too long for the window are windowed, not cut
+    t0 = time.perf_counter()
+    if train_squad is not None:
+        examples = squad_examples(
+            train_squad, negatives=negatives_per_query, limit=limit, bm25=bm25_negatives,
+            same_article=same_article_negatives, seed=seed, progress=progress,
+        )
+        filled = 0
+    else:
+        examples = read_pairs(train_pairs)  # type: ignore[arg-type]
+        if limit is not None:
+            examples = random.Random(seed).sample(examples, min(limit, len(examples)))
+        filled = complete_negatives(examples, negatives_per_query, seed)
+    windowing = fit_to_window(examples, tokenizer, max_length=max_length, stride=stride, seed=seed)
+    if windowing["positives_without_answer_window"]:
+        log.warning("%d positives longer than the window were cut to their first window (their answer is not known)",
+                    windowing["positives_without_answer_window"])
+    rows = to_rows(examples)
+    n_pos = len(examples)
+    n_neg = len(rows["label"]) - n_pos
+    if n_neg == 0:
+        raise CorpusError("no negatives found for any training question; turn on BM25 or same-article negatives")
+    train_dataset = datasets.Dataset.from_dict(rows)
+    dev = []
+    dev_windowing: dict[str, int] = {}
+    if dev_squad is not None:
+        dev = squad_examples(dev_squad, negatives=DEV_NEGATIVES, limit=dev_limit, seed=seed, progress=progress)
+        dev_windowing = fit_to_window(dev, tokenizer, max_length=max_length, stride=stride, seed=seed)
+    data_seconds = time.perf_counter() - t0
+    log.info("%d training queries -> %d rows (%d negatives); %d dev queries; data in %.1fs",
+             n_pos, len(rows["label"]), n_neg, len(dev), data_seconds)
+
+    # 3. loss: binary cross-entropy on logits; positives weigh as much as all their negatives together
+    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(n_neg / n_pos))
+
+    # 4. evaluator: rerank each dev question's paragraph among its hard negatives; nDCG@10 is primary
+    evaluator = None
+    if dev:
+        evaluator = CrossEncoderRerankingEvaluator(
+            samples=[{"query": ex.query, "positive": [ex.positive], "negative": ex.negatives} for ex in dev],
+            at_k=10,
+            name=DEV_NAME,
+            batch_size=2 * batch_size,
+        )
+    best_metric = f"eval_{DEV_NAME}_ndcg@10"
+
+    # 5. arguments: AdamW with linear warmup and decay; evaluate and save every epoch (or eval_steps)
+    steps_per_epoch = math.ceil(len(rows["label"]) / batch_size)
+    strategy = "steps" if eval_steps is not None else "epoch"
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=lr,
+        lr_scheduler_type="linear",
+        warmup_steps=warmup_ratio,  # a float below 1 is a ratio of all steps
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        learning_rate_mapping=layer_lr_mapping(model, lr, layer_lr_decay) if layer_lr_decay is not None else {},
+        eval_strategy=strategy if evaluator is not None else "no",
+        save_strategy=strategy,
+        eval_steps=eval_steps,
+        save_steps=eval_steps if eval_steps is not None else 500,
+        save_total_limit=2,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model=best_metric if evaluator is not None else None,
+        greater_is_better=True,
+        logging_steps=max(1, min(50, steps_per_epoch // 10)),
+        use_cpu=not cuda,
+        bf16=bf16,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+    # 6. trainer
+    trainer = CrossEncoderTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[_report_callback(progress)],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints logs to stdout, which carries data
+
+    # 7. train, from the latest checkpoint when there is one
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    t0 = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=last)
+    train_seconds = time.perf_counter() - t0
+    history = trainer.state.log_history
+
+    # 8. save the best model as float16 safetensors whose config says float32, and check it reads back so
+    check_pairs = [[q, p] for q, p in zip(rows["query"][:16], rows["passage"][:16])]
+    best = trainer.model
+    reference = best.predict(check_pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
+    fp32_state = {k: v.detach().clone() for k, v in best.state_dict().items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = _save(best.half(), out_dir)
+    saved = CrossEncoder(str(out_dir), device="cuda" if cuda else "cpu", local_files_only=True)
+    dtype = str(next(saved.parameters()).dtype).replace("torch.", "")
+    again = saved.predict(check_pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
+    diff = float(abs(again - reference).max())
+    if dtype != "float32" or diff > 0.05:
+        log.warning("float16 weights read back as %s, logits off by up to %.4f: saving float32 instead", dtype, diff)
+        best.float().load_state_dict(fp32_state)
+        weights = _save(best, out_dir)
+        saved = CrossEncoder(str(out_dir), device="cuda" if cuda else "cpu", local_files_only=True)
+    check_cross_encoder(str(out_dir), out_dir)
+    reranker_json = {"max_length": max_length, "stride": stride, "scores": "logits"}
+    (out_dir / SETTINGS_FILE).write_text(json.dumps(reranker_json, indent=2) + "\n", encoding="utf-8")
+
+    # 9. evaluate what was saved
+    final = _metrics(evaluator(saved)) if evaluator is not None else None
+
+    report = {
+        "model": str(out_dir),
+        "base": base,
+        "settings": settings,
+        "reranker": reranker_json,
+        "weights": {"dtype": weights, "read_back_as": dtype, "max_logit_diff_vs_fp32": round(diff, 5)},
+        "loss": {"name": "BinaryCrossEntropyLoss", "pos_weight": round(n_neg / n_pos, 4)},
+        "resumed_from": last,
+        "data": {
+            "source": str(train_squad if train_squad is not None else train_pairs),
+            "format": "squad" if train_squad is not None else "pairs",
+            "train_queries": n_pos,
+            "train_rows": len(rows["label"]),
+            "negatives": n_neg,
+            "negatives_filled_from_other_positives": filled,
+            **windowing,
+            "dev_queries": len(dev),
+            "dev_candidates": sum(1 + len(ex.negatives) for ex in dev),
+            "dev_windowing": dev_windowing,
+            "seconds": round(data_seconds, 1),
+        },
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - _step_of(last)), 3),
+        "train_loss": output.training_loss,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "dev_per_evaluation": [
+            {"epoch": h.get("epoch"), "step": h.get("step"), **_metrics(h)} for h in history if best_metric in h
+        ],
+        "dev": final,
+        "machine": _machine(),
+        "command": _command(settings),
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return report
+
+
+def _save(model: Any, out_dir: Path) -> str:
+    """Save a CrossEncoder with its tokenizer; config.json says float32 so that it loads back as float32."""
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    model.save_pretrained(str(out_dir), create_model_card=False)  # the card is ours, written after evaluation
+    for f in out_dir.glob("*.safetensors"):
+        f.chmod(0o644)  # written through a private temporary file; a shipped model must be readable by all
+    config_file = out_dir / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.pop("torch_dtype", None)
+    config["dtype"] = "float32"
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return dtype
+
+
+def _metrics(values: dict[str, Any]) -> dict[str, float]:
+    """nDCG@10, MRR@10 and MAP from evaluator or trainer-log keys (prefixed with eval_ and the dev name)."""
+    out = {}
+    for key in ("ndcg@10", "mrr@10", "map"):
+        for prefix in (f"eval_{DEV_NAME}_", f"{DEV_NAME}_"):
+            if prefix + key in values:
+                out[key] = round(float(values[prefix + key]), 4)
+                break
+    return out
+
+
+def _check(s: dict[str, Any]) -> None:
+    if (s["train_squad"] is None) == (s["train_pairs"] is None):
+        raise BadArgument("give one training file: train_squad (SQuAD JSON) or train_pairs (JSONL/CSV/TSV)")
+    for name in ("epochs", "batch_size", "max_length", "negatives_per_query"):
+        if s[name] < 1:
+            raise BadArgument(f"{name} must be at least 1, not {s[name]}")
+    for name in ("lr", "max_grad_norm"):
+        if not s[name] > 0:
+            raise BadArgument(f"{name} must be positive, not {s[name]}")
+    if not 0 <= s["warmup_ratio"] < 1:
+        raise BadArgument(f"warmup_ratio must be in [0, 1), not {s['warmup_ratio']}")
+    if s["weight_decay"] < 0:
+        raise BadArgument(f"weight_decay must be >= 0, not {s['weight_decay']}")
+    if s["max_length"] < 32:
+        raise BadArgument(f"max_length must be at least 32 word pieces, not {s['max_length']}")
+    if not 0 <= s["stride"] <= s["max_length"] // 2:
+        raise BadArgument(f"stride must be in [0, max_length / 2], not {s['stride']} (max_length {s['max_length']})")
+    if s["layer_lr_decay"] is not None and not 0 < s["layer_lr_decay"] <= 1:
+        raise BadArgument(f"layer_lr_decay must be in (0, 1], not {s['layer_lr_decay']}")
+    for name in ("limit", "dev_limit", "eval_steps"):
+        if s[name] is not None and s[name] < 1:
+            raise BadArgument(f"{name} must be at least 1, not {s[name]}")
+    for name in ("train_squad", "train_pairs", "dev_squad"):
+        if s[name] is not None and not Path(s[name]).is_file():
+            raise CorpusError(f"no file at {s[name]} (given as {name})")
+
+
+def _check_same_run(checkpoints: Path, settings: dict[str, Any]) -> None:
+    """A checkpoint resumes only the run that wrote it: other data or optimizer settings would not fit it."""
+    try:
+        before = json.loads((checkpoints / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    changed = sorted(k for k in settings if k not in _RESUMABLE and before.get(k) != settings[k])
+    if changed:
+        was = ", ".join(f"{k}={before.get(k)!r} (now {settings[k]!r})" for k in changed)
+        raise BadArgument(
+            f"the checkpoints in {checkpoints} come from a run with other settings: {was}; "
+            "use the same settings (only --epochs and the dev options may change), or pass --no-resume to start over"
+        )
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def _machine() -> dict[str, Any]:
+    import sentence_transformers
+    import torch
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+    }
+
+
+def _command(s: dict[str, Any]) -> str:
+    """The `bertsearch train reranker` command line that reproduces these settings."""
+    train = s["train_squad"] if s["train_squad"] is not None else s["train_pairs"]
+    parts = ["bertsearch train reranker", f"--train {train}", f"--out {s['out_dir']}", f"--base {s['base']}"]
+    if s["dev_squad"] is not None:
+        parts.append(f"--dev {s['dev_squad']}")
+    for key in ("epochs", "batch_size", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "max_length", "stride",
+                "negatives_per_query", "limit", "dev_limit", "layer_lr_decay", "eval_steps", "seed"):
+        if s[key] is not None:
+            flag = "negatives" if key == "negatives_per_query" else key.replace("_", "-")
+            parts.append(f"--{flag} {s[key]}")
+    if s["bf16"]:
+        parts.append("--bf16")
+    for key in ("bm25_negatives", "same_article_negatives"):
+        if not s[key]:
+            parts.append(f"--no-{key.replace('_', '-')}")
+    return " ".join(parts)
+
+
+def _model_card(r: dict[str, Any]) -> str:
+    s = r["settings"]
+    d = r["data"]
+    dev = r["dev"]
+    rows = [f"| {k} | {v} |" for k, v in s.items() if k != "out_dir"]
+    per_eval = "\n".join(
+        f"| {e['epoch']} | {e['step']} | {e.get('ndcg@10', float('nan')):.4f} | {e.get('mrr@10', float('nan')):.4f} |"
+        for e in r["dev_per_evaluation"]
+    )
+    if dev:
+        score = (f"nDCG@10 {dev['ndcg@10']:.4f}, MRR@10 {dev['mrr@10']:.4f}, MAP {dev['map']:.4f} reranking each of "
+                 f"{d['dev_queries']} questions of {Path(s['dev_squad']).name} (a seeded sample) among its own "
+                 f"paragraph and up to {DEV_NEGATIVES} hard negatives (same article and BM25)")
+    else:
+        score = "not evaluated (no dev set given)"
+    if d["format"] == "squad":
+        data = (f"SQuAD ({Path(d['source']).name}): {d['train_queries']} questions, each with its paragraph as the "
+                f"positive and {s['negatives_per_query']} hard negatives (other paragraphs of its article and top "
+                "BM25 paragraphs, never one containing an answer)")
+        licence = ("SQuAD (Rajpurkar et al., 2016) is licensed CC BY-SA 4.0; a model trained on it is shared under "
+                   "the same licence. The base model keeps its own licence (all-MiniLM-L6-v2: Apache-2.0).")
+        card_licence = "cc-by-sa-4.0"
+    else:
+        data = (f"query/passage pairs from {Path(d['source']).name}: {d['train_queries']} queries, "
+                f"{d['negatives']} negatives")
+        licence = "The training pairs carry their own licence; the base model keeps its own licence."
+        card_licence = "other"
+    return f"""---
+license: {card_licence}
+base_model: {r['base']}
+tags: [cross-encoder, reranker, text-ranking, bertsearch]
+---
+
+# Cross-encoder reranker for bertsearch
+
+A one-logit relevance head on the encoder of `{r['base']}`, fine-tuned with bertsearch's own training code
+(sentence-transformers CrossEncoderTrainer, {r['loss']['name']} with pos_weight {r['loss']['pos_weight']}) on
+{data}. Input: a query and a passage in at most {s['max_length']} word pieces; bertsearch scores longer passages
+in windows overlapping by {s['stride']} word pieces and keeps the best. Scores are raw logits: higher is more
+relevant.
+
+Dev score: {score}.
+
+| epoch | step | nDCG@10 | MRR@10 |
+|---|---|---|---|
+{per_eval}
+
+Weights are {r['weights']['dtype']} safetensors; `config.json` says float32 so they load back as float32 for CPU
+inference (largest logit difference to the float32 model: {r['weights']['max_logit_diff_vs_fp32']}).
+`bertsearch.json` holds the window settings.
+
+## Data and licence
+
+{licence}
+
+## Training
+
+{r['steps']} steps in {r['train_seconds']:.0f} s ({r['seconds_per_step']} s/step) on {r['machine']['device']}
+({r['machine']['processor']}, {r['machine']['cpus']} CPUs), torch {r['machine']['torch']}, transformers
+{r['machine']['transformers']}, sentence-transformers {r['machine']['sentence_transformers']}. Final training loss
+{r['train_loss']:.4f}.
+
+| setting | value |
+|---|---|
+{chr(10).join(rows)}
+
+## Reproduce
+
+```
+{r['command']}
+```
+
+## Use
+
+```
+bertsearch search "your question" --index indexes/mine --rerank --reranker {r['model']}
+```
+
+```python
+from bertsearch.models.reranker import load_reranker
+scores = load_reranker("{r['model']}").score("your question", ["passage one", "passage two"])
+```
+"""

@@ -1,0 +1,110 @@
+"""Rerank and ask through the engine and CLI, with small fakes for the cross-encoder and reader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+import bertsearch
+from bertsearch.types import Span
+
+
+class WordReranker:
+    """Scores a passage by how often it holds the word `favourite`."""
+
+    name = "fake-reranker"
+
+    def __init__(self, favourite: str) -> None:
+        self.favourite = favourite
+        self.calls: list[int] = []
+
+    def score(self, query, passages, *, batch_size=32):
+        self.calls.append(len(passages))
+        return np.array([p.lower().count(self.favourite) for p in passages], dtype=np.float32)
+
+
+class WordReader:
+    """Answers with the first occurrence of `word` in any passage; abstains when there is none."""
+
+    name = "fake-reader"
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def read(self, question, passages, *, top_k=5, batch_size=16):
+        spans = []
+        for i, p in enumerate(passages):
+            at = p.find(self.word)
+            if at >= 0:
+                spans.append(Span(passage=i, start=at, end=at + len(self.word), text=self.word, score=5.0 - i, null_score=0.0))
+        return spans[:top_k]
+
+    def abstains(self, spans):
+        return not spans
+
+
+def test_rerank_reorders_the_top_candidates_and_keeps_provenance(index):
+    index._reranker = WordReranker("piano")
+    plain = index.search("what is this about", k=4)
+    reranked = index.search("what is this about", k=4, rerank=True)
+    assert reranked[0].doc_id == "piano" and reranked[0].scores["rerank"] == 2.0  # title and text
+    assert reranked[0].ranks["rerank"] == 1 and "hybrid" in reranked[0].scores  # first-stage scores kept
+    assert {h.doc_id for h in reranked} == {h.doc_id for h in plain}
+    assert set(index.last_timings) == {"retrieve", "rerank"}
+
+
+def test_rerank_depth_limits_what_the_cross_encoder_sees(index):
+    index._reranker = reranker = WordReranker("volcano")
+    index.rerank_depth = 2
+    hits = index.search("the", k=4, rerank=True, mode="dense")
+    assert reranker.calls == [2]
+    assert [h.rank for h in hits] == [1, 2, 3, 4]
+    assert all("rerank" not in h.scores for h in hits[2:])
+
+
+def test_ask_locates_answers_in_the_original_document(index):
+    index._reranker = WordReranker("fleming")
+    index._reader = WordReader("Alexander Fleming")
+    result = index.ask("who discovered penicillin", k=2)
+    assert not result.abstained and result.answers
+    a = result.answers[0]
+    assert a.doc_id == "penicillin" and a.text == "Alexander Fleming"
+    assert index.get("penicillin")["text"][a.start : a.end] == "Alexander Fleming"
+    assert a.context[a.start - a.context_start : a.end - a.context_start] == "Alexander Fleming"
+    assert set(result.timings) == {"retrieve", "rerank", "read"}
+
+
+def test_ask_says_no_answer_instead_of_inventing_one(index):
+    index._reranker = WordReranker("x")
+    index._reader = WordReader("Napoleon")
+    result = index.ask("who won at waterloo")
+    assert result.abstained and result.answers == [] and result.hits
+
+
+def test_cli_ask_and_search_rerank(tmp_path, corpus_file, monkeypatch):
+    import bertsearch.engine as engine
+
+    runner = CliRunner()
+    ix = tmp_path / "ix"
+    runner.invoke(cli(), ["index", str(corpus_file), "--index", str(ix), "--model", "hashing"])
+    monkeypatch.setattr(engine.Index, "reranker", property(lambda self: WordReranker("lava")))
+    monkeypatch.setattr(engine.Index, "reader", property(lambda self: WordReader("magma chamber")))
+    r = runner.invoke(cli(), ["search", "what", "is", "it", "--index", str(ix), "--rerank", "--json"])
+    data = json.loads(r.stdout)
+    assert data["hits"][0]["doc_id"] == "volcano" and data["rerank"] is True
+    r = runner.invoke(cli(), ["ask", "where", "does", "lava", "come", "from", "--index", str(ix), "--json"])
+    out = json.loads(r.stdout)
+    assert out["answers"][0]["text"] == "magma chamber" and out["answers"][0]["doc_id"] == "volcano"
+    r = runner.invoke(cli(), ["ask", "where", "does", "lava", "come", "from", "--index", str(ix)])
+    assert r.exit_code == 0 and "magma chamber" in r.stdout
+    monkeypatch.setattr(engine.Index, "reader", property(lambda self: WordReader("no such words")))
+    r = runner.invoke(cli(), ["ask", "anything", "--index", str(ix)])
+    assert r.exit_code == 0 and "no answer found" in r.stdout
+
+
+def cli():
+    from bertsearch.cli import cli as command
+
+    return command
