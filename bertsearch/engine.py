@@ -18,9 +18,9 @@ import numpy as np
 from . import filters, retrieval
 from .chunking import chunk_spans
 from .config import IndexConfig
-from .filters import Filter
 from .errors import BadArgument, BadQuery, BertsearchError, IndexNotFound, ModelMismatch
-from .models import Encoder, canonical_name, load_encoder
+from .filters import Filter
+from .models import Encoder, load_encoder
 from .store import Store, StoredDocument
 from .types import Answer, AskResult, Document, Hit, IndexReport, Span
 

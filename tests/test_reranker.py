@@ -356,10 +356,12 @@ def test_format_detection_and_argument_checks(tmp_path, squad_file):
 
 
 def test_checkpoints_resume_only_the_same_run(tmp_path):
+    from bertsearch.training.common import check_same_run
+
     (tmp_path / training.RUN_FILE).write_text(json.dumps({"lr": 3e-5, "epochs": 1, "limit": 10}))
-    training._check_same_run(tmp_path, {"lr": 3e-5, "epochs": 3, "limit": 10})  # more epochs is fine
+    check_same_run(tmp_path, {"lr": 3e-5, "epochs": 3, "limit": 10}, training._RESUMABLE)  # more epochs is fine
     with pytest.raises(BadArgument, match="lr=3e-05 .now 0.001."):
-        training._check_same_run(tmp_path, {"lr": 1e-3, "epochs": 1, "limit": 10})
+        check_same_run(tmp_path, {"lr": 1e-3, "epochs": 1, "limit": 10}, training._RESUMABLE)
 
 
 # -- training --------------------------------------------------------------------------------------

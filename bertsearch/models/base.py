@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 Span = tuple[int, int]
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt")
+
+
+def fingerprint_dir(path: Path) -> str:
+    """Hash of a model folder's weight files (names, sizes, first and last MiB): cheap to compute on
+    every open, and it changes whenever the weights do."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(path).as_posix()}:{size}".encode())
+        with p.open("rb") as f:
+            h.update(f.read(1 << 20))
+            if size > 1 << 20:
+                f.seek(max(size - (1 << 20), 1 << 20))
+                h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 @runtime_checkable

@@ -7,7 +7,6 @@ cut; each window's best spans are mapped back to character offsets in the passag
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 from ..errors import BadArgument, ModelNotFound
 from ..types import Span
+from .base import fingerprint_dir
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +24,6 @@ DEFAULT_READER_PATH = Path(__file__).resolve().parent.parent / "weights" / "read
 SETTINGS_FILE = "bertsearch.json"
 DEFAULTS: dict[str, Any] = {"max_length": 384, "stride": 128, "max_answer_tokens": 30, "no_answer_threshold": None}
 PRECISIONS = ("fp32", "bf16")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt")
-
-
-def fingerprint_dir(path: Path) -> str:
-    """Hash of the weight files' names, sizes, heads and tails: cheap, and changes with the weights."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-    for p in files:
-        size = p.stat().st_size
-        h.update(f"{p.relative_to(path).as_posix()}:{size}".encode())
-        with p.open("rb") as f:
-            h.update(f.read(1 << 20))
-            if size > 1 << 20:
-                f.seek(max(size - (1 << 20), 1 << 20))
-                h.update(f.read())
-    return h.hexdigest()[:16]
 
 
 def best_spans(

@@ -8,7 +8,6 @@ the best of its windows. All windows of all passages go through the model in one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadArgument, BadQuery, ModelNotFound
+from .base import fingerprint_dir
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +32,6 @@ TRAIN_HINT = (
 )
 
 Span = tuple[int, int]
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt")
-
-
-def fingerprint_weights(path: Path) -> str:
-    """Hash of the weight files' names, sizes, heads and tails: cheap, and changes with the weights."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-    for p in files:
-        size = p.stat().st_size
-        h.update(f"{p.relative_to(path).as_posix()}:{size}".encode())
-        with p.open("rb") as f:
-            h.update(f.read(1 << 20))
-            if size > 1 << 20:
-                f.seek(max(size - (1 << 20), 1 << 20))
-                h.update(f.read())
-    return h.hexdigest()[:16]
 
 
 def window_spans(tokenizer: Any, passages: list[str], budgets: list[int], stride: int) -> list[list[Span]]:
@@ -184,7 +168,7 @@ class CrossEncoderReranker:
     def fingerprint(self) -> str:
         """A short hash that changes when the weights change."""
         if self._fingerprint is None:
-            self._fingerprint = fingerprint_weights(self.path)
+            self._fingerprint = fingerprint_dir(self.path)
         return self._fingerprint
 
     # -- scoring ----------------------------------------------------------------------------------

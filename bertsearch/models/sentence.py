@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .base import fingerprint_dir
+
 log = logging.getLogger(__name__)
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt")
 
 
 class SentenceEncoder:
@@ -46,19 +46,8 @@ class SentenceEncoder:
         return len(self.model.tokenizer("", add_special_tokens=True)["input_ids"])
 
     def fingerprint(self) -> str:
-        """Hash of the weight files' names, sizes, heads and tails: cheap, and changes with the weights."""
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-            for p in files:
-                size = p.stat().st_size
-                h.update(f"{p.relative_to(self.path).as_posix()}:{size}".encode())
-                with p.open("rb") as f:
-                    h.update(f.read(1 << 20))
-                    if size > 1 << 20:
-                        f.seek(max(size - (1 << 20), 1 << 20))
-                        h.update(f.read())
-            self._fingerprint = h.hexdigest()[:16]
+            self._fingerprint = fingerprint_dir(self.path)
         return self._fingerprint
 
     def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:

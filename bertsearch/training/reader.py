@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import random
 import re
 import shutil
@@ -25,12 +24,12 @@ from typing import Any
 from ..errors import BadArgument, CorpusError
 from ..evaluation.beir import ProgressFactory, no_progress
 from ..evaluation.squad import Example, evaluate_examples, evaluate_squad, load_squad
+from .common import RUN_FILE, check_settings, machine, resume_point, step_of, write_json
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_ANSWER_TOKENS = 30
-RUN_FILE = "run.json"
 # settings a resumed run may change: more epochs, other dev sets, where it writes
 _RESUMABLE = {
     "out_dir",
@@ -269,22 +268,23 @@ def train_reader(
         PrinterCallback,
         TrainingArguments,
     )
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ..models import resolve_model_path
     from ..models.reader import SETTINGS_FILE, load_reader
 
-    _check(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_ratio=warmup_ratio,
-        max_length=max_length,
-        stride=stride,
-        layer_lr_decay=layer_lr_decay,
-        limit=limit,
-        dev_limit=dev_limit,
-        eval_steps=eval_steps,
+    check_settings(
+        dict(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            warmup_ratio=warmup_ratio,
+            max_length=max_length,
+            stride=stride,
+            layer_lr_decay=layer_lr_decay,
+            limit=limit,
+            dev_limit=dev_limit,
+            eval_steps=eval_steps,
+        )
     )
     for p in (train_path, dev_path, v2_dev_path):
         if p is not None and not Path(p).is_file():
@@ -292,14 +292,7 @@ def train_reader(
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     cuda = torch.cuda.is_available()
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    if last is not None and not resume:
-        log.warning("not resuming: deleting the checkpoints in %s", checkpoints)
-        shutil.rmtree(checkpoints)
-        last = None
-    if last is not None:
-        _check_same_run(checkpoints, settings)
-        log.info("resuming from %s", last)
+    last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume)
     transformers.set_seed(seed)
 
     # 1. model: the base encoder with a fresh span head (start and end logits per token)
@@ -402,7 +395,7 @@ def train_reader(
 
     # 5. train, from the latest checkpoint when there is one
     checkpoints.mkdir(parents=True, exist_ok=True)
-    _write_json(checkpoints / RUN_FILE, settings)
+    write_json(checkpoints / RUN_FILE, settings)
     t0 = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - t0
@@ -424,7 +417,7 @@ def train_reader(
     if v2_dev_path is not None:
         v2 = evaluate_squad(v2_dev_path, reader, limit=dev_limit, batch_size=2 * batch_size)
         reader_json["no_answer_threshold"] = v2["best_f1_thresh"]
-        _write_json(out_dir / SETTINGS_FILE, reader_json)
+        write_json(out_dir / SETTINGS_FILE, reader_json)
 
     # 8. report and model card
     report = {
@@ -439,7 +432,7 @@ def train_reader(
         "skipped_long_questions": too_long,
         "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - _step_of(last)), 3),
+        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - step_of(last)), 3),
         "train_loss": output.training_loss,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "dev_per_evaluation": [
@@ -449,10 +442,10 @@ def train_reader(
         ],
         "dev": _scores(final),
         "v2_dev": _scores(v2),
-        "machine": _machine(),
+        "machine": machine(),
         "command": _command(settings),
     }
-    _write_json(out_dir / "report.json", report)
+    write_json(out_dir / "report.json", report)
     (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
     if not keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -471,50 +464,9 @@ def save_reader(model: Any, tokenizer: Any, out_dir: Path, settings: dict[str, A
     config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
     config.pop("torch_dtype", None)
     config["dtype"] = "float32"
-    _write_json(out_dir / "config.json", config)
+    write_json(out_dir / "config.json", config)
     tokenizer.save_pretrained(str(out_dir))
-    _write_json(out_dir / SETTINGS_FILE, settings)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def _check(**values: Any) -> None:
-    v = values
-    for name in ("epochs", "batch_size", "max_length"):
-        if v[name] < 1:
-            raise BadArgument(f"{name} must be at least 1, not {v[name]}")
-    if not v["lr"] > 0:
-        raise BadArgument(f"lr must be positive, not {v['lr']}")
-    if not 0 <= v["warmup_ratio"] < 1:
-        raise BadArgument(f"warmup_ratio must be in [0, 1), not {v['warmup_ratio']}")
-    if not 0 <= v["stride"] <= v["max_length"] // 2:
-        raise BadArgument(f"stride must be in [0, max_length / 2], not {v['stride']} (max_length {v['max_length']})")
-    if v["layer_lr_decay"] is not None and not 0 < v["layer_lr_decay"] <= 1:
-        raise BadArgument(f"layer_lr_decay must be in (0, 1], not {v['layer_lr_decay']}")
-    for name in ("limit", "dev_limit", "eval_steps"):
-        if v[name] is not None and v[name] < 1:
-            raise BadArgument(f"{name} must be at least 1, not {v[name]}")
-
-
-def _check_same_run(checkpoints: Path, settings: dict[str, Any]) -> None:
-    """A checkpoint resumes only the run that wrote it: other data or optimizer settings would not fit it."""
-    try:
-        before = json.loads((checkpoints / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    changed = sorted(k for k in settings if k not in _RESUMABLE and before.get(k) != settings[k])
-    if changed:
-        was = ", ".join(f"{k}={before.get(k)!r} (now {settings[k]!r})" for k in changed)
-        raise BadArgument(
-            f"the checkpoints in {checkpoints} come from a run with other settings: {was}; "
-            "use the same settings (only --epochs and the dev options may change), or pass --no-resume to start over"
-        )
-
-
-def _step_of(checkpoint: str | None) -> int:
-    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+    write_json(out_dir / SETTINGS_FILE, settings)
 
 
 def _scores(result: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -535,22 +487,6 @@ def _scores(result: dict[str, Any] | None) -> dict[str, Any] | None:
         k: round(v, 4) if isinstance(v, float) and not k.endswith("_thresh") else v
         for k in keep
         if (v := result.get(k)) is not None
-    }
-
-
-def _machine() -> dict[str, Any]:
-    import os
-
-    import torch
-    import transformers
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
     }
 
 

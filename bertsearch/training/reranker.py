@@ -30,8 +30,6 @@ import csv
 import json
 import logging
 import math
-import os
-import platform
 import random
 import re
 import shutil
@@ -45,6 +43,7 @@ from typing import Any
 
 from ..errors import BadArgument, CorpusError, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
+from .common import RUN_FILE, check_settings, machine, resume_point, step_of, write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,6 @@ BM25_DEPTH = 10
 DEV_NEGATIVES = 9
 """Candidates per dev question: its paragraph and up to this many hard negatives."""
 DEV_NAME = "squad_dev"
-RUN_FILE = "run.json"
 PAIRS_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 # settings a resumed run may change: more epochs, another dev set, where it writes
 _RESUMABLE = {"out_dir", "epochs", "resume", "keep_checkpoints", "dev_squad", "dev_limit", "eval_steps"}
@@ -480,7 +478,6 @@ def train_reranker(
         from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
         from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
         from transformers import PrinterCallback
-        from transformers.trainer_utils import get_last_checkpoint
     except ImportError as e:
         raise MissingDependency("datasets accelerate", f"training a reranker ({e})") from None
 
@@ -490,14 +487,7 @@ def train_reranker(
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     cuda = torch.cuda.is_available()
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    if last is not None and not resume:
-        log.warning("not resuming: deleting the checkpoints in %s", checkpoints)
-        shutil.rmtree(checkpoints)
-        last = None
-    if last is not None:
-        _check_same_run(checkpoints, settings)
-        log.info("resuming from %s", last)
+    last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume)
     transformers.set_seed(seed)
 
     # 1. model: the base encoder with a new one-logit head (a bi-encoder folder is converted; its pooling is dropped)
@@ -607,7 +597,7 @@ def train_reranker(
 
     # 7. train, from the latest checkpoint when there is one
     checkpoints.mkdir(parents=True, exist_ok=True)
-    (checkpoints / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    write_json(checkpoints / RUN_FILE, settings)
     t0 = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - t0
@@ -659,14 +649,14 @@ def train_reranker(
         },
         "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - _step_of(last)), 3),
+        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - step_of(last)), 3),
         "train_loss": output.training_loss,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "dev_per_evaluation": [
             {"epoch": h.get("epoch"), "step": h.get("step"), **_metrics(h)} for h in history if best_metric in h
         ],
         "dev": final,
-        "machine": _machine(),
+        "machine": machine(),
         "command": _command(settings),
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -704,63 +694,18 @@ def _metrics(values: dict[str, Any]) -> dict[str, float]:
 def _check(s: dict[str, Any]) -> None:
     if (s["train_squad"] is None) == (s["train_pairs"] is None):
         raise BadArgument("give one training file: train_squad (SQuAD JSON) or train_pairs (JSONL/CSV/TSV)")
-    for name in ("epochs", "batch_size", "max_length", "negatives_per_query"):
-        if s[name] < 1:
-            raise BadArgument(f"{name} must be at least 1, not {s[name]}")
-    for name in ("lr", "max_grad_norm"):
-        if not s[name] > 0:
-            raise BadArgument(f"{name} must be positive, not {s[name]}")
-    if not 0 <= s["warmup_ratio"] < 1:
-        raise BadArgument(f"warmup_ratio must be in [0, 1), not {s['warmup_ratio']}")
+    check_settings(s)
+    if s["negatives_per_query"] < 1:
+        raise BadArgument(f"negatives_per_query must be at least 1, not {s['negatives_per_query']}")
+    if not s["max_grad_norm"] > 0:
+        raise BadArgument(f"max_grad_norm must be positive, not {s['max_grad_norm']}")
     if s["weight_decay"] < 0:
         raise BadArgument(f"weight_decay must be >= 0, not {s['weight_decay']}")
     if s["max_length"] < 32:
         raise BadArgument(f"max_length must be at least 32 word pieces, not {s['max_length']}")
-    if not 0 <= s["stride"] <= s["max_length"] // 2:
-        raise BadArgument(f"stride must be in [0, max_length / 2], not {s['stride']} (max_length {s['max_length']})")
-    if s["layer_lr_decay"] is not None and not 0 < s["layer_lr_decay"] <= 1:
-        raise BadArgument(f"layer_lr_decay must be in (0, 1], not {s['layer_lr_decay']}")
-    for name in ("limit", "dev_limit", "eval_steps"):
-        if s[name] is not None and s[name] < 1:
-            raise BadArgument(f"{name} must be at least 1, not {s[name]}")
     for name in ("train_squad", "train_pairs", "dev_squad"):
         if s[name] is not None and not Path(s[name]).is_file():
             raise CorpusError(f"no file at {s[name]} (given as {name})")
-
-
-def _check_same_run(checkpoints: Path, settings: dict[str, Any]) -> None:
-    """A checkpoint resumes only the run that wrote it: other data or optimizer settings would not fit it."""
-    try:
-        before = json.loads((checkpoints / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    changed = sorted(k for k in settings if k not in _RESUMABLE and before.get(k) != settings[k])
-    if changed:
-        was = ", ".join(f"{k}={before.get(k)!r} (now {settings[k]!r})" for k in changed)
-        raise BadArgument(
-            f"the checkpoints in {checkpoints} come from a run with other settings: {was}; "
-            "use the same settings (only --epochs and the dev options may change), or pass --no-resume to start over"
-        )
-
-
-def _step_of(checkpoint: str | None) -> int:
-    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
-
-
-def _machine() -> dict[str, Any]:
-    import sentence_transformers
-    import torch
-    import transformers
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "sentence_transformers": sentence_transformers.__version__,
-    }
 
 
 def _command(s: dict[str, Any]) -> str:

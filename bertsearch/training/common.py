@@ -1,0 +1,94 @@
+"""What the training commands share: argument checks, resuming only the same run, and the report's machine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadArgument
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+"""The settings of the run that wrote a checkpoints folder, so that a resume can check them."""
+
+
+def check_settings(s: dict[str, Any]) -> None:
+    """Ranges every trainer shares: positive sizes and rates, warmup in [0, 1), stride within half a window."""
+    for name in ("epochs", "batch_size", "max_length"):
+        if s[name] < 1:
+            raise BadArgument(f"{name} must be at least 1, not {s[name]}")
+    if not s["lr"] > 0:
+        raise BadArgument(f"lr must be positive, not {s['lr']}")
+    if not 0 <= s["warmup_ratio"] < 1:
+        raise BadArgument(f"warmup_ratio must be in [0, 1), not {s['warmup_ratio']}")
+    if not 0 <= s["stride"] <= s["max_length"] // 2:
+        raise BadArgument(f"stride must be in [0, max_length / 2], not {s['stride']} (max_length {s['max_length']})")
+    if s["layer_lr_decay"] is not None and not 0 < s["layer_lr_decay"] <= 1:
+        raise BadArgument(f"layer_lr_decay must be in (0, 1], not {s['layer_lr_decay']}")
+    for name in ("limit", "dev_limit", "eval_steps"):
+        if s[name] is not None and s[name] < 1:
+            raise BadArgument(f"{name} must be at least 1, not {s[name]}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def check_same_run(checkpoints: Path, settings: dict[str, Any], resumable: Collection[str]) -> None:
+    """A checkpoint resumes only the run that wrote it: other data or optimizer settings would not fit it."""
+    try:
+        before = json.loads((checkpoints / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    changed = sorted(k for k in settings if k not in resumable and before.get(k) != settings[k])
+    if changed:
+        was = ", ".join(f"{k}={before.get(k)!r} (now {settings[k]!r})" for k in changed)
+        raise BadArgument(
+            f"the checkpoints in {checkpoints} come from a run with other settings: {was}; "
+            "use the same settings (only --epochs and the dev options may change), or pass --no-resume to start over"
+        )
+
+
+def resume_point(checkpoints: Path, settings: dict[str, Any], resumable: Collection[str], *, resume: bool) -> str | None:
+    """The checkpoint to resume from (the latest in `checkpoints`), or None to start afresh.
+
+    Without `resume`, old checkpoints are deleted; with it, they must come from the same run.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is not None and not resume:
+        log.warning("not resuming: deleting the checkpoints in %s", checkpoints)
+        shutil.rmtree(checkpoints)
+        return None
+    if last is not None:
+        check_same_run(checkpoints, settings, resumable)
+        log.info("resuming from %s", last)
+    return last
+
+
+def step_of(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def machine() -> dict[str, Any]:
+    import sentence_transformers
+    import torch
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+    }
