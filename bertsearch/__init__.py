@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import BertsearchError
-from .types import Document, Hit, IndexReport
+from .types import Answer, AskResult, Document, Hit, IndexReport
 
 __version__ = "0.1.0"
-__all__ = ["BertsearchError", "Document", "Hit", "Index", "IndexReport", "open_index", "__version__"]
+__all__ = ["Answer", "AskResult", "BertsearchError", "Document", "Hit", "Index", "IndexReport", "open_index", "__version__"]
 
 
 def open_index(path: str, **kwargs: Any) -> Any:

@@ -46,6 +46,7 @@ def run_benchmark(
     k: int = 10,
     modes: tuple[str, ...] = MODES,
     index_path: str | Path | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     from .engine import Index
 
@@ -55,9 +56,10 @@ def run_benchmark(
         index_path = Path(tmp) / "ix"
     try:
         t0 = time.perf_counter()
-        ix = Index.open(index_path, model=model, ann=ann, create=True)
+        ix = Index.open(index_path, model=model, ann=ann, create=True, precision=precision)
         ix.encoder.encode(["warm up"])  # loads the weights
         load_s = time.perf_counter() - t0
+        used = "bf16" if getattr(ix.encoder, "uses_bf16", False) else "fp32"
         report = ix.add_corpus(corpus)
         latency: dict[str, dict[str, float]] = {}
         for mode in modes:
@@ -81,6 +83,7 @@ def run_benchmark(
         "corpus": str(corpus),
         "model": info["model"],
         "ann": ann,
+        "precision": used,
         "documents": report.read,
         "chunks": report.chunks,
         "model_load_s": round(load_s, 2),

@@ -86,13 +86,15 @@ class Index:
         gpu: bool = False,
         reranker: str | None = None,
         reader: str | None = None,
+        precision: str = "auto",
     ) -> Index:
         """Open the index at `path`; with `create=True`, make it if it does not exist.
 
         `model` defaults to the model the index was built with (or, for a new index, the packaged
         all-MiniLM-L6-v2). Naming a different model than the index's vectors came from is an error.
         `reranker` and `reader` name the cross-encoder and the extractive reader (a folder or model
-        id; default: the ones shipped with bertsearch); they load on first use.
+        id; default: the ones shipped with bertsearch); they load on first use. `precision` is the
+        encoder's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16".
         """
         path = Path(path)
         db = path / Store.FILE
@@ -108,7 +110,7 @@ class Index:
             if config is None:
                 if not create:  # a store whose creation was cut off before its config was written
                     raise IndexNotFound(str(path))
-                encoder = load_encoder(model, device=device)
+                encoder = load_encoder(model, device=device, precision=precision)
                 config = IndexConfig(
                     model=encoder.name,
                     fingerprint=encoder.fingerprint(),
@@ -120,7 +122,7 @@ class Index:
                 )
                 store.set_config(config)
             else:
-                encoder = load_encoder(model if model is not None else config.model, device=device)
+                encoder = load_encoder(model if model is not None else config.model, device=device, precision=precision)
                 _check_model(path, config, encoder, named=model is not None)
                 changed = False
                 if ann is not None and ann != config.ann:

@@ -66,3 +66,18 @@ def test_cli_with_real_model(tmp_path):
     first = json.loads(corpus.read_text().splitlines()[3])
     r = runner.invoke(cli, ["search", first["title"], "--index", str(tmp_path / "ix"), "--json", "-k", "3"])
     assert first["id"] in [h["doc_id"] for h in json.loads(r.stdout)["hits"]]
+
+
+def test_bf16_encoding_matches_fp32(demo_index):
+    import numpy as np
+
+    from bertsearch.errors import BadArgument
+    from bertsearch.models import load_encoder
+
+    texts = [demo_index.get("aurora")["text"], "what causes the northern lights", "penicillin"]
+    x32 = load_encoder(precision="fp32").encode(texts)
+    x16 = load_encoder(precision="bf16").encode(texts)
+    assert x16.dtype == np.float32 and x16.shape == x32.shape
+    assert (x32 * x16).sum(axis=1).min() > 0.999
+    with pytest.raises(BadArgument, match="precision"):
+        load_encoder(precision="fp8")

@@ -19,6 +19,7 @@ from .options import (
     k_option,
     mode_option,
     model_option,
+    precision_option,
     reader_option,
     reranker_option,
     where_option,
@@ -57,29 +58,19 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("faiss.loader", "sentence_transformers", "transformers", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    _quiet_transformers()
-
-
-def _quiet_transformers() -> None:
-    """transformers shows a weight-loading progress bar on stdout's neighbour; keep stderr for ours."""
-    try:
-        import transformers.utils.logging as tl  # cheap: transformers is imported by the encoder anyway
-    except Exception:
-        return
-    tl.disable_progress_bar()
-    tl.set_verbosity_error()
 
 
 def _index(source: str, index_path: str, *, create: bool, prune: bool = False, model: str | None = None,
            ann: str | None = None, fmt: str = "auto", id_field: str = "id", text_field: str = "text",
-           title_field: str = "title", on_error: str = "stop", batch_size: int = 128, as_json: bool = False) -> None:
+           title_field: str = "title", on_error: str = "stop", batch_size: int = 128, as_json: bool = False,
+           precision: str = "auto") -> None:
     from ..engine import Index
     from ..readers import Fields, count_records
     from . import render
 
     fmt_arg = None if fmt == "auto" else fmt
     total = count_records(source, fmt_arg)
-    with Index.open(index_path, model=model, ann=ann, create=create) as ix:
+    with Index.open(index_path, model=model, ann=ann, create=create, precision=precision) as ix:
         with render.progress("indexing", total) as advance:
             report = ix.add_corpus(
                 source,
@@ -119,6 +110,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
 @corpus_options
 @click.option("--prune", is_flag=True, help="Delete documents that are no longer in SOURCE (after reading all of it).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
+@precision_option
 @json_option
 def index(source: str, index_path: str, **kwargs: Any) -> None:
     """Index a corpus: a JSONL or CSV/TSV file, a folder of .txt/.md/.html files, or a BEIR folder.
@@ -139,6 +131,7 @@ def index(source: str, index_path: str, **kwargs: Any) -> None:
 @index_option
 @corpus_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
+@precision_option
 @json_option
 def add(source: str, index_path: str, **kwargs: Any) -> None:
     """Add documents to an existing index: new ids are added, existing ids replaced.
@@ -185,6 +178,7 @@ def delete(ids: tuple[str, ...], where: str | None, index_path: str, as_json: bo
 @click.option("--rerank", is_flag=True, help="Re-score the top candidates with the cross-encoder.")
 @reranker_option
 @gpu_option
+@precision_option
 @json_option
 def search(
     query: tuple[str, ...],
@@ -196,6 +190,7 @@ def search(
     rerank: bool,
     reranker: str | None,
     gpu: bool,
+    precision: str,
     as_json: bool,
 ) -> None:
     """Search an index; prints the best documents, each with its best-matching chunk.
@@ -210,7 +205,7 @@ def search(
     from . import render
 
     q = " ".join(query)
-    with Index.open(index_path, model=model, gpu=gpu, reranker=reranker) as ix:
+    with Index.open(index_path, model=model, gpu=gpu, reranker=reranker, precision=precision) as ix:
         hits = ix.search(q, k=k, mode=mode, where=where, rerank=rerank or reranker is not None)
         timings = ix.last_timings
     if as_json:
@@ -351,6 +346,7 @@ def _register() -> None:
 @click.option("--rerank", is_flag=True, help="Evaluate the reranked pipeline (cross-encoder over the top candidates).")
 @click.option("--rerank-depth", type=click.IntRange(min=1), default=None, help="Candidates the cross-encoder re-scores (default 50).")
 @reranker_option
+@precision_option
 @json_option
 def eval_beir(
     dataset: str,
@@ -363,6 +359,7 @@ def eval_beir(
     rerank: bool,
     rerank_depth: int | None,
     reranker: str | None,
+    precision: str,
     as_json: bool,
 ) -> None:
     """Evaluate on a BEIR dataset: nDCG@10, Recall@100 and MRR@10 (pytrec_eval).
@@ -389,6 +386,7 @@ def eval_beir(
         rerank=rerank or reranker is not None,
         rerank_depth=rerank_depth,
         reranker=reranker,
+        precision=precision,
         progress=render.progress,
     )
     if as_json:
@@ -410,8 +408,11 @@ def eval_beir(
 @model_option
 @click.option("--ann", default="flat", show_default=True, help="Vector index to benchmark.")
 @k_option(10)
+@precision_option
 @json_option
-def bench(corpus: str, queries_path: str, limit: int | None, model: str | None, ann: str, k: int, as_json: bool) -> None:
+def bench(
+    corpus: str, queries_path: str, limit: int | None, model: str | None, ann: str, k: int, precision: str, as_json: bool
+) -> None:
     """Measure indexing throughput and search latency (p50/p95 per mode) on this machine.
 
     Indexes CORPUS into a fresh temporary index, then times each query alone in each mode.
@@ -427,7 +428,7 @@ def bench(corpus: str, queries_path: str, limit: int | None, model: str | None, 
     if not queries:
         raise BadArgument(f"no queries in {queries_path}")
     with render.err.status("benchmarking (indexing, then searching) ..."):
-        result = run_benchmark(corpus, queries, model=model, ann=ann, k=k)
+        result = run_benchmark(corpus, queries, model=model, ann=ann, k=k, precision=precision)
     if as_json:
         render.print_json(result)
         return

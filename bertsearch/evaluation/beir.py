@@ -69,6 +69,7 @@ def evaluate_beir(
     rerank: bool = False,
     rerank_depth: int | None = None,
     reranker: str | None = None,
+    precision: str = "auto",
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Evaluate retrieval on a BEIR folder. Returns the metrics plus what was measured."""
@@ -86,7 +87,7 @@ def evaluate_beir(
         raise CorpusError(f"none of the {len(qrels)} queries judged in {split} are in {dataset}/queries.jsonl")
     qrels = {q: qrels[q] for q in qids}
     path = Path(index_path) if index_path is not None else default_index_path(dataset, model)
-    with Index.open(path, model=model, ann=ann, create=True, reranker=reranker) as ix:
+    with Index.open(path, model=model, ann=ann, create=True, reranker=reranker, precision=precision) as ix:
         if rerank_depth is not None:
             ix.rerank_depth = rerank_depth
         depth_used = ix.rerank_depth

@@ -50,8 +50,11 @@ def resolve_model_path(name: str) -> Path:
         ) from None
 
 
-def load_encoder(name: str | None = None, *, device: str | None = None) -> Encoder:
-    """The encoder named `name` (default: the packaged all-MiniLM-L6-v2). Weights load lazily."""
+def load_encoder(name: str | None = None, *, device: str | None = None, precision: str = "auto") -> Encoder:
+    """The encoder named `name` (default: the packaged all-MiniLM-L6-v2). Weights load lazily.
+
+    `precision`: "auto" (bfloat16 autocast on CPUs that run it natively, else fp32), "fp32" or "bf16".
+    """
     name = canonical_name(name)
     if name == "hashing" or name.startswith("hashing:"):
         from .hashing import HashingEncoder
@@ -62,4 +65,4 @@ def load_encoder(name: str | None = None, *, device: str | None = None) -> Encod
         return HashingEncoder(int(dim) if dim else 64)
     from .sentence import SentenceEncoder
 
-    return SentenceEncoder(name, resolve_model_path(name), device=device)
+    return SentenceEncoder(name, resolve_model_path(name), device=device, precision=precision)
