@@ -58,6 +58,8 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("faiss.loader", "sentence_transformers", "transformers", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if "transformers" in sys.modules:  # imported before the variables above were set (a host program, tests)
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def _index(source: str, index_path: str, *, create: bool, prune: bool = False, model: str | None = None,

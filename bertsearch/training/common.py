@@ -37,6 +37,53 @@ def check_settings(s: dict[str, Any]) -> None:
             raise BadArgument(f"{name} must be at least 1, not {s[name]}")
 
 
+def schedule_args(
+    *,
+    checkpoints: Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    warmup_ratio: float,
+    weight_decay: float,
+    max_grad_norm: float,
+    eval_steps: int | None,
+    best_metric: str | None,
+    steps_per_epoch: int,
+    cuda: bool,
+    bf16: bool,
+    seed: int,
+) -> dict[str, Any]:
+    """The (transformers or sentence-transformers) TrainingArguments both trainers share: AdamW with
+    linear warmup and decay, clipping, evaluation and a checkpoint every epoch (or every `eval_steps`),
+    the best checkpoint kept by `best_metric` (no evaluation when it is None)."""
+    strategy = "steps" if eval_steps is not None else "epoch"
+    return dict(
+        output_dir=str(checkpoints),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=lr,
+        lr_scheduler_type="linear",
+        warmup_steps=warmup_ratio,  # a float below 1 is a ratio of all steps
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        eval_strategy=strategy if best_metric is not None else "no",
+        save_strategy=strategy,
+        eval_steps=eval_steps,
+        save_steps=eval_steps if eval_steps is not None else 500,
+        save_total_limit=2,
+        load_best_model_at_end=best_metric is not None,
+        metric_for_best_model=best_metric,
+        greater_is_better=True,
+        logging_steps=max(1, min(50, steps_per_epoch // 10)),
+        use_cpu=not cuda,
+        bf16=bf16,
+        seed=seed,
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import BadArgument, CorpusError
 from ..evaluation.beir import ProgressFactory, no_progress
 from ..evaluation.squad import Example, evaluate_examples, evaluate_squad, load_squad
-from .common import RUN_FILE, check_settings, machine, resume_point, step_of, write_json
+from .common import RUN_FILE, check_settings, machine, resume_point, schedule_args, step_of, write_json
 
 log = logging.getLogger(__name__)
 
@@ -338,33 +338,24 @@ def train_reader(
 
     # 3. arguments
     steps_per_epoch = math.ceil(len(train_features) / batch_size)
-    strategy = "steps" if eval_steps is not None else "epoch"
     args = TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        learning_rate=lr,
-        lr_scheduler_type="linear",
-        warmup_steps=warmup_ratio,  # a float below 1 is a ratio of all steps
-        weight_decay=weight_decay,
-        max_grad_norm=max_grad_norm,
-        eval_strategy=strategy if dev else "no",
-        save_strategy=strategy,
-        eval_steps=eval_steps,
-        save_steps=eval_steps if eval_steps is not None else 500,
-        save_total_limit=2,
-        load_best_model_at_end=bool(dev),
-        metric_for_best_model="f1" if dev else None,
-        greater_is_better=True,
-        logging_steps=max(1, min(50, steps_per_epoch // 10)),
+        **schedule_args(
+            checkpoints=checkpoints,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
+            eval_steps=eval_steps,
+            best_metric="f1" if dev else None,
+            steps_per_epoch=steps_per_epoch,
+            cuda=cuda,
+            bf16=bf16,
+            seed=seed,
+        ),
         train_sampling_strategy="group_by_length",  # batches of similar length: little padding
         dataloader_num_workers=dataloader_workers,
-        use_cpu=not cuda,
-        bf16=bf16,
-        seed=seed,
-        report_to="none",
-        disable_tqdm=True,
     )
 
     # 4. trainer

@@ -43,7 +43,7 @@ from typing import Any
 
 from ..errors import BadArgument, CorpusError, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
-from .common import RUN_FILE, check_settings, machine, resume_point, step_of, write_json
+from .common import RUN_FILE, check_settings, machine, resume_point, schedule_args, step_of, write_json
 
 log = logging.getLogger(__name__)
 
@@ -555,33 +555,24 @@ def train_reranker(
 
     # 5. arguments: AdamW with linear warmup and decay; evaluate and save every epoch (or eval_steps)
     steps_per_epoch = math.ceil(len(rows["label"]) / batch_size)
-    strategy = "steps" if eval_steps is not None else "epoch"
     args = CrossEncoderTrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        learning_rate=lr,
-        lr_scheduler_type="linear",
-        warmup_steps=warmup_ratio,  # a float below 1 is a ratio of all steps
-        weight_decay=weight_decay,
-        max_grad_norm=max_grad_norm,
+        **schedule_args(
+            checkpoints=checkpoints,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
+            eval_steps=eval_steps,
+            best_metric=best_metric if evaluator is not None else None,
+            steps_per_epoch=steps_per_epoch,
+            cuda=cuda,
+            bf16=bf16,
+            seed=seed,
+        ),
         learning_rate_mapping=layer_lr_mapping(model, lr, layer_lr_decay) if layer_lr_decay is not None else {},
-        eval_strategy=strategy if evaluator is not None else "no",
-        save_strategy=strategy,
-        eval_steps=eval_steps,
-        save_steps=eval_steps if eval_steps is not None else 500,
-        save_total_limit=2,
-        load_best_model_at_end=evaluator is not None,
-        metric_for_best_model=best_metric if evaluator is not None else None,
-        greater_is_better=True,
-        logging_steps=max(1, min(50, steps_per_epoch // 10)),
-        use_cpu=not cuda,
-        bf16=bf16,
-        seed=seed,
         data_seed=seed,
-        report_to="none",
-        disable_tqdm=True,
     )
 
     # 6. trainer
