@@ -47,7 +47,7 @@ def cli(verbose: int) -> None:
     """Offline semantic search: index documents, then search them (dense + BM25 hybrid).
 
     \b
-    bertsearch index corpora/wiki-demo --index indexes/demo
+    bertsearch index corpora/wiki-demo/docs.jsonl --index indexes/demo
     bertsearch search "what causes the northern lights" --index indexes/demo
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
