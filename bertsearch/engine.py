@@ -48,7 +48,7 @@ class Index:
         config: IndexConfig,
         encoder: Encoder,
         *,
-        gpu: bool = False,
+        gpu: bool | None = None,
         reranker: str | None = None,
         reader: str | None = None,
         device: str | None = None,
@@ -83,7 +83,7 @@ class Index:
         overlap: int | None = None,
         vector_dtype: str | None = None,
         device: str | None = None,
-        gpu: bool = False,
+        gpu: bool | None = None,
         reranker: str | None = None,
         reader: str | None = None,
         precision: str = "auto",
@@ -92,6 +92,7 @@ class Index:
 
         `model` defaults to the model the index was built with (or, for a new index, the packaged
         all-MiniLM-L6-v2). Naming a different model than the index's vectors came from is an error.
+        `gpu`: search FAISS on the GPU; None (the default) uses one when faiss-gpu finds a GPU.
         `reranker` and `reader` name the cross-encoder and the extractive reader (a folder or model
         id; default: the ones shipped with bertsearch); they load on first use. `precision` is the
         encoder's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16".
@@ -309,15 +310,16 @@ class Index:
         self._built_at = time.monotonic()
 
     def _load_or_build(self, generation: int) -> Any:
-        from .vectors import VectorIndex
+        from .vectors import VectorIndex, gpu_available
 
         path = self.path / self.VECTORS
-        vi = VectorIndex.load(path, generation=generation, spec=self.config.ann, gpu=self.gpu)
+        gpu = self.gpu if self.gpu is not None else gpu_available()
+        vi = VectorIndex.load(path, generation=generation, spec=self.config.ann, gpu=gpu)
         if vi is not None:
             return vi
         t0 = time.perf_counter()
         generation, ids, xb = self.store.vectors(self.config.dim, self.config.vector_dtype)
-        vi = VectorIndex.build(ids, xb, self.config.ann, generation=generation, gpu=self.gpu)
+        vi = VectorIndex.build(ids, xb, self.config.ann, generation=generation, gpu=gpu)
         try:
             vi.save(path)
         except OSError as e:  # a read-only index still searches; the rebuild just is not kept

@@ -191,7 +191,7 @@ def search(
     where: str | None,
     rerank: bool,
     reranker: str | None,
-    gpu: bool,
+    gpu: bool | None,
     precision: str,
     as_json: bool,
 ) -> None:

@@ -56,7 +56,11 @@ def ann_option(f: F) -> F:
 
 
 def gpu_option(f: F) -> F:
-    return click.option("--gpu", is_flag=True, help="Search FAISS on the GPU (needs faiss-gpu and a GPU).")(f)
+    return click.option(
+        "--gpu/--cpu",
+        default=None,
+        help="Search FAISS on the GPU or the CPU (default: the GPU when faiss-gpu finds one).",
+    )(f)
 
 
 def corpus_options(f: F) -> F:

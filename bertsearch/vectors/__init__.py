@@ -1,5 +1,5 @@
 """FAISS index over chunk vectors: a cache derived from the store, never the source of truth."""
 
-from .faiss_index import ANN_NAMES, VectorIndex, factory_string
+from .faiss_index import ANN_NAMES, VectorIndex, factory_string, gpu_available
 
-__all__ = ["ANN_NAMES", "VectorIndex", "factory_string"]
+__all__ = ["ANN_NAMES", "VectorIndex", "factory_string", "gpu_available"]
