@@ -157,3 +157,14 @@ def test_approximate_indexes_agree_with_exact_search(tmp_path, ann):
     recall = np.mean([len({h.doc_id for h in g} & {h.doc_id for h in w}) / 10 for g, w in zip(got, want)])
     assert recall >= {"hnsw": 0.9, "ivf": 0.8}.get(ann, 0.6), recall
     assert approx.info()["ann"] == ann
+
+
+def test_an_index_cut_off_before_its_config_is_not_found_but_can_be_created(tmp_path, docs):
+    from bertsearch.store import Store
+
+    (tmp_path / "ix").mkdir()
+    Store(tmp_path / "ix" / "store.db").close()  # killed after the schema, before the config
+    with pytest.raises(IndexNotFound):
+        bertsearch.open_index(tmp_path / "ix")
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    assert ix.add(docs).added == 4
