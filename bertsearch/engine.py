@@ -590,7 +590,7 @@ class Index:
 
         size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
         gen = self.store.generation()
-        fresh = VectorIndex.load(self.path / self.VECTORS, generation=gen, spec=self.config.ann) is not None
+        fresh = VectorIndex.vouched(self.path / self.VECTORS, generation=gen, spec=self.config.ann) is not None
         return {
             "path": str(self.path),
             **self.store.counts(),

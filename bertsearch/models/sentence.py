@@ -31,8 +31,9 @@ def bf16_is_fast() -> bool:
 class SentenceEncoder:
     """`name` is what the index records; `path` is the local directory the weights load from.
 
-    `precision` "auto" encodes under bfloat16 autocast on a CPU that runs bf16 natively (measured on
-    SciFact: 2.3x the throughput, cosine to fp32 at least 0.99997) and in fp32 elsewhere.
+    `precision` "auto" encodes under bfloat16 autocast on a CPU that runs bf16 natively (SciFact on the
+    2-core development machine: 14.7 instead of 8.7 documents/s, nDCG@10 within 0.006 of fp32) and in
+    fp32 elsewhere.
     """
 
     def __init__(self, name: str, path: Path, *, device: str | None = None, precision: str = "auto") -> None:

@@ -152,12 +152,10 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, *, generation: int, spec: str, gpu: bool = False) -> VectorIndex | None:
         """The saved index if it was built from this store generation with this spec, else None."""
-        path = Path(path)
-        meta_path = path.with_name(path.name + cls.META_SUFFIX)
+        meta = cls.vouched(path, generation=generation, spec=spec)
+        if meta is None:
+            return None
         try:
-            meta = json.loads(meta_path.read_text())
-            if meta["generation"] != generation or meta["spec"] != spec or meta["size"] != path.stat().st_size:
-                return None
             index = _faiss().read_index(str(path))
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
@@ -168,6 +166,20 @@ class VectorIndex:
         vi = cls(index=index, spec=spec, generation=generation, count=int(index.ntotal))
         vi.tune()
         return vi
+
+
+    @classmethod
+    def vouched(cls, path: Path, *, generation: int, spec: str) -> dict[str, Any] | None:
+        """The sidecar, if it vouches for the file at `path` as built from this generation with this
+        spec (without reading the index itself), else None."""
+        path = Path(path)
+        try:
+            meta = json.loads(path.with_name(path.name + cls.META_SUFFIX).read_text())
+            if meta["generation"] != generation or meta["spec"] != spec or meta["size"] != path.stat().st_size:
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return meta
 
 
 def _is_ivf(index: Any) -> bool:
