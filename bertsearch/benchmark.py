@@ -1,7 +1,9 @@
 """Speed baseline: indexing throughput and per-mode search latency, measured the way a user meets them.
 
 Indexing is timed into a fresh index (model load timed apart); search latency is one query per call,
-after one warm-up query, reported as p50/p95 per mode.
+after one warm-up query, reported as p50/p95 per mode. With `ask=True`, also the reranked search and
+`ask` (retrieve, rerank, read), with each stage's mean; with `shell=True`, a real `bertsearch shell` in
+a pseudo-terminal: its start-up time and the time from a query's Enter to its next prompt.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def run_benchmark(
     modes: tuple[str, ...] = MODES,
     index_path: str | Path | None = None,
     precision: str = "auto",
+    ask: bool = False,
+    shell: bool = False,
+    reranker: str | None = None,
+    reader: str | None = None,
 ) -> dict[str, Any]:
     from .engine import Index
 
@@ -56,7 +62,7 @@ def run_benchmark(
         index_path = Path(tmp) / "ix"
     try:
         t0 = time.perf_counter()
-        ix = Index.open(index_path, model=model, ann=ann, create=True, precision=precision)
+        ix = Index.open(index_path, model=model, ann=ann, create=True, precision=precision, reranker=reranker, reader=reader)
         ix.encoder.encode(["warm up"])  # loads the weights
         load_s = time.perf_counter() - t0
         used = "bf16" if getattr(ix.encoder, "uses_bf16", False) else "fp32"
@@ -74,8 +80,30 @@ def run_benchmark(
                 "p95_ms": round(percentile(times, 95), 2),
                 "mean_ms": round(statistics.fmean(times), 2),
             }
+        stages: dict[str, dict[str, float]] = {}
+        if ask:
+            pipelines = {
+                "hybrid+rerank": lambda q: ix.search(q, k=k, rerank=True),
+                "ask": lambda q: ix.ask(q, hits=k).timings,
+            }
+            for name, run in pipelines.items():
+                run(queries[0])  # warm-up: loads the model
+                times, per_stage = [], {}
+                for q in queries:
+                    t = time.perf_counter()
+                    out = run(q)
+                    times.append((time.perf_counter() - t) * 1000)
+                    for stage, sec in (out if isinstance(out, dict) else ix.last_timings).items():
+                        per_stage.setdefault(stage, []).append(sec * 1000)
+                latency[name] = {
+                    "p50_ms": round(percentile(times, 50), 2),
+                    "p95_ms": round(percentile(times, 95), 2),
+                    "mean_ms": round(statistics.fmean(times), 2),
+                }
+                stages[name] = {stage: round(statistics.fmean(v), 2) for stage, v in per_stage.items()}
         info = ix.info()
         ix.close()
+        shell_result = shell_latency(index_path, queries, reranker=reranker, reader=reader) if shell else None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -93,7 +121,56 @@ def run_benchmark(
         "queries": len(queries),
         "k": k,
         "latency": latency,
+        **({"stage_means_ms": stages} if stages else {}),
+        **({"shell": shell_result} if shell_result else {}),
         "machine": f"{platform.machine()}, {_cpus()} CPUs, {platform.python_implementation()} {platform.python_version()}",
+    }
+
+
+def shell_latency(
+    index_path: str | Path, queries: list[str], *, reranker: str | None = None, reader: str | None = None
+) -> dict[str, Any]:
+    """Run `bertsearch shell` in a pseudo-terminal as a person would: seconds from launch to the first
+    prompt, and milliseconds from each query's Enter to the next prompt (answer, hits and timings drawn)."""
+    import os
+    import sys
+
+    try:
+        import pexpect
+    except ImportError:
+        from .errors import MissingDependency
+
+        raise MissingDependency("pexpect", "benchmarking the shell") from None
+    prompt = r">(\x08| )"
+    args = ["-m", "bertsearch", "shell", "--index", str(index_path)]
+    for flag, value in (("--reranker", reranker), ("--reader", reader)):
+        if value is not None:
+            args += [flag, value]
+    with tempfile.TemporaryDirectory(prefix="bertsearch-bench-shell-") as home:
+        env = {**os.environ, "NO_COLOR": "1", "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm",
+               "BERTSEARCH_HISTORY": str(Path(home) / "history")}
+        t0 = time.perf_counter()
+        child = pexpect.spawn(sys.executable, args, env=env, encoding="utf-8", timeout=300, dimensions=(50, 160))
+        child.expect("ready in")
+        child.expect(prompt)
+        startup = time.perf_counter() - t0
+        times = []
+        for q in queries:
+            child.send(q)
+            child.expect_exact(q[-1])  # echoed: the line is typed, Enter not yet pressed
+            t = time.perf_counter()
+            child.send("\r")
+            child.expect(r"total \d+ ms")
+            child.expect(prompt)
+            times.append((time.perf_counter() - t) * 1000)
+        child.sendline(":quit")
+        child.expect(pexpect.EOF)
+        child.close()
+    return {
+        "startup_s": round(startup, 2),
+        "queries": len(times),
+        "enter_to_answer_p50_ms": round(percentile(times, 50), 1),
+        "enter_to_answer_p95_ms": round(percentile(times, 95), 1),
     }
 
 

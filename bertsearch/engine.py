@@ -416,23 +416,27 @@ class Index:
         mode: str = "hybrid",
         where: str | Filter | None = None,
         rerank: bool = True,
+        hits: int | None = None,
     ) -> AskResult:
         """Answer a question from the index: retrieve, rerank, then read the best `passages` chunks.
 
-        Returns up to `k` answers located in their documents (character offsets), the hits they came
-        from, and each stage's time. When the reader judges that no passage holds an answer, `answers`
-        is empty and `abstained` is True: an honest "no answer" rather than an invented one.
+        Returns up to `k` answers located in their documents (character offsets), the hits (the top
+        `hits`, default `passages`, of which the reader read the first `passages`), and each stage's
+        time. When the reader judges that no passage holds an answer, `answers` is empty and
+        `abstained` is True: an honest "no answer" rather than an invented one.
         """
-        if k < 1 or passages < 1:
-            raise BadArgument(f"k and passages must be > 0, got {k} and {passages}")
-        hits = self.search(question, k=passages, mode=mode, where=where, rerank=rerank)
+        if k < 1 or passages < 1 or (hits is not None and hits < 1):
+            raise BadArgument(f"k, passages and hits must be > 0, got {k}, {passages} and {hits}")
+        found = self.search(question, k=max(passages, hits or passages), mode=mode, where=where, rerank=rerank)
         timings = dict(self.last_timings)
+        read = found[:passages]
         t0 = time.perf_counter()
-        spans = self.reader.read(question, [h.text for h in hits], top_k=k) if hits else []
+        spans = self.reader.read(question, [h.text for h in read], top_k=k) if read else []
         timings["read"] = time.perf_counter() - t0
-        abstained = self.reader.abstains(spans) if hits else True
-        answers = [] if abstained else [_answer(hits[s.passage], s) for s in spans]
-        return AskResult(question=question, answers=answers, hits=hits, abstained=abstained, timings=timings)
+        abstained = self.reader.abstains(spans) if read else True
+        answers = [] if abstained else [_answer(read[s.passage], s) for s in spans]
+        shown = found[: hits or passages]
+        return AskResult(question=question, answers=answers, hits=shown, abstained=abstained, timings=timings)
 
     def _batch_search(self, queries: list[str], k: int, mode: str, depth: int, flt: Filter | None) -> list[list[Hit]]:
         if isinstance(queries, str):
@@ -605,7 +609,20 @@ class Index:
             "generation": gen,
             "size_bytes": size,
             "last_updated": self.store.last_updated(),
+            "reranker": _model_label(self._reranker_name, "reranker"),
+            "reader": _model_label(self._reader_name, "reader"),
         }
+
+
+def _model_label(name: str | None, kind: str) -> str:
+    """The reranker or reader a search would use: the name given, else the shipped one (or that none is)."""
+    from .models.reader import DEFAULT_READER_PATH
+    from .models.reranker import PACKAGED
+
+    if name is not None and name != "default":
+        return name
+    shipped = (PACKAGED if kind == "reranker" else DEFAULT_READER_PATH) / "config.json"
+    return "bertsearch default (shipped)" if shipped.is_file() else f"none (no weights shipped; see bertsearch train {kind})"
 
 
 def _answer(hit: Hit, span: Span) -> Answer:

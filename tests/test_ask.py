@@ -4,45 +4,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from click.testing import CliRunner
-
-import bertsearch
-from bertsearch.types import Span
-
-
-class WordReranker:
-    """Scores a passage by how often it holds the word `favourite`."""
-
-    name = "fake-reranker"
-
-    def __init__(self, favourite: str) -> None:
-        self.favourite = favourite
-        self.calls: list[int] = []
-
-    def score(self, query, passages, *, batch_size=32):
-        self.calls.append(len(passages))
-        return np.array([p.lower().count(self.favourite) for p in passages], dtype=np.float32)
-
-
-class WordReader:
-    """Answers with the first occurrence of `word` in any passage; abstains when there is none."""
-
-    name = "fake-reader"
-
-    def __init__(self, word: str) -> None:
-        self.word = word
-
-    def read(self, question, passages, *, top_k=5, batch_size=16):
-        spans = []
-        for i, p in enumerate(passages):
-            at = p.find(self.word)
-            if at >= 0:
-                spans.append(Span(passage=i, start=at, end=at + len(self.word), text=self.word, score=5.0 - i, null_score=0.0))
-        return spans[:top_k]
-
-    def abstains(self, spans):
-        return not spans
+from fakes import WordReader, WordReranker
 
 
 def test_rerank_reorders_the_top_candidates_and_keeps_provenance(index):
@@ -83,8 +46,19 @@ def test_ask_says_no_answer_instead_of_inventing_one(index):
     assert result.abstained and result.answers == [] and result.hits
 
 
+def test_ask_can_return_more_hits_than_it_reads(index):
+    index._reranker = WordReranker("fleming")
+    index._reader = reader = WordReader("Alexander Fleming")
+    seen = []
+    read = reader.read
+    reader.read = lambda q, passages, **kw: seen.append(len(passages)) or read(q, passages, **kw)
+    result = index.ask("who discovered penicillin", passages=1, hits=4)
+    assert seen == [1] and len(result.hits) == 4
+    assert result.answers[0].doc_id == result.hits[0].doc_id == "penicillin"
+
+
 def test_cli_ask_and_search_rerank(tmp_path, corpus_file, monkeypatch):
-    import bertsearch.engine as engine
+    from bertsearch import engine
 
     runner = CliRunner()
     ix = tmp_path / "ix"

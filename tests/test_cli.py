@@ -30,7 +30,12 @@ def test_index_search_info_roundtrip(run, corpus_file, tmp_path):
     r = run("search", "penicillin", "--index", ix, "--mode", "lexical")
     assert r.exit_code == 0 and "Penicillin" in r.stdout
     r = run("info", "--index", ix, "--json")
-    assert json.loads(r.stdout)["documents"] == 4
+    info = json.loads(r.stdout)
+    assert info["documents"] == 4 and info["chunks"] >= 4 and info["model"].startswith("hashing")
+    assert info["ann"] == "flat" and info["size_bytes"] > 0 and info["last_updated"].startswith("20")
+    assert {"reranker", "reader"} <= set(info)
+    r = run("info", "--index", ix)
+    assert "documents  4" in r.stdout and "MiB" in r.stdout and "last_updated" in r.stdout
     # re-running index on the same corpus changes nothing and embeds nothing
     again = json.loads(run("index", corpus_file, "--index", ix, "--json").stdout)
     assert again["unchanged"] == 4 and again["chunks"] == 0

@@ -272,6 +272,22 @@ def test_squad_negatives_come_from_the_article_and_bm25_never_the_positive(squad
         assert set(ex.negatives) <= {squad.paragraphs[p] for p in hits}
 
 
+def test_random_negatives_come_from_other_articles_and_are_added_to_the_hard_ones(squad_file):
+    article_of = _paragraph_article(squad_file)
+    answers = {q: a for paras in ARTICLES.values() for _, qas in paras for q, a in qas}
+    hard = training.squad_examples(squad_file, negatives=1, bm25=False, seed=3)
+    mixed = training.squad_examples(squad_file, negatives=1, bm25=False, random_negatives=2, seed=3)
+    assert mixed == training.squad_examples(squad_file, negatives=1, bm25=False, random_negatives=2, seed=3)
+    for h, m in zip(hard, mixed):
+        assert m.negatives[: len(h.negatives)] == h.negatives  # the hard ones are kept as they were
+        extra = m.negatives[len(h.negatives) :]
+        assert len(extra) == 2 and len(set(m.negatives)) == len(m.negatives)
+        assert all(article_of[n] != article_of[m.positive] for n in extra)
+        assert all(answers[m.query].lower() not in n.lower() for n in extra)
+    only_random = training.squad_examples(squad_file, negatives=1, bm25=False, same_article=False, random_negatives=1)
+    assert all(len(ex.negatives) == 1 and article_of[ex.negatives[0]] != article_of[ex.positive] for ex in only_random)
+
+
 def test_bm25_finds_the_paragraph_that_shares_rare_words(squad_file):
     squad = training.read_squad(squad_file)
     (hits,) = training.bm25_candidates(squad.paragraphs, ["Olympus Mons on Mars"], 3)
@@ -375,8 +391,8 @@ def test_a_few_training_steps_make_a_loadable_reranker(tiny_model, squad_file, t
         out, train_squad=str(squad_file), dev_squad=str(squad_file), base=str(tiny_model), epochs=1, batch_size=8,
         limit=6, dev_limit=4, negatives_per_query=2, max_length=64, stride=16, layer_lr_decay=0.9,
     )
-    assert report["steps"] == 3  # 6 questions x (1 + 2) rows / 8 per step
-    assert report["data"]["train_rows"] == 18 and report["loss"]["pos_weight"] == 2.0
+    assert report["steps"] == 3  # 6 questions x (1 + 2 hard + 1 random) rows / 8 per step
+    assert report["data"]["train_rows"] == 24 and report["loss"]["pos_weight"] == 3.0
     assert set(report["dev"]) == {"ndcg@10", "mrr@10", "map"} and 0 < report["dev"]["ndcg@10"] <= 1
     assert len(report["dev_per_evaluation"]) == 1
     for name in ("model.safetensors", "config.json", "tokenizer.json", "bertsearch.json", "report.json", "README.md"):

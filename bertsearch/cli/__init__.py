@@ -267,6 +267,65 @@ def ask(
 
 @cli.command()
 @index_option
+@model_option
+@mode_option
+@k_option(10)
+@where_option
+@click.option("--rerank/--no-rerank", default=True, show_default=True, help="Start with cross-encoder reranking on or off.")
+@click.option("--answer/--no-answer", default=True, show_default=True, help="Start with answer extraction on or off.")
+@reranker_option
+@reader_option
+@click.option("--history", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="History file (default: $BERTSEARCH_HISTORY or $XDG_STATE_HOME/bertsearch/history).")
+@gpu_option
+@precision_option
+def shell(
+    index_path: str,
+    model: str | None,
+    mode: str,
+    k: int,
+    where: str | None,
+    rerank: bool,
+    answer: bool,
+    reranker: str | None,
+    reader: str | None,
+    history: str | None,
+    gpu: bool | None,
+    precision: str,
+) -> None:
+    """Query an index interactively: the models load once, then each line is a query or a :command.
+
+    Shows the best answer (or "no answer found"), then the top documents with highlighted snippets
+    and each stage's time. :help lists the commands (:mode, :k, :rerank, :answer, :where, :open N,
+    :json, :info); history persists between sessions. With stdin not a terminal, reads one line per
+    query, so `bertsearch shell --index indexes/demo < questions.txt` works too.
+
+    \b
+    bertsearch shell --index indexes/demo
+    bertsearch shell --index indexes/demo --mode dense --no-rerank
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .. import shell as sh
+    from ..filters import parse
+    from . import render
+
+    if where is not None:
+        parse(where)  # a bad --where fails before the models load
+    console = Console(highlight=False)
+    ix, why, seconds = sh.load(index_path, render.err, model=model, reranker=reranker, reader=reader, rerank=rerank,
+                               answer=answer, precision=precision, gpu=gpu)
+    with ix:
+        session = sh.Shell(ix, console, sh.Settings(mode=mode, k=k, rerank=rerank, answer=answer, where=where),
+                           can_rerank=why["rerank"], can_answer=why["answer"])
+        sh.banner(ix, why, seconds, console)
+        sh.run(session, history=Path(history) if history else sh.history_path())
+
+
+@cli.command()
+@index_option
 @click.option("--repair", is_flag=True, help="Rebuild what is derived (full-text and vector indexes) and drop orphans.")
 @json_option
 def check(index_path: str, repair: bool, as_json: bool) -> None:
@@ -318,7 +377,7 @@ def info(index_path: str, as_json: bool) -> None:
 
 
 @cli.group(cls=Group)
-def eval() -> None:  # noqa: A001 - the command is called eval
+def eval() -> None:
     """Measure retrieval quality on standard benchmarks."""
 
 
@@ -410,10 +469,15 @@ def eval_beir(
 @model_option
 @click.option("--ann", default="flat", show_default=True, help="Vector index to benchmark.")
 @k_option(10)
+@click.option("--ask", is_flag=True, help="Also time reranked search and ask (retrieve, rerank, read), with stage means.")
+@click.option("--shell", is_flag=True, help="Also time a real 'bertsearch shell' in a pseudo-terminal: start-up, and Enter to answer.")
+@reranker_option
+@reader_option
 @precision_option
 @json_option
 def bench(
-    corpus: str, queries_path: str, limit: int | None, model: str | None, ann: str, k: int, precision: str, as_json: bool
+    corpus: str, queries_path: str, limit: int | None, model: str | None, ann: str, k: int, ask: bool, shell: bool,
+    reranker: str | None, reader: str | None, precision: str, as_json: bool,
 ) -> None:
     """Measure indexing throughput and search latency (p50/p95 per mode) on this machine.
 
@@ -421,6 +485,7 @@ def bench(
 
     \b
     bertsearch bench
+    bertsearch bench --ask --shell
     bertsearch bench --corpus ../shared/data/scifact --queries ../shared/data/scifact/queries.jsonl --limit 300 --json
     """
     from ..benchmark import read_queries, run_benchmark
@@ -430,7 +495,8 @@ def bench(
     if not queries:
         raise BadArgument(f"no queries in {queries_path}")
     with render.err.status("benchmarking (indexing, then searching) ..."):
-        result = run_benchmark(corpus, queries, model=model, ann=ann, k=k, precision=precision)
+        result = run_benchmark(corpus, queries, model=model, ann=ann, k=k, precision=precision, ask=ask, shell=shell,
+                               reranker=reranker, reader=reader)
     if as_json:
         render.print_json(result)
         return
@@ -439,7 +505,13 @@ def bench(
         f"{result['docs_per_s']} docs/s, {result['chunks_per_s']} chunks/s (model load {result['model_load_s']}s)"
     )
     for mode, lat in result["latency"].items():
-        render.out.print(f"  {mode:<8} p50 {lat['p50_ms']:.1f} ms  p95 {lat['p95_ms']:.1f} ms  ({result['queries']} queries, k={k})")
+        render.out.print(f"  {mode:<13} p50 {lat['p50_ms']:.1f} ms  p95 {lat['p95_ms']:.1f} ms  ({result['queries']} queries, k={k})")
+    for name, means in result.get("stage_means_ms", {}).items():
+        render.out.print(f"  {name} stage means: " + ", ".join(f"{s} {v:.1f} ms" for s, v in means.items()))
+    if "shell" in result:
+        sh = result["shell"]
+        render.out.print(f"  shell: ready in {sh['startup_s']:.1f} s; Enter to answer p50 {sh['enter_to_answer_p50_ms']:.0f} ms, "
+                         f"p95 {sh['enter_to_answer_p95_ms']:.0f} ms ({sh['queries']} queries)")
     render.out.print(f"  machine: {result['machine']}")
 
 

@@ -51,9 +51,12 @@ def progress(description: str, total: int | None, unit: str = "docs") -> Iterato
         yield advance
 
 
-def hits(query: str, results: list[Hit], mode: str) -> None:
+def hits(query: str, results: list[Hit], mode: str, console: Console | None = None) -> None:
+    """Each hit as a head line (rank, title, id, score, other stages' scores) and a snippet with the query's
+    words highlighted; lines wrap at word boundaries to the console's width."""
+    console = console or out
     if not results:
-        out.print(f"no results for {query!r}")
+        console.print(f"no results for {query!r}")
         return
     words = query_words(query)
     for h in results:
@@ -65,32 +68,41 @@ def hits(query: str, results: list[Hit], mode: str) -> None:
         stages = " ".join(f"{s}={v:.3f}" for s, v in h.scores.items() if s != mode)
         if stages:
             head.append(f"  ({stages})", style="dim")
-        out.print(head)
+        console.print(head)
         text, spans = snippet(h.text, words)
         body = Text("    " + text)
         for a, b in spans:
             body.stylize("bold yellow", a + 4, b + 4)
-        out.print(body)
+        console.print(body)
 
 
-def answers(result: AskResult) -> None:
-    """The answers first (or an honest "no answer found"), then where each came from, then timings."""
+def answers(result: AskResult, console: Console | None = None, *, closest: int = 3, timings: bool = True) -> None:
+    """The answers first (or an honest "no answer found" and the `closest` documents), then timings."""
+    console = console or out
     if result.abstained or not result.answers:
-        out.print("[bold]no answer found[/bold] in the top passages; the closest documents:")
-        for h in result.hits[:3]:
-            out.print(f"  {h.rank}. {h.title or h.doc_id}  [dim][{h.doc_id}][/dim]")
+        console.print("[bold]no answer found[/bold] in the top passages" + ("; the closest documents:" if closest else ""))
+        for h in result.hits[:closest]:
+            console.print(f"  {h.rank}. {h.title or h.doc_id}  [dim][{h.doc_id}][/dim]")
     for i, a in enumerate(result.answers, start=1):
         head = Text()
         head.append(f"{i}. ", style="bold")
         head.append(a.text, style="bold green")
         head.append(f"  score {a.score:.2f}", style="dim")
         head.append(f"  from {a.title or a.doc_id} [{a.doc_id}] chars {a.start}-{a.end}", style="cyan")
-        out.print(head)
+        console.print(head)
         a0, b0 = a.start - a.context_start, a.end - a.context_start
         left, right = max(0, a0 - 160), min(len(a.context), b0 + 160)
         body = Text("    " + ("…" if left else "") + a.context[left:a0])
         body.append(a.context[a0:b0], style="bold yellow reverse")
         body.append(a.context[b0:right] + ("…" if right < len(a.context) else ""))
-        out.print(body)
-    stages = "  ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in result.timings.items())
-    err.print(f"[dim]{stages}[/dim]")
+        console.print(body)
+    if timings:
+        stage_times(result.timings, err)
+
+
+def stage_times(timings: dict[str, float], console: Console | None = None) -> None:
+    """One dim line: each stage's time in milliseconds and their total."""
+    if timings:
+        stages = "  ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timings.items())
+        total = sum(timings.values()) * 1000
+        (console or err).print(f"[dim]{stages}  (total {total:.0f} ms)[/dim]")

@@ -31,6 +31,8 @@ _PATH = click.Path(dir_okay=False, path_type=str)
 @click.option("--negatives", "negatives_per_query", type=click.IntRange(min=1), default=3, show_default=True, help="Hard negatives per question.")
 @click.option("--no-bm25-negatives", is_flag=True, help="Take SQuAD negatives from the same article only (skips BM25 mining).")
 @click.option("--no-same-article-negatives", is_flag=True, help="Take SQuAD negatives from BM25 only.")
+@click.option("--random-negatives", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Add N paragraphs of other articles per SQuAD question: easy negatives that get the new head learning.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on a seeded random sample of N questions.")
 @click.option("--dev-limit", type=click.IntRange(min=1), default=500, show_default=True, help="Score a seeded sample of N dev questions.")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (about twice as fast on CPUs with AVX-512).")

@@ -154,12 +154,15 @@ def squad_examples(
     limit: int | None = None,
     bm25: bool = True,
     same_article: bool = True,
+    random_negatives: int = 0,
     seed: int = 42,
     progress: ProgressFactory = no_progress,
 ) -> list[Example]:
-    """One example per question (a seeded sample of `limit` of them): its paragraph, and up to `negatives`
+    """One example per question (a seeded sample of `limit` of them): its paragraph, up to `negatives`
     hard negatives, half from the top BM25 paragraphs and half from its article when both are on (either
-    fills in when the other runs short). A question's negatives depend only on the seed and the question."""
+    fills in when the other runs short), and `random_negatives` paragraphs of other articles drawn at random.
+    The easy random ones give the new head a signal to start from: on hard negatives alone a CPU run stayed
+    at chance loss for 120 steps. A question's negatives depend only on the seed and the question."""
     squad = read_squad(path)
     n = len(squad.questions)
     chosen = list(range(n)) if limit is None else sorted(random.Random(seed).sample(range(n), min(limit, n)))
@@ -183,7 +186,9 @@ def squad_examples(
         }
         lexical = [p for p in mined[j] if p in usable][:BM25_DEPTH] if mined else []
         article = [p for p in by_article[squad.article_of[pos]] if p in usable] if same_article else []
-        picked = _pick(random.Random(f"{seed}:{qi}"), lexical, article, negatives)
+        rng = random.Random(f"{seed}:{qi}")
+        picked = _pick(rng, lexical, article, negatives) if (bm25 or same_article) else []
+        picked += _random_others(rng, squad, pos, texts, lowered, random_negatives)
         answer, start = answers[0]
         negs = [squad.paragraphs[p] for p in picked]
         examples.append(Example(question, positive, negs, (start, start + len(answer))))
@@ -199,6 +204,20 @@ def _pick(rng: random.Random, lexical: list[int], article: list[int], n: int) ->
     if len(picked) < n:
         more = [p for p in lexical if p not in picked]
         picked += rng.sample(more, min(n - len(picked), len(more)))
+    return picked
+
+
+def _random_others(rng: random.Random, squad: Squad, pos: int, texts: list[str], lowered: list[str], n: int) -> list[int]:
+    """Up to `n` distinct paragraphs from articles other than `pos`'s that contain none of the answers."""
+    picked: list[int] = []
+    others = len(squad.paragraphs) - 1
+    for _ in range(20 * n):
+        if len(picked) == n or others <= 0:
+            break
+        p = rng.randrange(len(squad.paragraphs))
+        if (p not in picked and squad.article_of[p] != squad.article_of[pos]
+                and not any(t in lowered[p] for t in texts)):
+            picked.append(p)
     return picked
 
 
@@ -446,6 +465,7 @@ def train_reranker(
     negatives_per_query: int = 3,
     bm25_negatives: bool = True,
     same_article_negatives: bool = True,
+    random_negatives: int = 1,
     limit: int | None = None,
     dev_limit: int | None = 500,
     bf16: bool = False,
@@ -512,7 +532,7 @@ def train_reranker(
     if train_squad is not None:
         examples = squad_examples(
             train_squad, negatives=negatives_per_query, limit=limit, bm25=bm25_negatives,
-            same_article=same_article_negatives, seed=seed, progress=progress,
+            same_article=same_article_negatives, random_negatives=random_negatives, seed=seed, progress=progress,
         )
         filled = 0
     else:
@@ -688,6 +708,8 @@ def _check(s: dict[str, Any]) -> None:
     check_settings(s)
     if s["negatives_per_query"] < 1:
         raise BadArgument(f"negatives_per_query must be at least 1, not {s['negatives_per_query']}")
+    if s["random_negatives"] < 0:
+        raise BadArgument(f"random_negatives must be >= 0, not {s['random_negatives']}")
     if not s["max_grad_norm"] > 0:
         raise BadArgument(f"max_grad_norm must be positive, not {s['max_grad_norm']}")
     if s["weight_decay"] < 0:
@@ -706,7 +728,7 @@ def _command(s: dict[str, Any]) -> str:
     if s["dev_squad"] is not None:
         parts.append(f"--dev {s['dev_squad']}")
     for key in ("epochs", "batch_size", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "max_length", "stride",
-                "negatives_per_query", "limit", "dev_limit", "layer_lr_decay", "eval_steps", "seed"):
+                "negatives_per_query", "random_negatives", "limit", "dev_limit", "layer_lr_decay", "eval_steps", "seed"):
         if s[key] is not None:
             flag = "negatives" if key == "negatives_per_query" else key.replace("_", "-")
             parts.append(f"--{flag} {s[key]}")
