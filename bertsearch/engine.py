@@ -52,6 +52,7 @@ class Index:
         reranker: str | None = None,
         reader: str | None = None,
         device: str | None = None,
+        precision: str = "auto",
     ) -> None:
         self.path = path
         self.store = store
@@ -69,6 +70,7 @@ class Index:
         self._reranker_name: str | None = reranker
         self._reader_name: str | None = reader
         self._device = device
+        self._precision = precision  # the encoder's, and the reranker's and reader's when they load
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -94,8 +96,8 @@ class Index:
         all-MiniLM-L6-v2). Naming a different model than the index's vectors came from is an error.
         `gpu`: search FAISS on the GPU; None (the default) uses one when faiss-gpu finds a GPU.
         `reranker` and `reader` name the cross-encoder and the extractive reader (a folder or model
-        id; default: the ones shipped with bertsearch); they load on first use. `precision` is the
-        encoder's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16".
+        id; default: the ones shipped with bertsearch); they load on first use. `precision` is every
+        model's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16".
         """
         path = Path(path)
         db = path / Store.FILE
@@ -141,7 +143,8 @@ class Index:
             store.close()
             raise
         _mirror_config(path / cls.CONFIG, config)
-        return cls(path, store, config, encoder, gpu=gpu, reranker=reranker, reader=reader, device=device)
+        return cls(path, store, config, encoder, gpu=gpu, reranker=reranker, reader=reader, device=device,
+                   precision=precision)
 
     def close(self) -> None:
         self.store.close()
@@ -377,7 +380,7 @@ class Index:
         if self._reranker is None:
             from .models.reranker import load_reranker
 
-            self._reranker = load_reranker(self._reranker_name, device=self._device)
+            self._reranker = load_reranker(self._reranker_name, device=self._device, precision=self._precision)
         return self._reranker
 
     @property
@@ -386,7 +389,7 @@ class Index:
         if self._reader is None:
             from .models.reader import load_reader
 
-            self._reader = load_reader(self._reader_name, device=self._device)
+            self._reader = load_reader(self._reader_name, device=self._device, precision=self._precision)
         return self._reader
 
     def _rerank(self, query: str, hits: list[Hit], depth: int) -> list[Hit]:

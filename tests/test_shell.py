@@ -36,7 +36,7 @@ def test_a_query_shows_the_answer_first_then_the_hits_and_stage_times(session, c
     out = said(console)
     assert out.index("answer: Alexander Fleming") < out.index(" 1. Penicillin")
     assert "(Penicillin, score" in out and "retrieve " in out and "rerank " in out and "read " in out
-    assert [h.doc_id for h in session.last_hits][0] == "penicillin" and len(session.last_hits) == 3
+    assert session.last_hits[0].doc_id == "penicillin" and len(session.last_hits) == 3
 
 
 def test_no_answer_is_said_plainly_and_the_hits_still_show(session, console):
@@ -181,7 +181,7 @@ def test_piped_lines_run_without_a_prompt(tmp_path, corpus_file):
                    capture_output=True)
     lines = "lava magma\n:open 1\n:nonsense\n:quit\nnever run\n"
     r = subprocess.run([*cli, "shell", "--index", str(ix), "--no-answer", "--no-rerank", "-k", "2"], input=lines,
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+                       check=False, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
     assert r.returncode == 0, r.stderr
     assert " 1. Volcano" in r.stdout and "escape from a magma chamber below the surface." in r.stdout
     assert "unknown command :nonsense" in r.stdout and "never run" not in r.stdout
@@ -192,7 +192,7 @@ def test_a_missing_index_fails_before_the_prompt(tmp_path):
     import subprocess
 
     r = subprocess.run([sys.executable, "-m", "bertsearch", "shell", "--index", str(tmp_path / "nope")],
-                       capture_output=True, text=True, timeout=120)
+                       check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "no index" in r.stderr.lower() and "Traceback" not in r.stderr
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import json_option
+from .options import json_option, precision_option
 
 
 @click.command("squad")
@@ -24,7 +24,7 @@ from .options import json_option
     help='Answer "" when null score - best span score exceeds this (default: the reader\'s bertsearch.json).',
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Questions per batch.")
-@click.option("--bf16", is_flag=True, help="bfloat16 autocast (faster on CPUs with AVX-512, about the same scores).")
+@precision_option
 @json_option
 def squad_command(
     file: str,
@@ -32,7 +32,7 @@ def squad_command(
     limit: int | None,
     threshold: float | None,
     batch_size: int,
-    bf16: bool,
+    precision: str,
     as_json: bool,
 ) -> None:
     """Evaluate an extractive reader on SQuAD v1.1 or v2.0: exact match and F1 (official definitions).
@@ -48,7 +48,7 @@ def squad_command(
     from ..models.reader import load_reader
     from . import render
 
-    reader = load_reader(reader_name, no_answer_threshold=threshold, precision="bf16" if bf16 else "fp32")
+    reader = load_reader(reader_name, no_answer_threshold=threshold, precision=precision)
     result = evaluate_squad(file, reader, limit=limit, batch_size=batch_size, progress=render.progress)
     if as_json:
         render.print_json(result)

@@ -197,4 +197,7 @@ def evaluate_squad(
     if limit is not None and limit < 1:
         raise BadArgument(f"limit must be at least 1, not {limit}")
     examples = load_squad(path)[:limit]
-    return {"dataset": Path(path).name, **evaluate_examples(examples, reader, batch_size=batch_size, progress=progress)}
+    result = {"dataset": Path(path).name, **evaluate_examples(examples, reader, batch_size=batch_size, progress=progress)}
+    if hasattr(reader, "uses_bf16"):
+        result["precision"] = "bf16" if reader.uses_bf16 else "fp32"
+    return result

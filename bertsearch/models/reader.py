@@ -23,7 +23,7 @@ DEFAULT_READER = "default"
 DEFAULT_READER_PATH = Path(__file__).resolve().parent.parent / "weights" / "reader"
 SETTINGS_FILE = "bertsearch.json"
 DEFAULTS: dict[str, Any] = {"max_length": 384, "stride": 128, "max_answer_tokens": 30, "no_answer_threshold": None}
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def best_spans(
@@ -77,7 +77,7 @@ class ExtractiveReader:
         stride: int | None = None,
         max_answer_tokens: int | None = None,
         no_answer_threshold: float | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         self.name = name
         self.path = Path(path)
@@ -104,6 +104,14 @@ class ExtractiveReader:
         self._model: Any = None
         self._tokenizer: Any = None
         self._fingerprint: str | None = None
+
+    @property
+    def uses_bf16(self) -> bool:
+        """bfloat16 autocast: asked for, or "auto" on a CPU (not a GPU) that runs it natively."""
+        from .sentence import bf16_is_fast
+
+        on_cpu = str(self.model.device).startswith("cpu")
+        return on_cpu and (self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast()))
 
     @classmethod
     def wrap(cls, model: Any, tokenizer: Any, *, name: str = "in-memory", **settings: Any) -> ExtractiveReader:
@@ -228,7 +236,7 @@ class ExtractiveReader:
         model = self.model
         names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.type_vocab_size > 1 else [])
         order = sorted(range(len(enc["input_ids"])), key=lambda w: len(enc["input_ids"][w]))
-        autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16)
         with torch.inference_mode(), autocast:
             for i in range(0, len(order), batch_size):
                 part = order[i : i + batch_size]
@@ -260,7 +268,7 @@ def load_reader(
     stride: int | None = None,
     max_answer_tokens: int | None = None,
     no_answer_threshold: float | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> ExtractiveReader:
     """The reader named `name`: a model folder or id, or None for the default shipped in the package."""
     if name is None or name == DEFAULT_READER:

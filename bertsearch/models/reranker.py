@@ -110,7 +110,13 @@ class CrossEncoderReranker:
         device: str | None = None,
         max_length: int | None = None,
         stride: int | None = None,
+        precision: str = "auto",
     ) -> None:
+        from .sentence import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise BadArgument(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
         if max_length is not None and not 16 <= max_length <= MAX_LENGTH_CAP:
             raise BadArgument(f"reranker max_length must be in [16, {MAX_LENGTH_CAP}], got {max_length}")
         if stride is not None and stride < 0:
@@ -200,13 +206,18 @@ class CrossEncoderReranker:
                 flat += 1
         best = np.full(flat, -np.inf, dtype=np.float32)
         if pairs:
-            logits = self.model.predict(
-                pairs,
-                batch_size=batch_size,
-                activation_fn=torch.nn.Identity(),  # raw logits
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )  # (n_windows,)
+            from .sentence import bf16_is_fast
+
+            on_cpu = str(self.model.device).startswith("cpu")
+            bf16 = on_cpu and (self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast()))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = self.model.predict(
+                    pairs,
+                    batch_size=batch_size,
+                    activation_fn=torch.nn.Identity(),  # raw logits
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )  # (n_windows,)
             np.maximum.at(best, np.asarray(owner), np.asarray(logits, dtype=np.float32).reshape(-1))
         out, pos = [], 0
         for passages in passages_per_query:
@@ -287,7 +298,12 @@ def check_cross_encoder(name: str, path: Path) -> None:
 
 
 def load_reranker(
-    name: str | None = None, *, device: str | None = None, max_length: int | None = None, stride: int | None = None
+    name: str | None = None,
+    *,
+    device: str | None = None,
+    max_length: int | None = None,
+    stride: int | None = None,
+    precision: str = "auto",
 ) -> CrossEncoderReranker:
     """The cross-encoder named `name`: a folder, a model id in the local cache, or (None) the one shipped
     in the package. Weights load lazily, on the first `score`."""
@@ -306,4 +322,4 @@ def load_reranker(
                 f"download it); {TRAIN_HINT}"
             ) from None
     check_cross_encoder(name, path)
-    return CrossEncoderReranker(name, path, device=device, max_length=max_length, stride=stride)
+    return CrossEncoderReranker(name, path, device=device, max_length=max_length, stride=stride, precision=precision)
