@@ -82,3 +82,29 @@ def cli():
     from bertsearch.cli import cli as command
 
     return command
+
+
+def test_eval_beir_scores_several_rerank_depths_from_one_pass(tmp_path, monkeypatch):
+    from bertsearch import engine
+    from bertsearch.evaluation.beir import evaluate_beir
+
+    d = tmp_path / "mini"
+    (d / "qrels").mkdir(parents=True)
+    docs = {
+        "d1": "red apples and red cherries and red berries",  # lexically best for "red fruit"
+        "d2": "red fruit grows in an orchard of red trees",
+        "d3": "a green fruit called lime, gold star fruit",  # what the fake reranker likes
+    }
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in docs.items()))
+    (d / "queries.jsonl").write_text('{"_id": "q1", "text": "red fruit"}\n{"_id": "q2", "text": "fruit"}\n')
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td3\t1\n")
+    monkeypatch.setattr(engine.Index, "reranker", property(lambda self: WordReranker("gold")))
+    kw = {"index_path": tmp_path / "ix", "model": "hashing", "mode": "lexical"}
+    plain = evaluate_beir(d, **kw)
+    m = evaluate_beir(d, rerank=True, rerank_depth=[1, 3], **kw)
+    assert m["first_stage"] == {key: plain[key] for key in ("ndcg@10", "recall@100", "mrr@10")}
+    assert m["by_depth"][1] == m["first_stage"]  # re-scoring only the first candidate changes nothing
+    assert m["by_depth"][3]["mrr@10"] == 1.0 > m["first_stage"]["mrr@10"]
+    assert m["ndcg@10"] == m["by_depth"][3]["ndcg@10"] and m["rerank_depth"] == 3
+    one = evaluate_beir(d, rerank=True, limit=1, **kw)
+    assert one["queries"] == 1 and one["sampled_from"] == 2 and "by_depth" not in one

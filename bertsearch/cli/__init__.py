@@ -405,7 +405,9 @@ def _register() -> None:
 @ann_option
 @click.option("--run-file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a TREC run file here.")
 @click.option("--rerank", is_flag=True, help="Evaluate the reranked pipeline (cross-encoder over the top candidates).")
-@click.option("--rerank-depth", type=click.IntRange(min=1), default=None, help="Candidates the cross-encoder re-scores (default 50).")
+@click.option("--rerank-depth", default=None, metavar="N[,N...]",
+              help="Candidates the cross-encoder re-scores (default: the index's); several, e.g. 10,20,50, are all scored from one pass.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate a seeded sample of N judged queries.")
 @reranker_option
 @precision_option
 @json_option
@@ -418,7 +420,8 @@ def eval_beir(
     ann: str | None,
     run_file: str | None,
     rerank: bool,
-    rerank_depth: int | None,
+    rerank_depth: str | None,
+    limit: int | None,
     reranker: str | None,
     precision: str,
     as_json: bool,
@@ -432,9 +435,19 @@ def eval_beir(
     bertsearch eval beir ../shared/data/scifact --mode hybrid
     bertsearch eval beir ../shared/data/scifact --mode dense --json --run-file scifact.run
     bertsearch eval beir ../shared/data/squad-dev-retrieval --rerank
+    bertsearch eval beir ../shared/data/squad-dev-retrieval --rerank --rerank-depth 10,20,30,50 --limit 300
     """
     from ..evaluation.beir import evaluate_beir
     from . import render
+
+    depths = None
+    if rerank_depth is not None:
+        try:
+            depths = [int(d) for d in rerank_depth.split(",")]
+        except ValueError:
+            raise BadArgument(f"--rerank-depth takes whole numbers separated by commas, e.g. 10,20,50; got {rerank_depth!r}") from None
+        if any(d < 1 for d in depths):
+            raise BadArgument(f"--rerank-depth values must be at least 1; got {rerank_depth!r}")
 
     result = evaluate_beir(
         dataset,
@@ -445,9 +458,10 @@ def eval_beir(
         ann=ann,
         run_file=run_file,
         rerank=rerank or reranker is not None,
-        rerank_depth=rerank_depth,
+        rerank_depth=depths,
         reranker=reranker,
         precision=precision,
+        limit=limit,
         progress=render.progress,
     )
     if as_json:
@@ -459,6 +473,10 @@ def eval_beir(
     )
     for key in ("ndcg@10", "recall@100", "mrr@10"):
         render.out.print(f"  {key:<11} {result[key]:.4f}")
+    if "first_stage" in result:
+        render.out.print(f"  without reranking, same queries: nDCG@10 {result['first_stage']['ndcg@10']:.4f}")
+    for depth, m in result.get("by_depth", {}).items():
+        render.out.print(f"  reranked top {depth:<4} nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}")
     render.out.print(f"  search: {result['queries_per_second']:.1f} queries/s")
 
 

@@ -43,6 +43,11 @@ def scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -
     }
 
 
+def _from_order(doc_ids: list[str]) -> dict[str, float]:
+    """Scores that reproduce an order (trec_eval sorts by score)."""
+    return {d: float(len(doc_ids) - i) for i, d in enumerate(doc_ids)}
+
+
 def write_trec_run(path: str | Path, run: dict[str, dict[str, float]], tag: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for q, docs in run.items():
@@ -67,12 +72,23 @@ def evaluate_beir(
     batch_size: int = 64,
     run_file: str | Path | None = None,
     rerank: bool = False,
-    rerank_depth: int | None = None,
+    rerank_depth: int | list[int] | None = None,
     reranker: str | None = None,
     precision: str = "auto",
+    limit: int | None = None,
+    seed: int = 42,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
-    """Evaluate retrieval on a BEIR folder. Returns the metrics plus what was measured."""
+    """Evaluate retrieval on a BEIR folder. Returns the metrics plus what was measured.
+
+    `limit` evaluates a seeded sample of that many judged queries (the cross-encoder is slow on a CPU).
+    With `rerank`, `rerank_depth` may list several depths: the candidates are scored once at the deepest,
+    each shallower depth is re-ranked from the same scores, and `by_depth` holds every depth's metrics
+    beside `first_stage`, the metrics of the same queries without reranking; the top level holds the
+    deepest. Each depth's order is exactly what `Index.search(rerank=True)` returns at that depth.
+    """
+    import random
+
     from ..engine import Index
     from ..readers import count_records
     from ..readers.beir import load_qrels, load_queries
@@ -85,22 +101,35 @@ def evaluate_beir(
     qids = [q for q in qrels if q in queries]
     if not qids:
         raise CorpusError(f"none of the {len(qrels)} queries judged in {split} are in {dataset}/queries.jsonl")
+    judged = len(qids)
+    if limit is not None and limit < len(qids):
+        qids = sorted(random.Random(seed).sample(qids, limit))
     qrels = {q: qrels[q] for q in qids}
+    depths = sorted(set(rerank_depth)) if isinstance(rerank_depth, list) else [rerank_depth] if rerank_depth else []
     path = Path(index_path) if index_path is not None else default_index_path(dataset, model)
     with Index.open(path, model=model, ann=ann, create=True, reranker=reranker, precision=precision) as ix:
-        if rerank_depth is not None:
-            ix.rerank_depth = rerank_depth
+        if depths:
+            ix.rerank_depth = depths[-1]
         depth_used = ix.rerank_depth
+        depths = depths or [depth_used]
         with progress("indexing", count_records(dataset, "beir"), "docs") as advance:
             report = ix.add_corpus(dataset, format="beir", on_progress=advance)
         run: dict[str, dict[str, float]] = {}
+        runs: dict[int, dict[str, dict[str, float]]] = {d: {} for d in depths}
+        first: dict[str, dict[str, float]] = {}
         t0 = time.perf_counter()
         with progress("searching", len(qids), "queries") as advance:
             for i in range(0, len(qids), batch_size):
                 part = qids[i : i + batch_size]
                 for q, hits in zip(part, ix.batch_search([queries[q] for q in part], k=k, mode=mode, rerank=rerank)):
                     # scores from ranks: trec_eval orders by score, and a reranked list's tail keeps first-stage scores
-                    run[q] = {h.doc_id: float(len(hits) - i) for i, h in enumerate(hits)}
+                    run[q] = _from_order([h.doc_id for h in hits])
+                    if rerank:
+                        staged = sorted(hits, key=lambda h: h.ranks[mode])  # the first-stage order
+                        first[q] = _from_order([h.doc_id for h in staged])
+                        for d in depths:
+                            head = sorted(staged[:d], key=lambda h: (-h.scores["rerank"], h.doc_id))
+                            runs[d][q] = _from_order([h.doc_id for h in head + staged[d:]])
                 advance(len(part))
         seconds = time.perf_counter() - t0
     if run_file is not None:
@@ -113,7 +142,10 @@ def evaluate_beir(
         "mode": mode,
         "rerank": rerank,
         "rerank_depth": depth_used if rerank else None,
+        **({"first_stage": scores(qrels, first), "by_depth": {d: scores(qrels, runs[d]) for d in depths}}
+           if rerank and len(depths) > 1 else {"first_stage": scores(qrels, first)} if rerank else {}),
         "queries": len(qids),
+        "sampled_from": judged if len(qids) < judged else None,
         "index": str(path),
         "indexed": report.to_dict(),
         "search_seconds": round(seconds, 3),
