@@ -64,6 +64,7 @@ class Index:
         self.max_staleness = 5.0
         self.exact_subset = 20_000  # filtered dense search is exact when this few chunks match
         self.rerank_depth = 50  # candidates the cross-encoder re-scores
+        self.rerank_blend = 1.0  # weight of the cross-encoder's rank against the first stage's (1: its order alone)
         self.last_timings: dict[str, float] = {}
         self._reranker: Any = None
         self._reader: Any = None
@@ -394,7 +395,11 @@ class Index:
 
     def _rerank(self, query: str, hits: list[Hit], depth: int) -> list[Hit]:
         """Re-order the top `depth` hits by the cross-encoder's score of (query, title + best chunk),
-        ties by document id; hits below `depth` follow in their first-stage order, unscored."""
+        ties by document id; hits below `depth` follow in their first-stage order, unscored.
+
+        With `rerank_blend` below 1, the order is a reciprocal-rank blend instead: blend / (60 + rank by
+        the cross-encoder) + (1 - blend) / (60 + first-stage rank), which keeps some of the first stage's
+        judgement where the cross-encoder is out of its domain."""
         head, tail = hits[:depth], hits[depth:]
         if not head:
             return hits
@@ -403,7 +408,7 @@ class Index:
         for h, s in zip(head, scores.tolist()):
             h.scores["rerank"] = float(s)
             h.score = float(s)
-        ranked = sorted(head, key=lambda h: (-h.score, h.doc_id)) + tail
+        ranked = rerank_order(head, self.rerank_blend) + tail
         for r, h in enumerate(ranked, start=1):
             h.rank = r
             if "rerank" in h.scores:
@@ -615,6 +620,20 @@ class Index:
             "reranker": _model_label(self._reranker_name, "reranker"),
             "reader": _model_label(self._reader_name, "reader"),
         }
+
+
+def rerank_order(head: list[Hit], blend: float = 1.0) -> list[Hit]:
+    """`head` (in first-stage order, each with scores["rerank"]) re-ordered by the cross-encoder, or by the
+    reciprocal-rank blend of its rank and the first-stage rank when `blend` < 1; ties by document id."""
+    by_ce = sorted(head, key=lambda h: (-h.scores["rerank"], h.doc_id))
+    if blend >= 1.0:
+        return by_ce
+    ce_rank = {id(h): r for r, h in enumerate(by_ce, start=1)}
+    fused = {id(h): blend / (60 + ce_rank[id(h)]) + (1 - blend) / (60 + r) for r, h in enumerate(head, start=1)}
+    for h in head:
+        h.scores["blend"] = fused[id(h)]
+        h.score = fused[id(h)]
+    return sorted(head, key=lambda h: (-fused[id(h)], h.doc_id))
 
 
 def _model_label(name: str | None, kind: str) -> str:

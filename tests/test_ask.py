@@ -108,3 +108,21 @@ def test_eval_beir_scores_several_rerank_depths_from_one_pass(tmp_path, monkeypa
     assert m["ndcg@10"] == m["by_depth"][3]["ndcg@10"] and m["rerank_depth"] == 3
     one = evaluate_beir(d, rerank=True, limit=1, **kw)
     assert one["queries"] == 1 and one["sampled_from"] == 2 and "by_depth" not in one
+
+
+def test_a_rerank_blend_keeps_part_of_the_first_stage_order(index):
+    from bertsearch.engine import rerank_order
+
+    staged = index.search("lava volcano magma", k=4, mode="dense")
+    assert staged[0].doc_id == "volcano" and [h.doc_id for h in staged].index("piano") >= 2
+    favour = {"piano": 1.0, "volcano": 0.5}
+    for h in staged:
+        h.scores["rerank"] = favour.get(h.doc_id, 0.0)
+    assert [h.doc_id for h in rerank_order(list(staged), 1.0)][:2] == ["piano", "volcano"]
+    assert [h.doc_id for h in rerank_order(list(staged), 0.0)] == [h.doc_id for h in staged]
+    half = rerank_order(list(staged), 0.5)  # volcano: 0.5/62 + 0.5/61 beats piano: 0.5/61 + 0.5/(60 + 3 or more)
+    assert half[0].doc_id == "volcano" and "blend" in half[0].scores
+    index._reranker = WordReranker("piano")
+    index.rerank_blend = 0.0
+    again = index.search("lava volcano magma", k=4, mode="dense", rerank=True)
+    assert [h.doc_id for h in again] == [h.doc_id for h in staged]

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorpusError, MissingDependency
+from ..errors import BadArgument, CorpusError, MissingDependency
 
 Advance = Callable[[int], None]
 ProgressFactory = Callable[[str, "int | None", str], AbstractContextManager[Advance]]
@@ -73,6 +73,7 @@ def evaluate_beir(
     run_file: str | Path | None = None,
     rerank: bool = False,
     rerank_depth: int | list[int] | None = None,
+    rerank_blend: float | list[float] | None = None,
     reranker: str | None = None,
     precision: str = "auto",
     limit: int | None = None,
@@ -86,10 +87,12 @@ def evaluate_beir(
     each shallower depth is re-ranked from the same scores, and `by_depth` holds every depth's metrics
     beside `first_stage`, the metrics of the same queries without reranking; the top level holds the
     deepest. Each depth's order is exactly what `Index.search(rerank=True)` returns at that depth.
+    `rerank_blend` works the same way for `Index.rerank_blend` (`by_blend`, at the deepest depth; the top
+    level holds the first blend listed).
     """
     import random
 
-    from ..engine import Index
+    from ..engine import Index, rerank_order
     from ..readers import count_records
     from ..readers.beir import load_qrels, load_queries
 
@@ -106,12 +109,20 @@ def evaluate_beir(
         qids = sorted(random.Random(seed).sample(qids, limit))
     qrels = {q: qrels[q] for q in qids}
     depths = sorted(set(rerank_depth)) if isinstance(rerank_depth, list) else [rerank_depth] if rerank_depth else []
+    blends = list(dict.fromkeys(rerank_blend)) if isinstance(rerank_blend, list) else [rerank_blend] if rerank_blend is not None else []
+    if any(not 0.0 <= b <= 1.0 for b in blends):
+        raise BadArgument(f"rerank blend weights must be between 0 and 1, got {blends}")
     path = Path(index_path) if index_path is not None else default_index_path(dataset, model)
     with Index.open(path, model=model, ann=ann, create=True, reranker=reranker, precision=precision) as ix:
         if depths:
             ix.rerank_depth = depths[-1]
         depth_used = ix.rerank_depth
         depths = depths or [depth_used]
+        if blends:
+            ix.rerank_blend = blends[0]
+        blend_used = ix.rerank_blend
+        blends = blends or [blend_used]
+        by_blend: dict[float, dict[str, dict[str, float]]] = {b: {} for b in blends}
         with progress("indexing", count_records(dataset, "beir"), "docs") as advance:
             report = ix.add_corpus(dataset, format="beir", on_progress=advance)
         run: dict[str, dict[str, float]] = {}
@@ -128,8 +139,11 @@ def evaluate_beir(
                         staged = sorted(hits, key=lambda h: h.ranks[mode])  # the first-stage order
                         first[q] = _from_order([h.doc_id for h in staged])
                         for d in depths:
-                            head = sorted(staged[:d], key=lambda h: (-h.scores["rerank"], h.doc_id))
+                            head = rerank_order(staged[:d], blend_used)
                             runs[d][q] = _from_order([h.doc_id for h in head + staged[d:]])
+                        for b in blends:
+                            head = rerank_order(staged[: depths[-1]], b)
+                            by_blend[b][q] = _from_order([h.doc_id for h in head + staged[depths[-1] :]])
                 advance(len(part))
         seconds = time.perf_counter() - t0
     if run_file is not None:
@@ -142,8 +156,10 @@ def evaluate_beir(
         "mode": mode,
         "rerank": rerank,
         "rerank_depth": depth_used if rerank else None,
-        **({"first_stage": scores(qrels, first), "by_depth": {d: scores(qrels, runs[d]) for d in depths}}
-           if rerank and len(depths) > 1 else {"first_stage": scores(qrels, first)} if rerank else {}),
+        "rerank_blend": blend_used if rerank else None,
+        **({"first_stage": scores(qrels, first)} if rerank else {}),
+        **({"by_depth": {d: scores(qrels, runs[d]) for d in depths}} if rerank and len(depths) > 1 else {}),
+        **({"by_blend": {b: scores(qrels, by_blend[b]) for b in blends}} if rerank and len(blends) > 1 else {}),
         "queries": len(qids),
         "sampled_from": judged if len(qids) < judged else None,
         "index": str(path),
