@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ class Index:
         self.exact_subset = 20_000  # filtered dense search is exact when this few chunks match
         self.rerank_depth = 50  # candidates the cross-encoder re-scores
         self.rerank_blend = 1.0  # weight of the cross-encoder's rank against the first stage's (1: its order alone)
+        self.answer_scoring = "span"  # how answers from different passages compare: see rank_answers
+        self.answer_passage_weight = 0.0
         self.last_timings: dict[str, float] = {}
         self._reranker: Any = None
         self._reader: Any = None
@@ -439,7 +442,8 @@ class Index:
         timings = dict(self.last_timings)
         read = found[:passages]
         t0 = time.perf_counter()
-        spans = self.reader.read(question, [h.text for h in read], top_k=k) if read else []
+        spans = self.reader.read(question, [h.text for h in read], per_passage=k) if read else []
+        spans = rank_answers(spans, read, scoring=self.answer_scoring, passage_weight=self.answer_passage_weight)[:k]
         timings["read"] = time.perf_counter() - t0
         abstained = self.reader.abstains(spans) if read else True
         answers = [] if abstained else [_answer(read[s.passage], s) for s in spans]
@@ -622,6 +626,27 @@ class Index:
         }
 
 
+ANSWER_SCORINGS = ("span", "margin")
+
+
+def rank_answers(spans: list[Span], hits: list[Hit], *, scoring: str = "span", passage_weight: float = 0.0) -> list[Span]:
+    """Spans from several passages, best first, each with `score` set to what ranked it.
+
+    "span" compares the start + end logits as they are; "margin" compares each span's lead over its own
+    passage's no-answer score, which puts passages on one scale (a reader's logits are not calibrated
+    across inputs). `passage_weight` adds that multiple of the passage's cross-encoder score (when it has
+    one). `null_score` moves with `score` so that the reader's abstention test keeps its meaning."""
+    if scoring not in ANSWER_SCORINGS:
+        raise BadArgument(f"answer scoring must be one of {', '.join(ANSWER_SCORINGS)}, not {scoring!r}")
+    out = []
+    for sp in spans:
+        shift = -sp.null_score if scoring == "margin" else 0.0
+        if passage_weight:
+            shift += passage_weight * hits[sp.passage].scores.get("rerank", 0.0)
+        out.append(replace(sp, score=sp.score + shift, null_score=sp.null_score + shift))
+    return sorted(out, key=lambda sp: (-sp.score, sp.passage, sp.start))
+
+
 def rerank_order(head: list[Hit], blend: float = 1.0) -> list[Hit]:
     """`head` (in first-stage order, each with scores["rerank"]) re-ordered by the cross-encoder, or by the
     reciprocal-rank blend of its rank and the first-stage rank when `blend` < 1; ties by document id."""
@@ -724,4 +749,4 @@ def _batched(items: Iterable[DocLike], n: int) -> Iterator[list[DocLike]]:
         yield batch
 
 
-__all__ = ["Index", "content_hash", "BertsearchError"]
+__all__ = ["BertsearchError", "Index", "content_hash"]

@@ -29,7 +29,7 @@ class WordReader:
     def __init__(self, word: str) -> None:
         self.word = word
 
-    def read(self, question, passages, *, top_k=5, batch_size=16):
+    def read(self, question, passages, *, top_k=5, batch_size=16, per_passage=None):
         spans = []
         for i, p in enumerate(passages):
             at = p.find(self.word)

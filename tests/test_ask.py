@@ -126,3 +126,46 @@ def test_a_rerank_blend_keeps_part_of_the_first_stage_order(index):
     index.rerank_blend = 0.0
     again = index.search("lava volcano magma", k=4, mode="dense", rerank=True)
     assert [h.doc_id for h in again] == [h.doc_id for h in staged]
+
+
+def test_rank_answers_puts_passages_on_one_scale():
+    from bertsearch.engine import rank_answers
+    from bertsearch.types import Hit, Span
+
+    hits = [Hit(rank=i + 1, doc_id=f"d{i}", score=0.0, title="", text="", chunk_id=i, start=0, end=0,
+                scores={"rerank": r}) for i, r in enumerate([0.0, 4.0])]
+    loud = Span(passage=0, start=0, end=3, text="big", score=9.0, null_score=8.5)  # leads its passage by 0.5
+    sure = Span(passage=1, start=0, end=4, text="sure", score=6.0, null_score=1.0)  # leads by 5
+    assert [s.text for s in rank_answers([loud, sure], hits, scoring="span")] == ["big", "sure"]
+    by_margin = rank_answers([loud, sure], hits, scoring="margin")
+    assert [s.text for s in by_margin] == ["sure", "big"] and by_margin[0].score == 5.0
+    assert by_margin[0].null_score - by_margin[0].score == sure.null_score - sure.score  # abstention unchanged
+    boosted = rank_answers([loud, sure], hits, scoring="span", passage_weight=1.0)
+    assert [s.text for s in boosted] == ["sure", "big"] and boosted[0].score == 10.0
+
+
+def test_eval_ask_scores_answers_end_to_end(tmp_path, monkeypatch):
+    from bertsearch import engine
+    from bertsearch.evaluation.ask import evaluate_ask
+
+    d = tmp_path / "qa"
+    (d / "qrels").mkdir(parents=True)
+    paragraphs = {"p1": "Penicillin was discovered by Alexander Fleming in 1928.",
+                  "p2": "The piano was invented by Bartolomeo Cristofori in Italy."}
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n" for k, v in paragraphs.items()))
+    (d / "queries.jsonl").write_text('{"_id": "q1", "text": "who discovered penicillin"}\n'
+                                     '{"_id": "q2", "text": "who invented the piano"}\n')
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tp1\t1\nq2\tp2\t1\n")
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": paragraphs["p1"], "qas": [{"id": "q1", "question": "who discovered penicillin",
+                                               "answers": [{"text": "Alexander Fleming", "answer_start": 29}]}]},
+        {"context": paragraphs["p2"], "qas": [{"id": "q2", "question": "who invented the piano",
+                                               "answers": [{"text": "Bartolomeo Cristofori", "answer_start": 26}]}]}]}]}
+    answers = tmp_path / "dev.json"
+    answers.write_text(json.dumps(squad))
+    monkeypatch.setattr(engine.Index, "reader", property(lambda self: WordReader("Alexander Fleming")))
+    r = evaluate_ask(d, answers, index_path=tmp_path / "ix", model="hashing", passages=1, rerank=False)
+    assert r["questions"] == 2 and r["gold_paragraph_read"] == 1.0
+    span = r["variants"][0]
+    assert span["scoring"] == "span" and span["exact_match"] == 50.0  # right for q1; q2 has no Fleming: abstains
+    assert span["abstained"] == 0.5

@@ -215,6 +215,18 @@ def test_reader_ranks_across_passages_skips_empty_ones_and_batches(zebra_dir, ca
     assert bf16.read("which animal?", ["the zebra runs"])[0].text == "zebra"
 
 
+def test_per_passage_keeps_the_best_spans_of_every_passage(zebra_dir):
+    reader = load_reader(str(zebra_dir), max_length=64, stride=16)
+    passages = ["the zebra runs", "a dog and a fox", "zebra zebra zebra"]
+    spans = reader.read("which animal?", passages, per_passage=2)
+    for i in range(3):
+        mine = [s for s in spans if s.passage == i]
+        assert 1 <= len(mine) <= 2
+        best = reader.read("which animal?", [passages[i]], top_k=2)
+        assert mine[0].score == best[0].score  # (ties may order differently)
+    assert [s.score for s in spans] == sorted((s.score for s in spans), reverse=True)
+
+
 def test_reader_rejects_bad_input(zebra_dir):
     reader = load_reader(str(zebra_dir), max_length=64, stride=16)
     with pytest.raises(BadArgument, match="empty question"):

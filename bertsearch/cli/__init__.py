@@ -492,6 +492,46 @@ def eval_beir(
     render.out.print(f"  search: {result['queries_per_second']:.1f} queries/s")
 
 
+@eval.command("ask")
+@click.argument("dataset", type=click.Path(path_type=str))
+@click.option("--answers", "answers_file", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="SQuAD JSON holding the gold answers of DATASET's questions (by question id).")
+@click.option("--split", default="test", show_default=True, help="Which qrels/SPLIT.tsv names the questions.")
+@mode_option
+@click.option("--index", "index_path", default=None, help="Index folder to build or reuse (default: indexes/beir-DATASET-MODEL).")
+@model_option
+@click.option("--passages", type=click.IntRange(min=1), default=5, show_default=True, help="Top passages the reader reads.")
+@click.option("--no-rerank", is_flag=True, help="Read the first-stage results without cross-encoder reranking.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Evaluate a seeded sample of N questions.")
+@reranker_option
+@reader_option
+@precision_option
+@json_option
+def eval_ask(dataset: str, answers_file: str, no_rerank: bool, as_json: bool, **kwargs: Any) -> None:
+    """Evaluate question answering end to end: retrieve, rerank and read over the whole corpus.
+
+    Scores the best answer by SQuAD's exact match and F1 for each way of comparing answers across
+    passages (raw span score, lead over the passage's no-answer score, plus a share of the passage's
+    cross-encoder score), all from one reading of the passages.
+
+    \b
+    bertsearch eval ask ../shared/data/squad-dev-retrieval --answers ../shared/data/squad/dev-v1.1.json
+    """
+    from ..evaluation.ask import evaluate_ask
+    from . import render
+
+    r = evaluate_ask(dataset, answers_file, rerank=not no_rerank, progress=render.progress, **kwargs)
+    if as_json:
+        render.print_json(r)
+        return
+    render.out.print(f"{r['dataset']}: {r['questions']} questions, {r['passages']} passages each "
+                     f"({'reranked' if r['rerank'] else 'not reranked'}); gold paragraph read for "
+                     f"{100 * r['gold_paragraph_read']:.1f}%; {r['seconds_per_question']:.2f} s/question")
+    for v in r["variants"]:
+        render.out.print(f"  {v['scoring']:<7} + {v['passage_weight']:.1f} x passage  EM {v['exact_match']:.1f}  "
+                         f"F1 {v['f1']:.1f}  abstained {100 * v['abstained']:.1f}%")
+
+
 @cli.command()
 @click.option("--corpus", type=click.Path(exists=True, path_type=str), default="corpora/wiki-demo/docs.jsonl", show_default=True, help="Corpus to index.")
 @click.option("--queries", "queries_path", type=click.Path(exists=True, path_type=str), default="corpora/wiki-demo/queries.tsv", show_default=True, help="Queries: .tsv with a query column, BEIR queries.jsonl, or one per line.")

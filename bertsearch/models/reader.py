@@ -159,17 +159,26 @@ class ExtractiveReader:
         best = spans[0]
         return best.null_score - best.score > self.no_answer_threshold
 
-    def read(self, question: str, passages: list[str], *, top_k: int = 5, batch_size: int = 16) -> list[Span]:
-        return self.read_batch([question], [passages], top_k=top_k, batch_size=batch_size)[0]
+    def read(
+        self, question: str, passages: list[str], *, top_k: int = 5, batch_size: int = 16, per_passage: int | None = None
+    ) -> list[Span]:
+        return self.read_batch([question], [passages], top_k=top_k, batch_size=batch_size, per_passage=per_passage)[0]
 
     def read_batch(
-        self, questions: list[str], passages_per_question: list[list[str]], *, top_k: int = 5, batch_size: int = 16
+        self,
+        questions: list[str],
+        passages_per_question: list[list[str]],
+        *,
+        top_k: int = 5,
+        batch_size: int = 16,
+        per_passage: int | None = None,
     ) -> list[list[Span]]:
-        """For each question, its `top_k` best spans over all of its passages, best first."""
+        """For each question, its `top_k` best spans over all of its passages, best first; with `per_passage`,
+        the best `per_passage` of each passage instead (all of them, for re-ranking across passages)."""
         if len(questions) != len(passages_per_question):
             raise BadArgument(f"{len(questions)} questions but {len(passages_per_question)} lists of passages")
-        if top_k < 1 or batch_size < 1:
-            raise BadArgument(f"top_k and batch_size must be at least 1 (got {top_k}, {batch_size})")
+        if top_k < 1 or batch_size < 1 or (per_passage is not None and per_passage < 1):
+            raise BadArgument(f"top_k, batch_size and per_passage must be at least 1 (got {top_k}, {batch_size}, {per_passage})")
         questions = [q.strip() for q in questions]
         for q in questions:
             if not q:
@@ -210,12 +219,15 @@ class ExtractiveReader:
                     spans[(a, b)] = score
         for (qi, pi), spans in found.items():
             passage = passages_per_question[qi][pi]
-            for (a, b), score in spans.items():
+            best = sorted(spans.items(), key=lambda x: (-x[1], x[0]))[:per_passage] if per_passage else spans.items()
+            for (a, b), score in best:
                 text = passage[a:b]
                 if text.strip():
                     results[qi].append(
                         Span(passage=pi, start=a, end=b, text=text, score=score, null_score=null[(qi, pi)])
                     )
+        if per_passage:
+            return [sorted(r, key=lambda s: (-s.score, s.passage, s.start)) for r in results]
         return [sorted(r, key=lambda s: (-s.score, s.passage, s.start))[:top_k] for r in results]
 
     def _check_question_lengths(self, questions: list[str]) -> None:
