@@ -103,7 +103,10 @@ class Index:
         id; default: the ones shipped with bertsearch); they load on first use. `precision` is every
         model's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16".
         """
+        from .reindex import recover
+
         path = Path(path)
+        recover(path)  # a re-index cut off between its two renames
         db = path / Store.FILE
         if not db.exists():
             if not create:

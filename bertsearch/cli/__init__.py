@@ -326,6 +326,50 @@ def shell(
 
 @cli.command()
 @index_option
+@click.option("--model", required=True, metavar="PATH_OR_ID", help="The encoder to re-embed with: a folder or model id.")
+@precision_option
+@json_option
+def reindex(index_path: str, model: str, precision: str, as_json: bool) -> None:
+    """Re-embed an index with another encoder, swapping the new vectors in only when complete.
+
+    Until the swap the index keeps serving with its old model. An interrupted run resumes where it
+    stopped when run again; writes made meanwhile are carried over at the swap.
+
+    \b
+    bertsearch reindex --index indexes/mine --model models/mine-adapted
+    """
+    from ..reindex import reindex as run
+    from . import render
+
+    with render.progress("re-embedding", _count_docs(index_path), "docs") as advance:
+        report = run(index_path, model, precision=precision, on_progress=advance)
+    if as_json:
+        render.print_json(report)
+        return
+    render.out.print(
+        f"{report['index']}: {report['documents']} documents, {report['chunks']} chunks re-embedded with "
+        f"{report['to_model']} (was {report['from_model']}) in {report['seconds']:.1f}s"
+    )
+
+
+def _count_docs(index_path: str) -> int | None:
+    """How many documents the index holds (for a progress bar), without loading its model."""
+    from pathlib import Path
+
+    from ..store import Store
+
+    db = Path(index_path) / Store.FILE
+    if not db.exists():
+        return None
+    store = Store(db)
+    try:
+        return store.counts()["documents"]
+    finally:
+        store.close()
+
+
+@cli.command()
+@index_option
 @click.option("--repair", is_flag=True, help="Rebuild what is derived (full-text and vector indexes) and drop orphans.")
 @json_option
 def check(index_path: str, repair: bool, as_json: bool) -> None:

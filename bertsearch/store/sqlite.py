@@ -64,9 +64,10 @@ class Store:
         self.conn.close()
 
     @contextmanager
-    def transaction(self, *, bump: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, bump: bool = True, retired_ok: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction, taking the write lock up front. `bump` marks chunks as changed, which
-        makes the derived vector index stale."""
+        makes the derived vector index stale. A store retired by a re-index (its folder replaced while
+        this process held it open) takes no more writes: they would be lost with it."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
@@ -76,6 +77,11 @@ class Store:
                     "try again when it finishes"
                 ) from None
             raise
+        if not retired_ok:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'retired'").fetchone()
+            if row is not None:
+                self.conn.execute("ROLLBACK")
+                raise IndexBusy(f"this copy of the index was replaced ({row[0]}) while it was open; run the command again")
         try:
             yield self.conn
             if bump:
