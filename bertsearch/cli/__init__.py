@@ -432,12 +432,14 @@ def train() -> None:
 
 def _register() -> None:
     from .eval_squad import squad_command
+    from .train_encoder import encoder_command
     from .train_reader import reader_command
     from .train_reranker import reranker_command
 
     eval.add_command(squad_command)
     train.add_command(reader_command)
     train.add_command(reranker_command)
+    train.add_command(encoder_command)
 
 
 @eval.command("beir")

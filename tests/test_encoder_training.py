@@ -1,0 +1,119 @@
+"""`train encoder`: data from BEIR or pairs, hard negatives mined and filtered, a model any --model takes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import bertsearch
+from bertsearch.cli import cli
+from bertsearch.training import encoder as training
+from bertsearch.training.reranker import Example
+
+TOPICS = {
+    "cat": "Cats purr, sleep most of the day and hunt mice at night.",
+    "dog": "Dogs bark at strangers and fetch sticks thrown in the park.",
+    "fish": "Fish swim in rivers and breathe water through their gills.",
+    "bird": "Birds build nests in spring and sing at dawn from the trees.",
+    "cow": "Cows graze on grass in the meadow and give milk every morning.",
+    "bee": "Bees collect nectar from flowers and make honey in the hive.",
+    "owl": "Owls hunt at night and turn their heads almost all the way round.",
+    "ant": "Ants carry crumbs many times their weight back to the colony.",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A randomly initialised 2-layer BERT with mean pooling and the packaged MiniLM tokenizer."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from bertsearch.models import DEFAULT_ENCODER, resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(DEFAULT_ENCODER)))
+    raw = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=512)).save_pretrained(str(raw))
+    tok.save_pretrained(str(raw))
+    st = SentenceTransformer(modules=[models.Transformer(str(raw), max_seq_length=64), models.Pooling(32, "mean")])
+    out = tmp_path_factory.mktemp("tiny-st")
+    st.save(str(out))
+    return out
+
+
+@pytest.fixture
+def beir_dir(tmp_path):
+    d = tmp_path / "animals"
+    (d / "qrels").mkdir(parents=True)
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": k.title(), "text": v}) + "\n"
+                                            for k, v in TOPICS.items()))
+    qs = {f"q{k}": f"which animal {v.split(' ', 1)[1].split(' and ')[0]}" for k, v in TOPICS.items()}
+    (d / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in qs.items()))
+    (d / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{k}\t{k}\t1\n" for k in TOPICS))
+    return d
+
+
+class Prefers:
+    """A stand-in cross-encoder that scores a passage by whether it holds `word`."""
+
+    name = "prefers"
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def score(self, query, passages, *, batch_size=32):
+        return np.array([5.0 if self.word in p else 0.0 for p in passages], dtype=np.float32)
+
+
+def test_mining_skips_positives_and_drops_what_the_cross_encoder_prefers():
+    pool = list(TOPICS.values())
+    examples = [Example("animals that hunt at night", TOPICS["cat"]), Example("honey and nectar", TOPICS["bee"])]
+    stats = training.mine_negatives(examples, n=2, pool=pool, reranker=Prefers("Owls"))
+    cat = examples[0]
+    assert TOPICS["owl"] not in cat.negatives and cat.positive not in cat.negatives  # owls also hunt at night
+    assert stats["dropped_as_false_negatives"] == 1 and stats["without_negatives"] == 2  # nothing else matched
+    unfiltered = [Example("animals that hunt at night", TOPICS["cat"])]
+    training.mine_negatives(unfiltered, n=2, pool=pool)
+    assert TOPICS["owl"] in unfiltered[0].negatives  # BM25's hardest candidate, kept without the filter
+
+
+def test_mining_from_an_index_uses_its_documents(tmp_path):
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        ix.add([{"id": k, "text": v} for k, v in TOPICS.items()])
+    examples = [Example("fetch sticks in the park", TOPICS["dog"])]
+    training.mine_negatives(examples, n=1, index=tmp_path / "ix")
+    assert len(examples[0].negatives) == 1 and examples[0].negatives[0] in TOPICS.values()
+    assert examples[0].negatives[0] != TOPICS["dog"]
+
+
+def test_train_encoder_on_a_beir_split_evaluates_before_and_after(tiny_encoder, beir_dir, tmp_path):
+    out = tmp_path / "enc"
+    report = training.train_encoder(out, beir=beir_dir, base=str(tiny_encoder), epochs=2, batch_size=4,
+                                    mini_batch_size=2, dev_fraction=0.25, dev_corpus=10, filter_negatives=False)
+    assert report["data"]["train_pairs"] == 6 and report["data"]["dev_queries"] == 2
+    assert report["steps"] == 4  # 2 epochs x ceil(6 / 4)
+    assert set(report["dev_before"]) == set(report["dev_after"]) == {"ndcg@10", "recall@100", "mrr@10"}
+    assert len(report["dev_per_evaluation"]) == 2
+    assert (out / "report.json").is_file() and (out / "README.md").is_file() and not (out / "checkpoints").exists()
+    with bertsearch.open_index(tmp_path / "ix", create=True, model=str(out)) as ix:  # any --model takes it
+        ix.add([{"id": k, "text": v} for k, v in TOPICS.items()])
+        assert len(ix.search("bees and honey", k=3, mode="dense")) == 3
+
+
+def test_cli_train_encoder_from_pairs_and_argument_errors(tiny_encoder, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"query": f"about {k}", "positive": v}) + "\n" for k, v in TOPICS.items()))
+    r = CliRunner().invoke(cli, ["train", "encoder", "--pairs", str(pairs), "--out", str(tmp_path / "m"), "--base",
+                                 str(tiny_encoder), "--epochs", "1", "--batch-size", "4", "--mini-batch-size", "2",
+                                 "--no-filter", "--dev-fraction", "0.25", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["data"]["train_pairs"] == 6 and report["dev_after"]["ndcg@10"] >= 0
+    r = CliRunner().invoke(cli, ["train", "encoder", "--pairs", str(pairs), "--beir", str(tmp_path), "--out",
+                                 str(tmp_path / "x")])
+    assert r.exit_code == 1 and "one source" in r.stderr
