@@ -40,3 +40,25 @@ def index(tmp_path: Path, docs):
     ix.add(docs)
     yield ix
     ix.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory):
+    """A randomly initialised 2-layer BERT with mean pooling and the packaged MiniLM tokenizer."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from bertsearch.models import DEFAULT_ENCODER, resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(DEFAULT_ENCODER)))
+    raw = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=512)).save_pretrained(str(raw))
+    tok.save_pretrained(str(raw))
+    st = SentenceTransformer(modules=[models.Transformer(str(raw), max_seq_length=64), models.Pooling(32, "mean")])
+    out = tmp_path_factory.mktemp("tiny-st")
+    st.save(str(out))
+    return out

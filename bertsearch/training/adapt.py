@@ -1,0 +1,270 @@
+"""Unsupervised domain adaptation of the bi-encoder from the corpus alone: `bertsearch adapt` (GPL-style).
+
+Each step writes its result into OUT/work and is skipped when that file is already there, so a stopped
+run resumes and every step can be run and inspected on its own (`steps`):
+
+1. `queries`: pseudo-queries cropped from the index's chunks in the inverse-cloze manner: a sentence
+   (or a span of a long one) is the query, its chunk the positive (`queries.jsonl`);
+2. `mine`: negatives for each pseudo-query from the index itself (dense search with the current model;
+   the source document never counts) (`triples.jsonl`);
+3. `label`: the cross-encoder scores (query, positive) and (query, negative); the margin between the two
+   is the label (`labelled.jsonl`);
+4. `train`: MarginMSE: the bi-encoder learns to reproduce the cross-encoder's margins (`OUT`).
+
+With `mlm`, masked-language-model pre-training on the corpus runs first (15% of tokens: 80% [MASK], 10%
+random, 10% unchanged) and the bi-encoder starts from that encoder (`mlm/`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadArgument, MissingDependency
+from ..evaluation.beir import ProgressFactory, no_progress
+from .common import machine, write_json
+
+log = logging.getLogger(__name__)
+
+STEPS = ("queries", "mine", "label", "train")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+
+
+def crop_queries(text: str, rng: random.Random, *, min_words: int = 4, max_words: int = 24) -> str | None:
+    """An inverse-cloze pseudo-query from a passage: one of its sentences, cut to a window of at most
+    `max_words` words; None when no sentence has `min_words`."""
+    sentences = [s for s in _SENTENCE.split(text) if len(s.split()) >= min_words]
+    if not sentences:
+        return None
+    words = rng.choice(sentences).split()
+    if len(words) > max_words:
+        start = rng.randrange(len(words) - max_words + 1)
+        words = words[start : start + max_words]
+    return " ".join(words)
+
+
+def adapt(
+    index: str | Path,
+    out_dir: str | Path,
+    *,
+    steps: tuple[str, ...] = STEPS,
+    queries_per_doc: int = 2,
+    limit: int | None = None,
+    negatives: int = 2,
+    remove_query: float = 0.9,
+    reranker: str | None = None,
+    base: str | None = None,
+    mlm: bool = False,
+    mlm_epochs: int = 1,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    warmup_ratio: float = 0.1,
+    max_grad_norm: float = 1.0,
+    max_length: int = 256,
+    bf16: bool = False,
+    seed: int = 42,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, Any]:
+    """Run the chosen steps (see the module docstring); returns what each produced, also in OUT/adapt.json."""
+    from ..engine import Index
+
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise BadArgument(f"unknown adapt steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    if negatives < 1 or queries_per_doc < 1 or not 0 <= remove_query <= 1:
+        raise BadArgument("negatives and queries_per_doc must be at least 1, remove_query in [0, 1]")
+    out_dir = Path(out_dir)
+    work = out_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"index": str(index), "out": str(out_dir), "steps": {}}
+    rng = random.Random(seed)
+    with Index.open(index) as ix:
+        start_model = base or ix.config.model
+        # 1. pseudo-queries
+        qfile = work / "queries.jsonl"
+        if "queries" in steps and not qfile.exists():
+            t0 = time.perf_counter()
+            rows = []
+            ids = sorted(ix.store.ids())
+            if limit is not None:
+                ids = sorted(rng.sample(ids, min(limit, len(ids))))
+            with progress("cropping queries", len(ids), "docs") as advance:
+                for doc_id in ids:
+                    doc = ix.get(doc_id)
+                    text = doc["text"] if doc else ""
+                    for _ in range(queries_per_doc):
+                        q = crop_queries(text, rng)
+                        if q is None:
+                            break
+                        positive = text.replace(q, " ") if rng.random() < remove_query else text
+                        rows.append({"query": q, "doc_id": doc_id,
+                                     "positive": f"{doc['title']}\n{positive}".strip() if doc["title"] else positive})
+                    advance(1)
+            _write_jsonl(qfile, rows)
+            report["steps"]["queries"] = {"queries": len(rows), "documents": len(ids),
+                                          "seconds": round(time.perf_counter() - t0, 1)}
+        # 2. negatives from the index
+        tfile = work / "triples.jsonl"
+        if "mine" in steps and not tfile.exists():
+            t0 = time.perf_counter()
+            rows = _read_jsonl(qfile, "queries")
+            triples = []
+            with progress("mining negatives", len(rows), "queries") as advance:
+                for i in range(0, len(rows), 64):
+                    part = rows[i : i + 64]
+                    for row, hits in zip(part, ix.batch_search([r["query"] for r in part], k=negatives + 10, mode="dense")):
+                        others = [h for h in hits if h.doc_id != row["doc_id"]][: negatives + 5]
+                        for h in random.Random(f"{seed}:{row['query']}").sample(others, min(negatives, len(others))):
+                            triples.append({**row, "negative": f"{h.title}\n{h.text}".strip() if h.title else h.text,
+                                            "negative_id": h.doc_id})
+                    advance(len(part))
+            _write_jsonl(tfile, triples)
+            report["steps"]["mine"] = {"triples": len(triples), "seconds": round(time.perf_counter() - t0, 1)}
+    # 3. cross-encoder margins
+    lfile = work / "labelled.jsonl"
+    if "label" in steps and not lfile.exists():
+        from ..models.reranker import load_reranker
+
+        t0 = time.perf_counter()
+        rows = _read_jsonl(tfile, "mine")
+        ce = load_reranker(reranker)
+        with progress("labelling margins", len(rows), "triples") as advance:
+            for i in range(0, len(rows), 64):
+                part = rows[i : i + 64]
+                scores = ce.score_batch([r["query"] for r in part], [[r["positive"], r["negative"]] for r in part])
+                for r, (p, n) in zip(part, scores):
+                    r["margin"] = float(p - n)
+                advance(len(part))
+        _write_jsonl(lfile, rows)
+        margins = [r["margin"] for r in rows]
+        report["steps"]["label"] = {"triples": len(rows), "reranker": ce.name,
+                                    "mean_margin": round(sum(margins) / max(1, len(margins)), 4),
+                                    "seconds": round(time.perf_counter() - t0, 1)}
+    # 4. MarginMSE (after optional MLM pre-training on the corpus)
+    if "train" in steps:
+        start = start_model
+        if mlm:
+            start = str(_mlm(index, out_dir / "mlm", start_model, epochs=mlm_epochs, batch_size=batch_size, lr=lr,
+                             max_length=max_length, bf16=bf16, seed=seed, limit=limit))
+            report["steps"]["mlm"] = {"model": start}
+        report["steps"]["train"] = _train_margin(
+            _read_jsonl(lfile, "label"), out_dir, start, epochs=epochs, batch_size=batch_size, lr=lr,
+            warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, max_length=max_length, bf16=bf16, seed=seed,
+        )
+    report["machine"] = machine()
+    previous = json.loads((out_dir / "adapt.json").read_text()) if (out_dir / "adapt.json").exists() else {}
+    report["steps"] = {**previous.get("steps", {}), **report["steps"]}
+    write_json(out_dir / "adapt.json", report)
+    return report
+
+
+def _train_margin(rows: list[dict[str, Any]], out_dir: Path, base: str, **kw: Any) -> dict[str, Any]:
+    try:
+        import datasets
+        import torch
+        from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+        from sentence_transformers import SentenceTransformerTrainingArguments as Args
+        from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+        from transformers import PrinterCallback
+    except ImportError as e:
+        raise MissingDependency("datasets accelerate", f"adapting an encoder ({e})") from None
+    from ..models import resolve_model_path
+
+    if not rows:
+        raise BadArgument("no labelled triples to train on; run the queries, mine and label steps first")
+    cuda = torch.cuda.is_available()
+    model = SentenceTransformer(str(resolve_model_path(base)), device="cuda" if cuda else "cpu",
+                                local_files_only=True, model_kwargs={"dtype": torch.float32})
+    model.max_seq_length = min(kw["max_length"], model.max_seq_length or kw["max_length"])
+    data = datasets.Dataset.from_dict({
+        "query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows],
+        "negative": [r["negative"] for r in rows], "label": [r["margin"] for r in rows],
+    })
+    steps = math.ceil(len(rows) / kw["batch_size"]) * kw["epochs"]
+    args = Args(
+        output_dir=str(out_dir / "checkpoints"), num_train_epochs=kw["epochs"],
+        per_device_train_batch_size=kw["batch_size"], learning_rate=kw["lr"], lr_scheduler_type="linear",
+        warmup_steps=kw["warmup_ratio"], weight_decay=0.01, max_grad_norm=kw["max_grad_norm"], save_strategy="epoch",
+        save_total_limit=1, logging_steps=max(1, min(50, steps // 10)), use_cpu=not cuda, bf16=kw["bf16"],
+        seed=kw["seed"], data_seed=kw["seed"], report_to="none", disable_tqdm=True,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=MarginMSELoss(model))
+    trainer.remove_callback(PrinterCallback)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(out_dir / "checkpoints")) if (out_dir / "checkpoints").is_dir() else None
+    t0 = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - t0
+    trainer.model.save(str(out_dir))
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    (out_dir / "README.md").write_text(
+        f"# Bi-encoder adapted by bertsearch (GPL-style)\n\nStarted from `{base}`; trained with MarginMSE on "
+        f"{len(rows)} (pseudo-query, positive, negative) triples labelled by a cross-encoder. See adapt.json.\n",
+        encoding="utf-8",
+    )
+    return {"base": base, "triples": len(rows), "steps": trainer.state.global_step, "train_loss": output.training_loss,
+            "seconds": round(seconds, 1), "resumed_from": last}
+
+
+def _mlm(index: str | Path, out: Path, base: str, *, epochs: int, batch_size: int, lr: float, max_length: int,
+         bf16: bool, seed: int, limit: int | None) -> Path:
+    """Masked-language-model pre-training on the index's documents; returns a sentence-transformers folder
+    whose transformer is the adapted encoder (mean pooling, as the base)."""
+    import datasets
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+    from transformers import TrainingArguments as Args
+
+    from ..engine import Index
+    from ..models import resolve_model_path
+
+    if (out / "modules.json").is_file():
+        return out
+    st = SentenceTransformer(str(resolve_model_path(base)), device="cpu", local_files_only=True)
+    raw = out / "transformer"
+    st[0].auto_model.save_pretrained(str(raw))
+    st.tokenizer.save_pretrained(str(raw))
+    tok = AutoTokenizer.from_pretrained(str(raw))
+    mlm_model = AutoModelForMaskedLM.from_pretrained(str(raw), dtype=torch.float32)  # the head is new when absent
+    with Index.open(index) as ix:
+        ids = sorted(ix.store.ids())
+        if limit is not None:
+            ids = sorted(random.Random(seed).sample(ids, min(limit, len(ids))))
+        texts = [ix.get(i)["text"] for i in ids]
+    data = datasets.Dataset.from_dict({"text": texts}).map(
+        lambda b: tok(b["text"], truncation=True, max_length=max_length), batched=True, remove_columns=["text"])
+    collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.15)  # 80% [MASK], 10% random, 10% kept
+    args = Args(output_dir=str(out / "checkpoints"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                learning_rate=lr, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0, save_strategy="no",
+                use_cpu=not torch.cuda.is_available(), bf16=bf16, seed=seed, report_to="none", disable_tqdm=True)
+    Trainer(model=mlm_model, args=args, train_dataset=data, data_collator=collator).train()
+    missing, _ = st[0].auto_model.load_state_dict(mlm_model.base_model.state_dict(), strict=False)
+    if any(not k.startswith("pooler") for k in missing):
+        raise BadArgument(f"the masked-LM encoder does not fit {base}: missing {missing[:3]}")
+    shutil.rmtree(raw, ignore_errors=True)
+    st.save(str(out))  # the base's pooling and normalisation, with the adapted encoder
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".part")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    tmp.replace(path)  # a step's file exists only once it is complete
+
+
+def _read_jsonl(path: Path, step: str) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise BadArgument(f"{path} is missing: run the '{step}' step first (--steps {step})")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

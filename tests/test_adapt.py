@@ -1,0 +1,101 @@
+"""`adapt`: pseudo-queries from the corpus, negatives from the index, cross-encoder margins, MarginMSE;
+each step a file of its own, skipped when present; optional masked-LM pre-training."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from click.testing import CliRunner
+
+import bertsearch
+from bertsearch.cli import cli
+from bertsearch.training import adapt as ad
+
+DOCS = {
+    "mars": "Mars is the fourth planet from the Sun. Its red colour comes from iron oxide on the surface. "
+            "Olympus Mons on Mars is the tallest volcano in the solar system.",
+    "venus": "Venus is the second planet from the Sun. A thick atmosphere of carbon dioxide traps its heat. "
+             "Venus spins backwards compared with most planets.",
+    "moon": "The Moon is the only natural satellite of the Earth. Its gravity raises the tides of the oceans. "
+            "Astronauts first walked on the Moon in 1969.",
+    "comet": "A comet is a ball of ice and dust that orbits the Sun. Near the Sun it grows a glowing tail. "
+             "Halley's Comet returns about every 76 years.",
+}
+
+
+@pytest.fixture
+def index(tmp_path):
+    path = tmp_path / "ix"
+    with bertsearch.open_index(path, create=True, model="hashing") as ix:
+        ix.add([{"id": k, "title": k.title(), "text": v} for k, v in DOCS.items()])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tmp_path_factory):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from bertsearch.models import DEFAULT_ENCODER, resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(DEFAULT_ENCODER)))
+    path = tmp_path_factory.mktemp("tiny-ce")
+    torch.manual_seed(1)
+    BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
+
+
+def test_a_pseudo_query_is_a_sentence_or_a_window_of_one():
+    rng = random.Random(0)
+    text = DOCS["mars"]
+    for _ in range(20):
+        q = ad.crop_queries(text, rng, max_words=6)
+        assert q is not None and len(q.split()) <= 6 and q in text
+    assert ad.crop_queries("Too short.", rng) is None
+
+
+def test_each_step_writes_its_file_and_a_rerun_skips_it(index, tmp_path, tiny_ce):
+    out = tmp_path / "adapted"
+    r = ad.adapt(index, out, steps=("queries", "mine"), negatives=1, seed=3)
+    queries = [json.loads(line) for line in (out / "work" / "queries.jsonl").open()]
+    triples = [json.loads(line) for line in (out / "work" / "triples.jsonl").open()]
+    assert r["steps"]["queries"]["queries"] == len(queries) == 8  # 2 a document
+    assert all(q["query"] in DOCS[q["doc_id"]] for q in queries)
+    assert len(triples) == 8 and all(t["negative_id"] != t["doc_id"] for t in triples)
+    assert "label" not in r["steps"]
+    before = (out / "work" / "queries.jsonl").read_text()
+    again = ad.adapt(index, out, steps=("queries", "mine", "label"), reranker=str(tiny_ce))
+    assert (out / "work" / "queries.jsonl").read_text() == before  # not redone
+    labelled = [json.loads(line) for line in (out / "work" / "labelled.jsonl").open()]
+    assert len(labelled) == 8 and all(isinstance(t["margin"], float) for t in labelled)
+    assert set(again["steps"]) == {"queries", "mine", "label"}  # the report keeps earlier steps
+
+
+def test_a_step_without_its_input_says_which_step_to_run(index, tmp_path):
+    with pytest.raises(bertsearch.BertsearchError, match="run the 'mine' step first"):
+        ad.adapt(index, tmp_path / "x", steps=("label",))
+
+
+def test_train_gives_an_encoder_that_reindexes_the_index(index, tmp_path, tiny_ce, tiny_encoder):
+    out = tmp_path / "adapted"
+    r = ad.adapt(index, out, reranker=str(tiny_ce), base=str(tiny_encoder), batch_size=4, negatives=1)
+    assert r["steps"]["train"]["steps"] == 2 and (out / "modules.json").is_file()
+    from bertsearch.reindex import reindex
+
+    reindex(index, str(out))
+    with bertsearch.open_index(index) as ix:
+        assert ix.config.model == str(out) and len(ix.search("tallest volcano", k=2, mode="dense")) == 2
+
+
+def test_mlm_pretraining_feeds_the_bi_encoder(index, tmp_path, tiny_ce, tiny_encoder):
+    out = tmp_path / "adapted"
+    r = CliRunner().invoke(cli, ["adapt", "--index", str(index), "--out", str(out), "--reranker", str(tiny_ce),
+                                 "--base", str(tiny_encoder), "--mlm", "--batch-size", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["steps"]["mlm"]["model"] == str(out / "mlm") and report["steps"]["train"]["base"] == str(out / "mlm")
+    assert (out / "mlm" / "modules.json").is_file() and (out / "modules.json").is_file()
