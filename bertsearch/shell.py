@@ -257,6 +257,8 @@ class Shell:
 def render_answer(result: AskResult, console: Console) -> None:
     """The best answer with its span highlighted in its passage, other answers on one line each; or an
     honest "no answer found"."""
+    from .cli.render import answer_in_context
+
     if result.abstained or not result.answers:
         console.print("[bold]no answer found[/bold] [dim]in the top passages; the closest documents follow[/dim]")
         return
@@ -266,12 +268,7 @@ def render_answer(result: AskResult, console: Console) -> None:
     head.append(best.text, style="bold green")
     head.append(f"  ({best.title or best.doc_id}, score {best.score:.2f})", style="dim")
     console.print(head)
-    a0, b0 = best.start - best.context_start, best.end - best.context_start
-    left, right = max(0, a0 - 160), min(len(best.context), b0 + 160)
-    body = Text("  " + ("…" if left else "") + best.context[left:a0])
-    body.append(best.context[a0:b0], style="bold yellow reverse")
-    body.append(best.context[b0:right] + ("…" if right < len(best.context) else ""))
-    console.print(body)
+    console.print(answer_in_context(best))
     for a in others:
         console.print(Text(f"  also: {a.text}  ({a.title or a.doc_id}, score {a.score:.2f})", style="dim"))
     console.print()

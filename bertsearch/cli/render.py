@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..retrieval import query_words
 from ..snippets import snippet
-from ..types import AskResult, Hit
+from ..types import Answer, AskResult, Hit
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -90,14 +90,19 @@ def answers(result: AskResult, console: Console | None = None, *, closest: int =
         head.append(f"  score {a.score:.2f}", style="dim")
         head.append(f"  from {a.title or a.doc_id} [{a.doc_id}] chars {a.start}-{a.end}", style="cyan")
         console.print(head)
-        a0, b0 = a.start - a.context_start, a.end - a.context_start
-        left, right = max(0, a0 - 160), min(len(a.context), b0 + 160)
-        body = Text("    " + ("…" if left else "") + a.context[left:a0])
-        body.append(a.context[a0:b0], style="bold yellow reverse")
-        body.append(a.context[b0:right] + ("…" if right < len(a.context) else ""))
-        console.print(body)
+        console.print(answer_in_context(a, "    "))
     if timings:
         stage_times(result.timings, err)
+
+
+def answer_in_context(a: Answer, indent: str = "  ", around: int = 160) -> Text:
+    """The answer highlighted in up to `around` characters of its passage on each side."""
+    a0, b0 = a.start - a.context_start, a.end - a.context_start
+    left, right = max(0, a0 - around), min(len(a.context), b0 + around)
+    body = Text(indent + ("…" if left else "") + a.context[left:a0])
+    body.append(a.context[a0:b0], style="bold yellow reverse")
+    body.append(a.context[b0:right] + ("…" if right < len(a.context) else ""))
+    return body
 
 
 def stage_times(timings: dict[str, float], console: Console | None = None) -> None:
