@@ -172,7 +172,7 @@ class Shell:
 
     def cmd_where(self, arg: str) -> None:
         if not arg:
-            self.console.print(f"where {self.settings.where or '(none)'}")
+            self.console.print(f"where {self.settings.where or '(none)'}", markup=False)
             return
         if arg.lower() in ("off", "none", "clear"):
             self.settings.where = None
@@ -184,7 +184,7 @@ class Shell:
             self.hint(str(e).splitlines()[0])
             return
         self.settings.where = arg
-        self.console.print(f"where {arg}")
+        self.console.print(f"where {arg}", markup=False)
 
     def cmd_open(self, arg: str) -> None:
         if not self.last_hits:
@@ -216,7 +216,7 @@ class Shell:
         s = self.settings
         parts = [f"mode {s.mode}", f"k {s.k}", f"rerank {'on' if s.rerank else 'off'}",
                  f"answer {'on' if s.answer else 'off'}", f"where {s.where or '(none)'}"]
-        self.console.print("  ".join(parts))
+        self.console.print("  ".join(parts), markup=False)
         for name, why in self.unavailable.items():
             if why is not None:
                 self.console.print(f"[dim]{name} unavailable: {escape(why)}[/dim]")

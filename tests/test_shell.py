@@ -70,6 +70,8 @@ def test_where_filters_the_results_and_a_bad_filter_keeps_the_old_one(session, c
     session.execute(":where off")
     session.execute("light lava piano penicillin")
     assert len(session.last_hits) == 3
+    session.execute(":where topic = '[bold]x'")  # printed as typed, not read as markup
+    assert "where topic = '[bold]x'" in said(console)
 
 
 @pytest.mark.parametrize(

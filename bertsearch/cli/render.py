@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
@@ -56,7 +57,7 @@ def hits(query: str, results: list[Hit], mode: str, console: Console | None = No
     words highlighted; lines wrap at word boundaries to the console's width."""
     console = console or out
     if not results:
-        console.print(f"no results for {query!r}")
+        console.print(f"no results for {query!r}", markup=False)
         return
     words = query_words(query)
     for h in results:
@@ -82,7 +83,7 @@ def answers(result: AskResult, console: Console | None = None, *, closest: int =
     if result.abstained or not result.answers:
         console.print("[bold]no answer found[/bold] in the top passages" + ("; the closest documents:" if closest else ""))
         for h in result.hits[:closest]:
-            console.print(f"  {h.rank}. {h.title or h.doc_id}  [dim][{h.doc_id}][/dim]")
+            console.print(f"  {h.rank}. {escape(h.title or h.doc_id)}  [dim]\\[{escape(h.doc_id)}][/dim]")
     for i, a in enumerate(result.answers, start=1):
         head = Text()
         head.append(f"{i}. ", style="bold")
