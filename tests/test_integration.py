@@ -81,3 +81,34 @@ def test_bf16_encoding_matches_fp32(demo_index):
     assert (x32 * x16).sum(axis=1).min() > 0.999
     with pytest.raises(BadArgument, match="precision"):
         load_encoder(precision="fp8")
+
+
+# -- the shipped reranker and reader --------------------------------------------------------------
+
+
+def test_the_shipped_reranker_puts_the_answering_article_first(demo_index):
+    hits = demo_index.search("who discovered penicillin", k=5, rerank=True)
+    assert hits[0].doc_id in {"alexander-fleming", "penicillin"} and "rerank" in hits[0].scores
+    assert demo_index.info()["reranker"] == "bertsearch default (shipped)"
+
+
+def test_the_shipped_reader_answers_and_locates_the_span(demo_index):
+    demo_index.reader.no_answer_threshold = None  # whatever the margin: this test checks the span itself
+    result = demo_index.ask("when did Alexander Fleming discover penicillin", k=2)
+    assert not result.abstained
+    a = result.answers[0]
+    assert "1928" in a.text and demo_index.get(a.doc_id)["text"][a.start : a.end] == a.text
+
+
+def test_ask_threshold_decides_between_an_answer_and_no_answer(tmp_path):
+    ix = tmp_path / "ix"
+    runner = CliRunner()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "p", "title": "Penicillin", "text": "Alexander Fleming discovered penicillin "
+                                "in 1928 when he noticed mould killing bacteria."}) + "\n")
+    assert runner.invoke(cli, ["index", str(docs), "--index", str(ix)]).exit_code == 0
+    q = ["ask", "who", "discovered", "penicillin", "--index", str(ix), "--json"]
+    sure = json.loads(runner.invoke(cli, [*q, "--threshold", "100"]).stdout)
+    assert not sure["abstained"] and "Fleming" in sure["answers"][0]["text"]
+    never = json.loads(runner.invoke(cli, [*q, "--threshold", "-100"]).stdout)
+    assert never["abstained"] and never["answers"] == []

@@ -409,8 +409,10 @@ def test_cli_eval_squad(run, zebra_dir, monkeypatch, tmp_path):
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["total"] == 6 and {"exact_match", "f1", "HasAns_f1", "NoAns_f1", "best_f1_thresh"} <= set(data)
-    r = run("eval", "squad", SQUAD / "dev-v1.1.json", "--reader", zebra_dir, "--limit", 3, "--threshold", -1000)
+    r = run("eval", "squad", SQUAD / "dev-v2.0.json", "--reader", zebra_dir, "--limit", 3, "--threshold", -1000)
     assert r.exit_code == 0 and "exact_match" in r.stdout and "threshold -1000.000" in r.stdout
+    r = run("eval", "squad", SQUAD / "dev-v1.1.json", "--reader", zebra_dir, "--limit", 3, "--threshold", -1000)
+    assert r.exit_code == 0 and "threshold none" in r.stdout  # v1.1: every question has an answer
     monkeypatch.setattr(reader_module, "DEFAULT_READER_PATH", tmp_path / "none")
     r = run("eval", "squad", SQUAD / "dev-v1.1.json")
     assert r.exit_code == 1 and "no reader weights are shipped" in r.stderr and "Traceback" not in r.output

@@ -145,9 +145,13 @@ def test_evaluate_squad_runs_the_reader_and_reports_speed():
     assert result["total"] == 10 and result["exact_match"] == pytest.approx(50.0)
     assert result["dataset"] == "dev-v1.1.json" and result["threshold_used"] is None
     assert result["questions_per_second"] > 0 and result["reader"] == "gold"
-    # a threshold below the margin (0 - 1 = -1) makes the reader abstain everywhere
-    abstaining = evaluate_squad(SQUAD / "dev-v1.1.json", GoldReader(examples, threshold=-2.0), limit=10)
-    assert abstaining["exact_match"] == 0.0 and abstaining["threshold_used"] == -2.0
+    # v1.1 questions all have answers: the no-answer threshold does not apply to them
+    strict = evaluate_squad(SQUAD / "dev-v1.1.json", GoldReader(examples, threshold=-2.0), limit=10)
+    assert strict["exact_match"] == pytest.approx(50.0) and strict["threshold_used"] is None
+    # on v2.0, a threshold below the margin (0 - 1 = -1) makes the reader abstain everywhere
+    v2 = load_squad(SQUAD / "dev-v2.0.json")[:10]
+    abstaining = evaluate_squad(SQUAD / "dev-v2.0.json", GoldReader(v2, threshold=-2.0), limit=10)
+    assert abstaining["HasAns_exact"] == 0.0 and abstaining["threshold_used"] == -2.0
     with pytest.raises(BadArgument):
         evaluate_squad(SQUAD / "dev-v1.1.json", GoldReader(examples), limit=0)
 

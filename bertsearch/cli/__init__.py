@@ -230,6 +230,8 @@ def search(
 @click.option("--no-rerank", is_flag=True, help="Read the first-stage results without cross-encoder reranking.")
 @reranker_option
 @reader_option
+@click.option("--threshold", type=float, default=None,
+              help="Say 'no answer' when the passage's no-answer score beats the best span by more than this (default: the reader's, chosen on SQuAD 2.0 dev; lower abstains more).")
 @json_option
 def ask(
     question: tuple[str, ...],
@@ -242,6 +244,7 @@ def ask(
     no_rerank: bool,
     reranker: str | None,
     reader: str | None,
+    threshold: float | None,
     as_json: bool,
 ) -> None:
     """Answer a question from an index: retrieve, rerank, and extract answer spans.
@@ -258,6 +261,8 @@ def ask(
 
     q = " ".join(question)
     with Index.open(index_path, model=model, reranker=reranker, reader=reader) as ix:
+        if threshold is not None:
+            ix.reader.no_answer_threshold = threshold
         result = ix.ask(q, k=k, passages=passages, mode=mode, where=where, rerank=not no_rerank)
     if as_json:
         render.print_json(result.to_dict())

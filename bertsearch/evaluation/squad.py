@@ -150,10 +150,15 @@ def score_predictions(
 
 
 def predict(
-    examples: list[Example], reader: Any, *, batch_size: int = 16, progress: ProgressFactory = no_progress
+    examples: list[Example],
+    reader: Any,
+    *,
+    batch_size: int = 16,
+    abstain: bool = True,
+    progress: ProgressFactory = no_progress,
 ) -> tuple[dict[str, str], dict[str, float]]:
-    """The reader's answer to each question from its own context ("" when it abstains), and the margin
-    null score - best span score that a no-answer threshold is compared with."""
+    """The reader's answer to each question from its own context ("" when it abstains, if `abstain`), and
+    the margin null score - best span score that a no-answer threshold is compared with."""
     predictions: dict[str, str] = {}
     margins: dict[str, float] = {}
     with progress("answering", len(examples), "questions") as advance:
@@ -163,7 +168,7 @@ def predict(
                 [ex.question for ex in part], [[ex.context] for ex in part], top_k=1, batch_size=batch_size
             )
             for ex, spans in zip(part, results):
-                predictions[ex.id] = "" if reader.abstains(spans) else spans[0].text
+                predictions[ex.id] = "" if (abstain and reader.abstains(spans)) or not spans else spans[0].text
                 margins[ex.id] = spans[0].null_score - spans[0].score if spans else float("inf")
             advance(len(part))
     return predictions, margins
@@ -172,13 +177,16 @@ def predict(
 def evaluate_examples(
     examples: list[Example], reader: Any, *, batch_size: int = 16, progress: ProgressFactory = no_progress
 ) -> dict[str, Any]:
-    """Scores of `reader` on in-memory examples, with speed and the threshold it used."""
+    """Scores of `reader` on in-memory examples, with speed and the threshold it used. The no-answer
+    threshold applies to SQuAD 2.0 data only: every v1.1 question has an answer, and its official score
+    is of the best span."""
+    v2 = any(ex.is_impossible is not None for ex in examples)
     t0 = time.perf_counter()
-    predictions, margins = predict(examples, reader, batch_size=batch_size, progress=progress)
+    predictions, margins = predict(examples, reader, batch_size=batch_size, abstain=v2, progress=progress)
     seconds = time.perf_counter() - t0
     return {
         **score_predictions(examples, predictions, margins),
-        "threshold_used": reader.no_answer_threshold,
+        "threshold_used": reader.no_answer_threshold if v2 else None,
         "reader": reader.name,
         "seconds": round(seconds, 3),
         "questions_per_second": round(len(examples) / seconds, 2) if seconds > 0 else 0.0,
