@@ -168,4 +168,4 @@ def test_eval_ask_scores_answers_end_to_end(tmp_path, monkeypatch):
     assert r["questions"] == 2 and r["gold_paragraph_read"] == 1.0
     span = r["variants"][0]
     assert span["scoring"] == "span" and span["exact_match"] == 50.0  # right for q1; q2 has no Fleming: abstains
-    assert span["abstained"] == 0.5
+    assert span["abstained"] == 0.5 and span["exact_match_never_abstaining"] == 50.0  # q2 has nothing to answer

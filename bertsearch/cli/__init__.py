@@ -627,7 +627,8 @@ def eval_ask(dataset: str, answers_file: str, no_rerank: bool, as_json: bool, **
                      f"{100 * r['gold_paragraph_read']:.1f}%; {r['seconds_per_question']:.2f} s/question")
     for v in r["variants"]:
         render.out.print(f"  {v['scoring']:<7} + {v['passage_weight']:.1f} x passage  EM {v['exact_match']:.1f}  "
-                         f"F1 {v['f1']:.1f}  abstained {100 * v['abstained']:.1f}%")
+                         f"F1 {v['f1']:.1f}  abstained {100 * v['abstained']:.1f}%  (never abstaining: "
+                         f"EM {v['exact_match_never_abstaining']:.1f}  F1 {v['f1_never_abstaining']:.1f})")
 
 
 @cli.command()

@@ -759,7 +759,8 @@ def _model_card(r: dict[str, Any]) -> str:
     if d["format"] == "squad":
         data = (f"SQuAD ({Path(d['source']).name}): {d['train_queries']} questions, each with its paragraph as the "
                 f"positive and {s['negatives_per_query']} hard negatives (other paragraphs of its article and top "
-                "BM25 paragraphs, never one containing an answer)")
+                "BM25 paragraphs, never one containing an answer)"
+                + (f" and {s['random_negatives']} random paragraph(s) of other articles" if s.get("random_negatives") else ""))
         licence = ("SQuAD (Rajpurkar et al., 2016) is licensed CC BY-SA 4.0; a model trained on it is shared under "
                    "the same licence. The base model keeps its own licence (all-MiniLM-L6-v2: Apache-2.0).")
         card_licence = "cc-by-sa-4.0"
