@@ -1,9 +1,10 @@
 # Two commands set up everything on a fresh machine:
-#   make demo   install, index the shipped demo corpus, answer a query
+#   make demo   install, index the shipped demo corpus, search it and answer a question
 #   make test   install with test extras, run the test suite
 PYTHON ?= python3
 INDEX ?= indexes/demo
 QUERY ?= what causes the northern lights
+QUESTION ?= when did Alexander Fleming discover penicillin
 
 .PHONY: install demo test bench
 
@@ -16,6 +17,7 @@ install:
 demo: install
 	$(PYTHON) -m bertsearch index corpora/wiki-demo/docs.jsonl --index $(INDEX)
 	$(PYTHON) -m bertsearch search "$(QUERY)" --index $(INDEX) -k 5
+	$(PYTHON) -m bertsearch ask "$(QUESTION)" --index $(INDEX)
 
 test: install
 	$(PYTHON) -m pytest -q
