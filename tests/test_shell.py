@@ -282,7 +282,8 @@ def test_a_narrow_terminal_wraps_instead_of_breaking(tmp_path, corpus_file):
 
 @pytest.mark.model
 def test_the_shipped_models_answer_in_the_shell(tmp_path, corpus_file):
-    """The whole pipeline a user starts with `bertsearch shell`: packaged encoder, shipped reranker and reader."""
+    """The whole pipeline a user starts with `bertsearch shell`: packaged encoder, shipped reranker and reader;
+    a question, its answer and hits, a mode switch, a whole document, a mistyped command, Ctrl-D."""
     import subprocess
 
     ix = tmp_path / "ix"
@@ -299,6 +300,14 @@ def test_the_shipped_models_answer_in_the_shell(tmp_path, corpus_file):
     child.expect(PROMPT)
     child.sendline(":json")
     child.expect(r'abstained.{0,40}false')  # (highlighting may sit between key and value)
+    child.expect(PROMPT)
+    child.sendline(":mode dense")
+    child.expect("mode dense")
+    child.sendline(":open 1")
+    child.expect("noticed mould killing bacteria")
+    child.expect(PROMPT)
+    child.sendline(":opne 1")
+    child.expect("did you mean :open")
     child.expect(PROMPT)
     child.sendeof()
     child.expect(pexpect.EOF)
