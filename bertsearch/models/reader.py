@@ -108,10 +108,9 @@ class ExtractiveReader:
     @property
     def uses_bf16(self) -> bool:
         """bfloat16 autocast: asked for, or "auto" on a CPU (not a GPU) that runs it natively."""
-        from .sentence import bf16_is_fast
+        from .sentence import uses_bf16
 
-        on_cpu = str(self.model.device).startswith("cpu")
-        return on_cpu and (self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast()))
+        return uses_bf16(self.model.device, self.precision)
 
     @classmethod
     def wrap(cls, model: Any, tokenizer: Any, *, name: str = "in-memory", **settings: Any) -> ExtractiveReader:

@@ -206,11 +206,9 @@ class CrossEncoderReranker:
                 flat += 1
         best = np.full(flat, -np.inf, dtype=np.float32)
         if pairs:
-            from .sentence import bf16_is_fast
+            from .sentence import uses_bf16
 
-            on_cpu = str(self.model.device).startswith("cpu")
-            bf16 = on_cpu and (self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast()))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(self.model.device, self.precision)):
                 logits = self.model.predict(
                     pairs,
                     batch_size=batch_size,

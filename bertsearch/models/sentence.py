@@ -28,6 +28,13 @@ def bf16_is_fast() -> bool:
         return False
 
 
+def uses_bf16(device: Any, precision: str) -> bool:
+    """Whether a model on `device` runs under bfloat16 autocast: asked for ("bf16"), or "auto" on a CPU
+    (not a GPU) that runs it natively."""
+    on_cpu = str(device).startswith("cpu")
+    return on_cpu and (precision == "bf16" or (precision == "auto" and bf16_is_fast()))
+
+
 class SentenceEncoder:
     """`name` is what the index records; `path` is the local directory the weights load from.
 
@@ -99,6 +106,5 @@ class SentenceEncoder:
     def uses_bf16(self) -> bool:
         """bfloat16 autocast: asked for, or "auto" on a CPU (not a GPU) that runs it natively."""
         if self._bf16 is None:
-            on_cpu = str(self.model.device).startswith("cpu")
-            self._bf16 = on_cpu and (self.precision == "bf16" or (self.precision == "auto" and bf16_is_fast()))
+            self._bf16 = uses_bf16(self.model.device, self.precision)
         return self._bf16
