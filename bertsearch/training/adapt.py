@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import BadArgument, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
-from .common import machine, write_json
+from .common import machine, schedule_args, write_json
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +188,14 @@ def _train_margin(rows: list[dict[str, Any]], out_dir: Path, base: str, **kw: An
         "query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows],
         "negative": [r["negative"] for r in rows], "label": [r["margin"] for r in rows],
     })
-    steps = math.ceil(len(rows) / kw["batch_size"]) * kw["epochs"]
     args = Args(
-        output_dir=str(out_dir / "checkpoints"), num_train_epochs=kw["epochs"],
-        per_device_train_batch_size=kw["batch_size"], learning_rate=kw["lr"], lr_scheduler_type="linear",
-        warmup_steps=kw["warmup_ratio"], weight_decay=0.01, max_grad_norm=kw["max_grad_norm"], save_strategy="epoch",
-        save_total_limit=1, logging_steps=max(1, min(50, steps // 10)), use_cpu=not cuda, bf16=kw["bf16"],
-        seed=kw["seed"], data_seed=kw["seed"], report_to="none", disable_tqdm=True,
+        **schedule_args(
+            checkpoints=out_dir / "checkpoints", epochs=kw["epochs"], batch_size=kw["batch_size"], lr=kw["lr"],
+            warmup_ratio=kw["warmup_ratio"], weight_decay=0.01, max_grad_norm=kw["max_grad_norm"], eval_steps=None,
+            best_metric=None, steps_per_epoch=math.ceil(len(rows) / kw["batch_size"]), cuda=cuda, bf16=kw["bf16"],
+            seed=kw["seed"],
+        ),
+        data_seed=kw["seed"],
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=MarginMSELoss(model))
     trainer.remove_callback(PrinterCallback)
