@@ -16,10 +16,11 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from .errors import BadArgument, ModelMismatch
+from .errors import BadArgument, IndexNotFound, ModelMismatch
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +82,29 @@ def reindex(
     Returns a report: documents, chunks, the old and new model, seconds. `before_swap` runs after the
     copy and before the swap (tests use it to write to the old index meanwhile).
     """
-    from .engine import Index
+    from .store import Store
 
     path = Path(path)
     recover(path)
     stage = staging_path(path)
     t0 = time.perf_counter()
-    with Index.open(path) as old:
-        old_model = old.config.model
-        new = _open_staging(stage, model, old.config, precision)
+    if not (path / Store.FILE).is_file():
+        raise IndexNotFound(str(path))
+    # the old index's store only: its encoder is not needed (and may be gone) to copy its documents out
+    with closing(Store(path / Store.FILE)) as store:
+        config = store.config
+        if config is None:
+            raise IndexNotFound(str(path))
+        old_model = config.model
+        new = _open_staging(stage, model, config, precision)
         try:
-            if new.config.fingerprint == old.config.fingerprint:
+            if new.config.fingerprint == config.fingerprint:
                 raise BadArgument(f"{path} already holds vectors of {model}; nothing to re-index")
-            report = new.add(_documents(old.store), batch_size=batch_size, on_progress=on_progress, prune=True)
+            report = new.add(_documents(store), batch_size=batch_size, on_progress=on_progress, prune=True)
             if before_swap is not None:
                 before_swap()
-            with old.store.transaction(bump=False) as c:  # no writer gets in from here to the swap
-                caught_up = _catch_up(old.store, new)
+            with store.transaction(bump=False) as c:  # no writer gets in from here to the swap
+                caught_up = _catch_up(store, new)
                 new.refresh_vectors()
                 counts = new.store.counts()
                 new_model = new.config.model

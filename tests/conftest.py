@@ -62,3 +62,24 @@ def tiny_encoder(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-st")
     st.save(str(out))
     return out
+
+
+@pytest.fixture
+def recorded_progress():
+    """A progress factory that records (description, total, steps advanced) for each bar opened."""
+    from contextlib import contextmanager
+
+    bars: list[list] = []
+
+    @contextmanager
+    def progress(description, total, unit="docs"):
+        bar = [description, total, 0]
+        bars.append(bar)
+
+        def advance(n):
+            bar[2] += n
+
+        yield advance
+
+    progress.bars = bars
+    return progress

@@ -80,10 +80,13 @@ def test_a_step_without_its_input_says_which_step_to_run(index, tmp_path):
         ad.adapt(index, tmp_path / "x", steps=("label",))
 
 
-def test_train_gives_an_encoder_that_reindexes_the_index(index, tmp_path, tiny_ce, tiny_encoder):
+def test_train_gives_an_encoder_that_reindexes_the_index(index, tmp_path, tiny_ce, tiny_encoder, recorded_progress):
     out = tmp_path / "adapted"
-    r = ad.adapt(index, out, reranker=str(tiny_ce), base=str(tiny_encoder), batch_size=4, negatives=1)
+    r = ad.adapt(index, out, reranker=str(tiny_ce), base=str(tiny_encoder), batch_size=4, negatives=1,
+                 progress=recorded_progress)
     assert r["steps"]["train"]["steps"] == 2 and (out / "modules.json").is_file()
+    shown = {bar[0]: bar[1:] for bar in recorded_progress.bars}
+    assert shown["training"] == [2, 2] and shown["labelling margins"][0] == shown["labelling margins"][1] > 0
     from bertsearch.reindex import reindex
 
     reindex(index, str(out))

@@ -128,3 +128,25 @@ def test_folder_reindex_updates_changed_files_and_prunes_vanished_ones(run, tmp_
     assert hits[0]["doc_id"] == "b.txt" and {h["doc_id"] for h in hits} == {"a.md", "b.txt"}
     r = run("index", notes, "--index", ix, "--prune", "--on-error", "skip")
     assert r.exit_code == 1 and "--prune" in r.stderr
+
+
+def test_progress_without_a_terminal_is_a_line_now_and_then(monkeypatch, capsys):
+    """A run with its stderr in a log file still says how far it got: a plain line per interval, and a
+    closing line for a step that took long enough; a quick step prints nothing."""
+    from bertsearch.cli import render
+
+    clock = iter(float(t) for t in range(0, 1000, 10))  # each call is 10 s later
+    monkeypatch.setattr(render.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(render, "PROGRESS_LINE_SECONDS", 25.0)
+    with render.progress("training", 8, "steps") as advance:
+        for _ in range(8):
+            advance(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("training: 3/8 steps (38%)") and "s each" in lines[0] and "eta" in lines[0]
+    assert lines[-1].startswith("training: 8/8 steps (100%)") and lines[-1].endswith("done")
+    assert 3 <= len(lines) <= 5
+
+    monkeypatch.setattr(render, "PROGRESS_LINE_SECONDS", 1e9)
+    with render.progress("mining", 100, "queries") as advance:
+        advance(100)
+    assert capsys.readouterr().err == ""

@@ -70,12 +70,15 @@ def test_mining_from_an_index_uses_its_documents(tmp_path):
     assert examples[0].negatives[0] != TOPICS["dog"]
 
 
-def test_train_encoder_on_a_beir_split_evaluates_before_and_after(tiny_encoder, beir_dir, tmp_path):
+def test_train_encoder_on_a_beir_split_evaluates_before_and_after(tiny_encoder, beir_dir, tmp_path,
+                                                                 recorded_progress):
     out = tmp_path / "enc"
     report = training.train_encoder(out, beir=beir_dir, base=str(tiny_encoder), epochs=2, batch_size=4,
-                                    mini_batch_size=2, dev_fraction=0.25, dev_corpus=10, filter_negatives=False)
+                                    mini_batch_size=2, dev_fraction=0.25, dev_corpus=10, filter_negatives=False,
+                                    progress=recorded_progress)
     assert report["data"]["train_pairs"] == 6 and report["data"]["dev_queries"] == 2
     assert report["steps"] == 4  # 2 epochs x ceil(6 / 4)
+    assert ["training", 4, 4] in recorded_progress.bars  # every step shown
     assert set(report["dev_before"]) == set(report["dev_after"]) == {"ndcg@10", "recall@100", "mrr@10"}
     assert len(report["dev_per_evaluation"]) == 2
     assert (out / "report.json").is_file() and (out / "README.md").is_file() and not (out / "checkpoints").exists()

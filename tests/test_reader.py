@@ -361,7 +361,7 @@ def test_layer_decay_groups_and_gradual_unfreezing(tmp_path, tiny_dir):
     assert lrs == {1.0, 0.5, 0.25, 0.125}  # head, layer 1, layer 0, embeddings
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     assert any(g["weight_decay"] == 0.0 and g["lr"] == 1.0 for g in groups)
-    _, (Unfreeze, _) = _trainer_classes()
+    _, Unfreeze = _trainer_classes()
     unfreeze = Unfreeze(every=2)
 
     def training():

@@ -104,6 +104,22 @@ def test_a_crash_between_the_renames_is_repaired_on_open(old, complete, model):
     assert not rx.retired_path(old).exists() and not rx.staging_path(old).exists() or not complete
 
 
+def test_reindex_works_when_the_old_model_is_gone(old, tmp_path):
+    from bertsearch.store import Store
+
+    store = Store(old / Store.FILE)
+    config = store.config
+    config.model = str(tmp_path / "deleted-model")  # the folder the index was built with no longer exists
+    store.set_config(config)
+    store.close()
+    with pytest.raises(bertsearch.BertsearchError):
+        bertsearch.open_index(old)
+    report = rx.reindex(old, "hashing:128")
+    assert report["to_model"] == "hashing:128"
+    with bertsearch.open_index(old) as ix:
+        assert ix.search("magma chamber", k=1, mode="dense")[0].doc_id == "volcano"
+
+
 def test_reindex_to_the_same_model_is_refused(old):
     with pytest.raises(bertsearch.BertsearchError, match="already holds vectors"):
         rx.reindex(old, "hashing:64")

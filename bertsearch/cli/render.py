@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,9 +26,18 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
+PROGRESS_LINE_SECONDS = 30.0
+"""Where stderr is not a terminal (a log file, a pipe), progress is a line this often instead of a bar."""
+
+
 @contextmanager
 def progress(description: str, total: int | None, unit: str = "docs") -> Iterator[Any]:
-    """A progress bar on stderr with count, rate and ETA; yields `advance(n)`."""
+    """A progress bar on stderr with count, rate and ETA; yields `advance(n)`. Where stderr is not a terminal
+    (a run in the background with its stderr in a file), a plain line every PROGRESS_LINE_SECONDS instead."""
+    if not err.is_terminal:
+        with _progress_lines(description, total, unit) as advance:
+            yield advance
+        return
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -50,6 +60,41 @@ def progress(description: str, total: int | None, unit: str = "docs") -> Iterato
 
     with bar:
         yield advance
+
+
+@contextmanager
+def _progress_lines(description: str, total: int | None, unit: str) -> Iterator[Any]:
+    start = last = time.monotonic()
+    done = 0
+
+    def line(now: float) -> str:
+        rate = done / (now - start) if now > start else 0.0
+        text = f"{description}: {done}" + (f"/{total} {unit} ({100 * done / total:.0f}%)" if total else f" {unit}")
+        text += f", {rate:.1f} {unit}/s" if rate >= 1 else f", {1 / rate:.1f} s each" if rate > 0 else ""
+        text += f", {_duration(now - start)} elapsed"
+        if total and rate > 0 and done < total:
+            text += f", eta {_duration((total - done) / rate)}"
+        return text
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last >= PROGRESS_LINE_SECONDS:
+            last = now
+            sys.stderr.write(line(now) + "\n")
+            sys.stderr.flush()
+
+    yield advance
+    now = time.monotonic()
+    if now - start >= PROGRESS_LINE_SECONDS:  # a quick step stays quiet; a long one says when it ended
+        sys.stderr.write(line(now) + ", done\n")
+        sys.stderr.flush()
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def hits(query: str, results: list[Hit], mode: str, console: Console | None = None) -> None:

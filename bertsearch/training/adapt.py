@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import BadArgument, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
-from .common import machine, schedule_args, write_json
+from .common import machine, progress_callback, schedule_args, write_json
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +153,12 @@ def adapt(
         start = start_model
         if mlm:
             start = str(_mlm(index, out_dir / "mlm", start_model, epochs=mlm_epochs, batch_size=batch_size, lr=lr,
-                             max_length=max_length, bf16=bf16, seed=seed, limit=limit))
+                             max_length=max_length, bf16=bf16, seed=seed, limit=limit, progress=progress))
             report["steps"]["mlm"] = {"model": start}
         report["steps"]["train"] = _train_margin(
             _read_jsonl(lfile, "label"), out_dir, start, epochs=epochs, batch_size=batch_size, lr=lr,
             warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, max_length=max_length, bf16=bf16, seed=seed,
+            progress=progress,
         )
     report["machine"] = machine()
     previous = json.loads((out_dir / "adapt.json").read_text()) if (out_dir / "adapt.json").exists() else {}
@@ -197,7 +198,8 @@ def _train_margin(rows: list[dict[str, Any]], out_dir: Path, base: str, **kw: An
         ),
         data_seed=kw["seed"],
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=MarginMSELoss(model))
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=MarginMSELoss(model),
+                                         callbacks=[progress_callback(kw["progress"])])
     trainer.remove_callback(PrinterCallback)
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -217,13 +219,19 @@ def _train_margin(rows: list[dict[str, Any]], out_dir: Path, base: str, **kw: An
 
 
 def _mlm(index: str | Path, out: Path, base: str, *, epochs: int, batch_size: int, lr: float, max_length: int,
-         bf16: bool, seed: int, limit: int | None) -> Path:
+         bf16: bool, seed: int, limit: int | None, progress: ProgressFactory = no_progress) -> Path:
     """Masked-language-model pre-training on the index's documents; returns a sentence-transformers folder
     whose transformer is the adapted encoder (mean pooling, as the base)."""
     import datasets
     import torch
     from sentence_transformers import SentenceTransformer
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        PrinterCallback,
+        Trainer,
+    )
     from transformers import TrainingArguments as Args
 
     from ..engine import Index
@@ -248,7 +256,10 @@ def _mlm(index: str | Path, out: Path, base: str, *, epochs: int, batch_size: in
     args = Args(output_dir=str(out / "checkpoints"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
                 learning_rate=lr, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0, save_strategy="no",
                 use_cpu=not torch.cuda.is_available(), bf16=bf16, seed=seed, report_to="none", disable_tqdm=True)
-    Trainer(model=mlm_model, args=args, train_dataset=data, data_collator=collator).train()
+    trainer = Trainer(model=mlm_model, args=args, train_dataset=data, data_collator=collator,
+                      callbacks=[progress_callback(progress)])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
     missing, _ = st[0].auto_model.load_state_dict(mlm_model.base_model.state_dict(), strict=False)
     if any(not k.startswith("pooler") for k in missing):
         raise BadArgument(f"the masked-LM encoder does not fit {base}: missing {missing[:3]}")

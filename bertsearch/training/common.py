@@ -8,10 +8,12 @@ import os
 import platform
 import shutil
 from collections.abc import Collection
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadArgument
+from ..evaluation.beir import ProgressFactory
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +141,31 @@ def machine() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "sentence_transformers": sentence_transformers.__version__,
     }
+
+
+def progress_callback(progress: ProgressFactory) -> Any:
+    """A TrainerCallback that advances a progress bar per step and sends the trainer's logs (loss, learning
+    rate, dev scores) to the logging module, never to stdout, which carries data."""
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        def __init__(self) -> None:
+            self.stack = ExitStack()
+            self.advance: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.advance = self.stack.enter_context(progress("training", state.max_steps, "steps"))
+            if state.global_step:
+                self.advance(state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.advance(1)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (logs or {}).items())
+            log.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.stack.close()
+
+    return Report()

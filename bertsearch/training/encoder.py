@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import BadArgument, CorpusError, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
-from .common import check_settings, machine, resume_point, schedule_args, step_of, write_json
+from .common import check_settings, machine, progress_callback, resume_point, schedule_args, step_of, write_json
 from .reranker import Example, bm25_candidates, read_pairs
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def train_encoder(
         data_seed=seed,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
-                                         evaluator=evaluator)
+                                         evaluator=evaluator, callbacks=[progress_callback(progress)])
     trainer.remove_callback(PrinterCallback)
     checkpoints.mkdir(parents=True, exist_ok=True)
     write_json(checkpoints / "run.json", settings)

@@ -17,14 +17,22 @@ import random
 import re
 import shutil
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadArgument, CorpusError
 from ..evaluation.beir import ProgressFactory, no_progress
 from ..evaluation.squad import Example, evaluate_examples, evaluate_squad, load_squad
-from .common import RUN_FILE, check_settings, machine, resume_point, schedule_args, step_of, write_json
+from .common import (
+    RUN_FILE,
+    check_settings,
+    machine,
+    progress_callback,
+    resume_point,
+    schedule_args,
+    step_of,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +122,7 @@ def param_groups(
 
 
 def _trainer_classes() -> tuple[Any, Any]:
-    """The Trainer subclass and callbacks, built on first use so that importing this module stays cheap."""
+    """The Trainer subclass and the unfreezing callback, built on first use so that importing this module stays cheap."""
     import torch
     from transformers import Trainer, TrainerCallback
 
@@ -199,30 +207,7 @@ def _trainer_classes() -> tuple[Any, Any]:
         def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             self._apply(model, state.global_step)
 
-    class Report(TrainerCallback):
-        """Steps to a progress bar, logs to the logging module (never stdout, which carries data)."""
-
-        def __init__(self, progress: ProgressFactory) -> None:
-            self.progress = progress
-            self.stack = ExitStack()
-            self.advance: Any = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.advance = self.stack.enter_context(self.progress("training", state.max_steps, "steps"))
-            if state.global_step:
-                self.advance(state.global_step)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.advance(1)
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (logs or {}).items())
-            log.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.stack.close()
-
-    return ReaderTrainer, (Unfreeze, Report)
+    return ReaderTrainer, Unfreeze
 
 
 def train_reader(
@@ -365,8 +350,8 @@ def train_reader(
         "max_answer_tokens": MAX_ANSWER_TOKENS,
         "precision": "bf16" if bf16 and not cuda else "fp32",
     }
-    ReaderTrainer, (Unfreeze, Report) = _trainer_classes()
-    callbacks = [Report(progress)]
+    ReaderTrainer, Unfreeze = _trainer_classes()
+    callbacks = [progress_callback(progress)]
     if unfreeze_schedule:
         total_steps = steps_per_epoch * epochs
         callbacks.append(Unfreeze(max(1, total_steps // (2 * (model.config.num_hidden_layers + 1)))))

@@ -36,14 +36,22 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadArgument, CorpusError, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
-from .common import RUN_FILE, check_settings, machine, resume_point, schedule_args, step_of, write_json
+from .common import (
+    RUN_FILE,
+    check_settings,
+    machine,
+    progress_callback,
+    resume_point,
+    schedule_args,
+    step_of,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -420,34 +428,6 @@ def layer_lr_mapping(model: Any, lr: float, decay: float) -> dict[str, float]:
     return mapping
 
 
-def _report_callback(progress: ProgressFactory) -> Any:
-    from transformers import TrainerCallback
-
-    class Report(TrainerCallback):
-        """Steps to a progress bar, logs to the logging module (never stdout, which carries data)."""
-
-        def __init__(self) -> None:
-            self.stack = ExitStack()
-            self.advance: Any = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.advance = self.stack.enter_context(progress("training", state.max_steps, "steps"))
-            if state.global_step:
-                self.advance(state.global_step)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.advance(1)
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in (logs or {}).items()}
-            log.info("step %d/%d: %s", state.global_step, state.max_steps, shown)
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.stack.close()
-
-    return Report()
-
-
 def train_reranker(
     out_dir: str | Path,
     *,
@@ -603,7 +583,7 @@ def train_reranker(
         train_dataset=train_dataset,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[_report_callback(progress)],
+        callbacks=[progress_callback(progress)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints logs to stdout, which carries data
 
