@@ -35,6 +35,8 @@ class Example:
     answers: list[str]
     answer_starts: list[int]
     is_impossible: bool | None = None
+    article: int = 0  # the article's position in the file
+    paragraph: int = 0  # the paragraph's position in the file, over all articles
 
 
 def load_squad(path: str | Path) -> list[Example]:
@@ -44,8 +46,10 @@ def load_squad(path: str | Path) -> list[Example]:
         data = json.loads(path.read_text(encoding="utf-8"))
         v2 = data.get("version") == "v2.0"
         examples = []
-        for article in data["data"]:
+        p = -1
+        for a, article in enumerate(data["data"]):
             for paragraph in article["paragraphs"]:
+                p += 1
                 for qa in paragraph["qas"]:
                     impossible = bool(qa.get("is_impossible", False)) if v2 or "is_impossible" in qa else None
                     examples.append(
@@ -56,6 +60,8 @@ def load_squad(path: str | Path) -> list[Example]:
                             answers=[a["text"] for a in qa["answers"]],
                             answer_starts=[int(a["answer_start"]) for a in qa["answers"]],
                             is_impossible=impossible,
+                            article=a,
+                            paragraph=p,
                         )
                     )
     except FileNotFoundError:

@@ -100,29 +100,19 @@ class Squad:
 
 
 def read_squad(path: str | Path) -> Squad:
-    """Read a SQuAD v1.1 or v2.0 JSON file. Unanswerable v2.0 questions are left out: they have no positive."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise CorpusError(f"no SQuAD file at {path}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CorpusError(f"{path} is not a SQuAD JSON file ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise CorpusError(f"{path} is not a SQuAD JSON file: it has no 'data' list of articles")
+    """Read a SQuAD v1.1 or v2.0 JSON file (`evaluation.squad.load_squad`) as paragraphs and questions.
+    Unanswerable v2.0 questions are left out: they have no positive."""
+    from ..evaluation.squad import load_squad
+
     squad = Squad([], [], [])
-    try:
-        for a, article in enumerate(data["data"]):
-            for para in article["paragraphs"]:
-                p = len(squad.paragraphs)
-                squad.paragraphs.append(para["context"])
-                squad.article_of.append(a)
-                for qa in para["qas"]:
-                    answers = [(ans["text"], int(ans["answer_start"])) for ans in qa.get("answers", [])]
-                    if answers and not qa.get("is_impossible", False):
-                        squad.questions.append((qa["question"], p, answers))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CorpusError(f"{path}: malformed SQuAD record ({type(e).__name__}: {e})") from None
+    position: dict[int, int] = {}  # paragraph in the file -> index in squad.paragraphs
+    for ex in load_squad(path):
+        if ex.paragraph not in position:
+            position[ex.paragraph] = len(squad.paragraphs)
+            squad.paragraphs.append(ex.context)
+            squad.article_of.append(ex.article)
+        if ex.answers and not ex.is_impossible:
+            squad.questions.append((ex.question, position[ex.paragraph], list(zip(ex.answers, ex.answer_starts))))
     if not squad.questions:
         raise CorpusError(f"{path} holds no answerable questions")
     return squad
