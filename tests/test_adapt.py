@@ -85,6 +85,7 @@ def test_train_gives_an_encoder_that_reindexes_the_index(index, tmp_path, tiny_c
     r = ad.adapt(index, out, reranker=str(tiny_ce), base=str(tiny_encoder), batch_size=4, negatives=1,
                  progress=recorded_progress)
     assert r["steps"]["train"]["steps"] == 2 and (out / "modules.json").is_file()
+    assert r["steps"]["train"]["margin_scale"] > 0 and "spread" in r["steps"]["train"]["chosen"]
     shown = {bar[0]: bar[1:] for bar in recorded_progress.bars}
     assert shown["training"] == [2, 2] and shown["labelling margins"][0] == shown["labelling margins"][1] > 0
     from bertsearch.reindex import reindex
@@ -102,3 +103,21 @@ def test_mlm_pretraining_feeds_the_bi_encoder(index, tmp_path, tiny_ce, tiny_enc
     report = json.loads(r.stdout)
     assert report["steps"]["mlm"]["model"] == str(out / "mlm") and report["steps"]["train"]["base"] == str(out / "mlm")
     assert (out / "mlm" / "modules.json").is_file() and (out / "modules.json").is_file()
+
+
+def test_margins_are_rescaled_to_the_encoders_own_spread():
+    """The cross-encoder's margins (std 2 here) are scaled to the spread of the bi-encoder's margins
+    (std 0.2): a normalised encoder cannot reach logit-sized margins, and chasing them wrecks it."""
+    import torch
+
+    class Encoder:  # embeddings chosen so that s(q, p) - s(q, n) is 0.1 * i for triple i
+        def encode(self, texts, **kw):
+            return torch.tensor([[float(t.split()[1]), 0.0] if t.startswith("p") else
+                                 [0.0, 0.0] if t.startswith("n") else [0.1, 0.0] for t in texts])
+
+    rows = [{"query": f"q {i}", "positive": f"p {i}", "negative": f"n {i}", "margin": float(i)} for i in range(10)]
+    got = ad.margin_scale_for(Encoder(), rows, sample=10)
+    assert got["margin_scale"] == pytest.approx(0.1, rel=1e-4)
+    assert got["encoder_margin_std"] == pytest.approx(0.1 * got["teacher_margin_std"], rel=1e-3)
+    flat = [{**r, "margin": 1.0} for r in rows]  # no spread to match: margins are left as they are
+    assert ad.margin_scale_for(Encoder(), flat, sample=10)["margin_scale"] == 1.0

@@ -342,6 +342,9 @@ def shell(
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-5, show_default=True)
+@click.option("--margin-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Multiply the cross-encoder's margins by this before training (default: match their spread to "
+                   "the encoder's own margins).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (about twice as fast on CPUs with AVX-512).")
 @json_option
 def adapt(index_path: str, steps: str, as_json: bool, **kwargs: Any) -> None:

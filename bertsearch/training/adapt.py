@@ -9,7 +9,11 @@ run resumes and every step can be run and inspected on its own (`steps`):
    the source document never counts) (`triples.jsonl`);
 3. `label`: the cross-encoder scores (query, positive) and (query, negative); the margin between the two
    is the label (`labelled.jsonl`);
-4. `train`: MarginMSE: the bi-encoder learns to reproduce the cross-encoder's margins (`OUT`).
+4. `train`: MarginMSE: the bi-encoder learns to reproduce the cross-encoder's margins (`OUT`). The
+   margins are first rescaled to the bi-encoder's own range (`margin_scale`): a cross-encoder's logit
+   margins run to 5 and more while a normalised bi-encoder's cosine margins stay within 2, and
+   regressing on unscaled margins pushed every margin up at once and wrecked the encoder on SciFact
+   (dense nDCG@10 0.656 -> 0.418).
 
 With `mlm`, masked-language-model pre-training on the corpus runs first (15% of tokens: 80% [MASK], 10%
 random, 10% unchanged) and the bi-encoder starts from that encoder (`mlm/`).
@@ -69,6 +73,7 @@ def adapt(
     warmup_ratio: float = 0.1,
     max_grad_norm: float = 1.0,
     max_length: int = 256,
+    margin_scale: float | None = None,
     bf16: bool = False,
     seed: int = 42,
     progress: ProgressFactory = no_progress,
@@ -158,7 +163,7 @@ def adapt(
         report["steps"]["train"] = _train_margin(
             _read_jsonl(lfile, "label"), out_dir, start, epochs=epochs, batch_size=batch_size, lr=lr,
             warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, max_length=max_length, bf16=bf16, seed=seed,
-            progress=progress,
+            margin_scale=margin_scale, progress=progress,
         )
     report["machine"] = machine()
     previous = json.loads((out_dir / "adapt.json").read_text()) if (out_dir / "adapt.json").exists() else {}
@@ -185,9 +190,12 @@ def _train_margin(rows: list[dict[str, Any]], out_dir: Path, base: str, **kw: An
     model = SentenceTransformer(str(resolve_model_path(base)), device="cuda" if cuda else "cpu",
                                 local_files_only=True, model_kwargs={"dtype": torch.float32})
     model.max_seq_length = min(kw["max_length"], model.max_seq_length or kw["max_length"])
+    scaling = ({"margin_scale": kw["margin_scale"], "chosen": "given"} if kw["margin_scale"] is not None
+               else margin_scale_for(model, rows, seed=kw["seed"]))
+    scale = scaling["margin_scale"]
     data = datasets.Dataset.from_dict({
         "query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows],
-        "negative": [r["negative"] for r in rows], "label": [r["margin"] for r in rows],
+        "negative": [r["negative"] for r in rows], "label": [r["margin"] * scale for r in rows],
     })
     args = Args(
         **schedule_args(
@@ -211,11 +219,29 @@ def _train_margin(rows: list[dict[str, Any]], out_dir: Path, base: str, **kw: An
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     (out_dir / "README.md").write_text(
         f"# Bi-encoder adapted by bertsearch (GPL-style)\n\nStarted from `{base}`; trained with MarginMSE on "
-        f"{len(rows)} (pseudo-query, positive, negative) triples labelled by a cross-encoder. See adapt.json.\n",
+        f"{len(rows)} (pseudo-query, positive, negative) triples labelled by a cross-encoder, its margins scaled "
+        f"by {scale:.4g} ({scaling['chosen']}). See adapt.json.\n",
         encoding="utf-8",
     )
-    return {"base": base, "triples": len(rows), "steps": trainer.state.global_step, "train_loss": output.training_loss,
-            "seconds": round(seconds, 1), "resumed_from": last}
+    return {"base": base, "triples": len(rows), **scaling, "steps": trainer.state.global_step,
+            "train_loss": output.training_loss, "seconds": round(seconds, 1), "resumed_from": last}
+
+
+def margin_scale_for(model: Any, rows: list[dict[str, Any]], *, sample: int = 256, seed: int = 42) -> dict[str, Any]:
+    """The factor that gives the cross-encoder's margins the spread (standard deviation) of the bi-encoder's
+    own margins, s(q, p) - s(q, n) with MarginMSE's dot product, on a seeded sample of the triples."""
+    import torch
+
+    part = random.Random(seed).sample(rows, min(sample, len(rows)))
+    with torch.no_grad():
+        q, p, n = (model.encode([r[key] for r in part], convert_to_tensor=True, batch_size=32, show_progress_bar=False)
+                   for key in ("query", "positive", "negative"))
+    student = ((q * p).sum(-1) - (q * n).sum(-1)).float()
+    teacher = torch.tensor([r["margin"] for r in part], dtype=torch.float32)
+    s_std, t_std = float(student.std()) if len(part) > 1 else 0.0, float(teacher.std()) if len(part) > 1 else 0.0
+    scale = s_std / t_std if s_std > 0 and t_std > 0 else 1.0
+    return {"margin_scale": round(scale, 6), "chosen": f"spread of the encoder's margins on {len(part)} triples",
+            "encoder_margin_std": round(s_std, 4), "teacher_margin_std": round(t_std, 4)}
 
 
 def _mlm(index: str | Path, out: Path, base: str, *, epochs: int, batch_size: int, lr: float, max_length: int,
