@@ -8,6 +8,7 @@ An error in one line is printed as one line and the shell goes on; Ctrl-C cancel
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 import logging
@@ -335,7 +336,9 @@ def _prompt_lines(history: Path | None) -> Iterator[str]:
     while True:
         try:
             yield session.prompt("> ")
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            # Ctrl-C that lands while the prompt's event loop starts or stops cancels the loop's task
+            # instead of raising KeyboardInterrupt; either way it only clears the line
             yield ""
 
 

@@ -1,5 +1,6 @@
-"""`adapt`: pseudo-queries from the corpus, negatives from the index, cross-encoder margins, MarginMSE;
-each step a file of its own, skipped when present; optional masked-LM pre-training."""
+"""`adapt`: pseudo-queries from the corpus's chunks, negatives from the index, then in-batch contrastive
+loss or cross-encoder margins with MarginMSE; each step a file of its own, skipped when present; held-out
+pseudo-queries ranked before and after; optional masked-LM pre-training."""
 
 from __future__ import annotations
 
@@ -64,11 +65,11 @@ def test_each_step_writes_its_file_and_a_rerun_skips_it(index, tmp_path, tiny_ce
     queries = [json.loads(line) for line in (out / "work" / "queries.jsonl").open()]
     triples = [json.loads(line) for line in (out / "work" / "triples.jsonl").open()]
     assert r["steps"]["queries"]["queries"] == len(queries) == 8  # 2 a document
-    assert all(q["query"] in DOCS[q["doc_id"]] for q in queries)
+    assert all(q["query"] in DOCS[q["doc_id"]][q["start"]:q["end"]] for q in queries)  # cropped from a chunk
     assert len(triples) == 8 and all(t["negative_id"] != t["doc_id"] for t in triples)
     assert "label" not in r["steps"]
     before = (out / "work" / "queries.jsonl").read_text()
-    again = ad.adapt(index, out, steps=("queries", "mine", "label"), reranker=str(tiny_ce))
+    again = ad.adapt(index, out, steps=("queries", "mine", "label"), reranker=str(tiny_ce), loss="margin-mse")
     assert (out / "work" / "queries.jsonl").read_text() == before  # not redone
     labelled = [json.loads(line) for line in (out / "work" / "labelled.jsonl").open()]
     assert len(labelled) == 8 and all(isinstance(t["margin"], float) for t in labelled)
@@ -77,15 +78,20 @@ def test_each_step_writes_its_file_and_a_rerun_skips_it(index, tmp_path, tiny_ce
 
 def test_a_step_without_its_input_says_which_step_to_run(index, tmp_path):
     with pytest.raises(bertsearch.BertsearchError, match="run the 'mine' step first"):
-        ad.adapt(index, tmp_path / "x", steps=("label",))
+        ad.adapt(index, tmp_path / "x", steps=("label",), loss="margin-mse")
+    with pytest.raises(bertsearch.BertsearchError, match="run the 'mine' step first"):
+        ad.adapt(index, tmp_path / "y", steps=("train",))  # mnrl trains on the mined triples
+    with pytest.raises(bertsearch.BertsearchError, match="run the 'label' step first"):
+        ad.adapt(index, tmp_path / "z", steps=("queries", "mine", "train"), loss="margin-mse")
 
 
 def test_train_gives_an_encoder_that_reindexes_the_index(index, tmp_path, tiny_ce, tiny_encoder, recorded_progress):
     out = tmp_path / "adapted"
     r = ad.adapt(index, out, reranker=str(tiny_ce), base=str(tiny_encoder), batch_size=4, negatives=1,
-                 progress=recorded_progress)
+                 loss="margin-mse", holdout=0, progress=recorded_progress)
     assert r["steps"]["train"]["steps"] == 2 and (out / "modules.json").is_file()
     assert r["steps"]["train"]["margin_scale"] > 0 and "spread" in r["steps"]["train"]["chosen"]
+    assert r["steps"]["train"]["holdout"] == {}  # holdout=0: nothing held out, nothing ranked
     shown = {bar[0]: bar[1:] for bar in recorded_progress.bars}
     assert shown["training"] == [2, 2] and shown["labelling margins"][0] == shown["labelling margins"][1] > 0
     from bertsearch.reindex import reindex
@@ -121,3 +127,70 @@ def test_margins_are_rescaled_to_the_encoders_own_spread():
     assert got["encoder_margin_std"] == pytest.approx(0.1 * got["teacher_margin_std"], rel=1e-3)
     flat = [{**r, "margin": 1.0} for r in rows]  # no spread to match: margins are left as they are
     assert ad.margin_scale_for(Encoder(), flat, sample=10)["margin_scale"] == 1.0
+
+
+def test_the_default_loss_needs_no_teacher_and_ranks_held_out_queries(index, tmp_path, tiny_encoder, monkeypatch):
+    import bertsearch.models.reranker as rr
+
+    monkeypatch.setattr(rr, "load_reranker", lambda *a, **k: pytest.fail("mnrl must not load a cross-encoder"))
+    out = tmp_path / "adapted"
+    r = ad.adapt(index, out, base=str(tiny_encoder), batch_size=2, negatives=1, holdout=1)
+    train = r["steps"]["train"]
+    assert train["loss"] == "mnrl" and "label" not in r["steps"] and not (out / "work" / "labelled.jsonl").exists()
+    assert train["triples"] == 6 and train["steps"] == 3  # 8 pseudo-queries less the held-out document's 2
+    held = train["holdout"]
+    assert held["queries"] == 1 and held["corpus"] >= 2
+    assert set(held["before"]) == set(held["after"]) == {"ndcg@10", "recall@10", "mrr@10"}
+    assert held["worse"] == (held["after"]["ndcg@10"] < held["before"]["ndcg@10"])
+    assert (out / "modules.json").is_file() and "Held-out pseudo-queries (1)" in (out / "README.md").read_text()
+
+
+def test_held_out_documents_stay_out_of_training_and_are_ranked_against_their_positive():
+    rows = [{"query": f"q{d}{i}", "doc_id": f"d{d}", "positive": f"p{d}{i}", "negative": f"n{d}{i}",
+             "negative_id": f"d{(d + 1) % 10}"} for d in range(10) for i in range(2)]
+    train, check = ad._holdout(rows, 3, 1000, seed=0)
+    held = {r["doc_id"] for r in rows} - {r["doc_id"] for r in train}
+    assert len(held) == 3 and len(train) == 14
+    assert len(check.queries) == 3 and all(len(check.relevant_docs[q]) == 1 for q in check.queries_ids)
+    for qid, rel in check.relevant_docs.items():  # each held-out query's own positive is in the corpus
+        (pid,) = rel
+        assert pid in check.corpus_ids
+    negatives = {t for cid, t in zip(check.corpus_ids, check.corpus) if cid.startswith("n:")}
+    assert negatives <= {r["negative"] for r in train if r["negative_id"] not in held}
+    assert ad._holdout(rows, 0, 1000, seed=0) == (rows, None)
+
+
+def test_a_model_that_got_worse_on_held_out_queries_is_reported_and_warned_about(
+        index, tmp_path, tiny_encoder, monkeypatch, caplog):
+    class Check:  # ranks the held-out queries well before training and badly after
+        queries, corpus = ["q"], ["p", "n"]
+        calls = 0
+
+        def __call__(self, model):
+            Check.calls += 1
+            v = 0.9 if Check.calls == 1 else 0.4
+            return {f"holdout_cosine_{m}": v for m in ("ndcg@10", "recall@10", "mrr@10")}
+
+    monkeypatch.setattr(ad, "_holdout", lambda rows, n, size, seed: (rows, Check()))
+    with caplog.at_level("WARNING", logger="bertsearch.training.adapt"):
+        r = ad.adapt(index, tmp_path / "adapted", base=str(tiny_encoder), batch_size=4, negatives=1)
+    assert r["steps"]["train"]["holdout"]["worse"] is True
+    assert "ranks 1 held-out pseudo-queries worse" in caplog.text and "evaluate it before swapping" in caplog.text
+
+
+def test_an_unknown_loss_is_refused_before_any_work(index, tmp_path):
+    with pytest.raises(bertsearch.BertsearchError, match="unknown adapt loss 'mse'; choose from mnrl, margin-mse"):
+        ad.adapt(index, tmp_path / "x", loss="mse")
+    assert not (tmp_path / "x").exists()
+    r = CliRunner().invoke(cli, ["adapt", "--index", str(index), "--out", str(tmp_path / "y"), "--loss", "mse"])
+    assert r.exit_code != 0 and "mse" in r.output
+
+
+def test_the_cli_shows_the_held_out_check(index, tmp_path, tiny_encoder):
+    r = CliRunner().invoke(cli, ["adapt", "--index", str(index), "--out", str(tmp_path / "a"), "--base",
+                                 str(tiny_encoder), "--batch-size", "4", "--holdout", "1", "--negatives", "1"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "a" / "adapt.json").read_text())
+    held = report["steps"]["train"]["holdout"]
+    line = f"held-out pseudo-queries (1): nDCG@10 {held['before']['ndcg@10']:.4f} -> {held['after']['ndcg@10']:.4f}"
+    assert line in r.stdout and ("WORSE" in r.stdout) == held["worse"]

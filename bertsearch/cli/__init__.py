@@ -342,6 +342,11 @@ def shell(
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-5, show_default=True)
+@click.option("--loss", type=click.Choice(["mnrl", "margin-mse"]), default="mnrl", show_default=True,
+              help="mnrl: in-batch contrastive loss on the pseudo-pairs (no teacher); margin-mse: GPL, the "
+                   "cross-encoder's margins (needs the label step).")
+@click.option("--holdout", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Documents whose pseudo-queries are kept out of training and ranked before and after it (0: none).")
 @click.option("--margin-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Multiply the cross-encoder's margins by this before training (default: match their spread to "
                    "the encoder's own margins).")
@@ -350,9 +355,11 @@ def shell(
 def adapt(index_path: str, steps: str, as_json: bool, **kwargs: Any) -> None:
     """Adapt the bi-encoder to an index's corpus with no labels (GPL-style).
 
-    Crops pseudo-queries from the corpus, mines negatives from the index, has the cross-encoder label
-    (query, positive, negative) margins, and trains with MarginMSE. Each step's result is a file in
-    OUT/work: run steps one at a time with --steps to inspect them; a rerun skips finished steps.
+    Crops pseudo-queries from the corpus's chunks, mines negatives from the index, and trains the
+    encoder on them: by default with in-batch contrastive loss (no teacher), or with --loss margin-mse
+    on margins the cross-encoder labels (GPL). Held-out pseudo-queries are ranked before and after
+    training, and a warning says when the adapted model ranks them worse. Each step's result is a file
+    in OUT/work: run steps one at a time with --steps to inspect them; a rerun skips finished steps.
 
     \b
     bertsearch adapt --index indexes/mine --out models/mine-adapted --bf16
@@ -376,7 +383,13 @@ def adapt(index_path: str, steps: str, as_json: bool, **kwargs: Any) -> None:
         render.print_json(report)
         return
     for name, info in report["steps"].items():
-        render.out.print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        render.out.print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "holdout"))
+    held = report["steps"].get("train", {}).get("holdout")
+    if held:
+        b, a = held["before"]["ndcg@10"], held["after"]["ndcg@10"]
+        verdict = ("WORSE: do not swap it into an index" if held["worse"] else
+                   "not worse; this is no proof of better search: evaluate it on real queries before swapping")
+        render.out.print(f"  held-out pseudo-queries ({held['queries']}): nDCG@10 {b:.4f} -> {a:.4f}, {verdict}")
 
 
 @cli.command()

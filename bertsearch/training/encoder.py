@@ -6,12 +6,14 @@
    by BM25 over the positives' pool when no index is given; a candidate the cross-encoder scores at or
    above the query's own positive (less `fn_margin`) is dropped as a likely unlabelled positive.
 3. loss: CachedMultipleNegativesRankingLoss: every other positive and negative in the batch is a
-   negative too, and the gradient cache lets a batch of 64 fit where 16 would (mini-batches of
+   negative too, and the gradient cache lets a large batch fit where 16 would (mini-batches of
    `mini_batch_size`).
 4. dev: a held-out share of the training queries (or a BEIR dev split) ranked over their relevant
    documents plus a seeded sample of the rest; nDCG@10 and Recall@100 before training and after each
    epoch; the best epoch is kept.
-5. AdamW with linear warmup over 10% of steps, lr 2e-5, 3 epochs, clipping at 1.0; checkpoints every
+5. AdamW with linear warmup over 10% of steps, lr 3e-5, batch 32, 3 epochs, clipping at 1.0 (on SciFact's
+   822 training pairs, batch 32 with lr 3e-5 reached dev nDCG@10 0.850 where batch 64 with lr 2e-5
+   reached 0.796: twice the steps on a small set); checkpoints every
    epoch and resume; a report and a model card beside the model.
 """
 
@@ -126,9 +128,9 @@ def train_encoder(
     filter_negatives: bool = True,
     base: str = DEFAULT_BASE,
     epochs: int = 3,
-    batch_size: int = 64,
+    batch_size: int = 32,
     mini_batch_size: int = 16,
-    lr: float = 2e-5,
+    lr: float = 3e-5,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
     max_grad_norm: float = 1.0,
