@@ -147,10 +147,11 @@ def test_the_default_loss_needs_no_teacher_and_ranks_held_out_queries(index, tmp
 
 def test_held_out_documents_stay_out_of_training_and_are_ranked_against_their_positive():
     rows = [{"query": f"q{d}{i}", "doc_id": f"d{d}", "positive": f"p{d}{i}", "negative": f"n{d}{i}",
-             "negative_id": f"d{(d + 1) % 10}"} for d in range(10) for i in range(2)]
+             "negative_id": f"d{(d + 1) % 40}"} for d in range(40) for i in range(2)]
     train, check = ad._holdout(rows, 3, 1000, seed=0)
     held = {r["doc_id"] for r in rows} - {r["doc_id"] for r in train}
-    assert len(held) == 3 and len(train) == 14
+    assert len(held) == 3 and len(train) == 74
+    assert len(ad._holdout(rows, 200, 1000, seed=0)[0]) == 72  # never more than a tenth of the documents
     assert len(check.queries) == 3 and all(len(check.relevant_docs[q]) == 1 for q in check.queries_ids)
     for qid, rel in check.relevant_docs.items():  # each held-out query's own positive is in the corpus
         (pid,) = rel

@@ -358,7 +358,8 @@ def adapt(index_path: str, steps: str, as_json: bool, **kwargs: Any) -> None:
     Crops pseudo-queries from the corpus's chunks, mines negatives from the index, and trains the
     encoder on them: by default with in-batch contrastive loss (no teacher), or with --loss margin-mse
     on margins the cross-encoder labels (GPL). Held-out pseudo-queries are ranked before and after
-    training, and a warning says when the adapted model ranks them worse. Each step's result is a file
+    training, and a warning says when the adapted model ranks them worse (passing is no proof of better
+    search: evaluate on real queries before swapping). Each step's result is a file
     in OUT/work: run steps one at a time with --steps to inspect them; a rerun skips finished steps.
 
     \b

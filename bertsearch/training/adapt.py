@@ -20,7 +20,9 @@ run resumes and every step can be run and inspected on its own (`steps`):
      cross-encoder as teacher it still lost on SciFact with the rescaling (0.535).
    A seeded share of the pseudo-queries (`holdout`, whole documents) is kept out of training and ranked
    before and after it; when the adapted model ranks them worse, the report says so and a warning is
-   logged, since an adapted model should not replace the one an index serves unless it is better.
+   logged. The check is necessary, not sufficient: on SciFact the held-out pseudo-queries improved
+   (nDCG@10 0.768 -> 0.833) while the real claims got worse (0.656 -> 0.604), so an adapted model is
+   evaluated on real queries before it replaces the one an index serves.
 
 With `mlm`, masked-language-model pre-training on the corpus runs first (15% of tokens: 80% [MASK], 10%
 random, 10% unchanged) and the bi-encoder starts from that encoder (`mlm/`).
@@ -272,14 +274,15 @@ def _train(rows: list[dict[str, Any]], out_dir: Path, base: str, *, loss: str, h
 
 
 def _holdout(rows: list[dict[str, Any]], n: int, corpus_size: int, *, seed: int) -> tuple[list[dict[str, Any]], Any]:
-    """The training rows without those of `n` seeded documents, and an evaluator that ranks one pseudo-query
+    """The training rows without those of `n` seeded documents (at most a tenth of them), and an evaluator
+    that ranks one pseudo-query
     of each held-out document against its positive and up to `corpus_size` other passages (None when n is 0)."""
     docs = sorted({r["doc_id"] for r in rows})
     if n == 0 or len(docs) < 2:
         return rows, None
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    held = set(random.Random(f"{seed}:holdout").sample(docs, min(n, len(docs) // 2)))
+    held = set(random.Random(f"{seed}:holdout").sample(docs, min(n, max(1, len(docs) // 10))))  # at most a tenth
     queries: dict[str, str] = {}
     corpus: dict[str, str] = {}
     relevant: dict[str, set[str]] = {}
