@@ -216,9 +216,7 @@ def _train(rows: list[dict[str, Any]], out_dir: Path, base: str, *, loss: str, h
     model = SentenceTransformer(str(resolve_model_path(base)), device="cuda" if cuda else "cpu",
                                 local_files_only=True, model_kwargs={"dtype": torch.float32})
     model.max_seq_length = min(kw["max_length"], model.max_seq_length or kw["max_length"])
-    rows, check = _holdout(rows, holdout, holdout_corpus, seed=kw["seed"])
-    if not rows:
-        raise BadArgument(f"no triples left for training after holding out {holdout} documents; lower --holdout")
+    rows, check = _holdout(rows, holdout, holdout_corpus, seed=kw["seed"])  # never all of them: at most a tenth
     columns = {"query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows],
                "negative": [r["negative"] for r in rows]}
     scaling: dict[str, Any] = {}
@@ -302,8 +300,7 @@ def _holdout(rows: list[dict[str, Any]], n: int, corpus_size: int, *, seed: int)
 
 
 def _scores(values: dict[str, Any]) -> dict[str, float]:
-    return {name: round(float(values[f"holdout_cosine_{key}"]), 4)
-            for key, name in (("ndcg@10", "ndcg@10"), ("recall@10", "recall@10"), ("mrr@10", "mrr@10"))}
+    return {m: round(float(values[f"holdout_cosine_{m}"]), 4) for m in ("ndcg@10", "recall@10", "mrr@10")}
 
 
 def margin_scale_for(model: Any, rows: list[dict[str, Any]], *, sample: int = 256, seed: int = 42) -> dict[str, Any]:
