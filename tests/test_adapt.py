@@ -195,3 +195,23 @@ def test_the_cli_shows_the_held_out_check(index, tmp_path, tiny_encoder):
     held = report["steps"]["train"]["holdout"]
     line = f"held-out pseudo-queries (1): nDCG@10 {held['before']['ndcg@10']:.4f} -> {held['after']['ndcg@10']:.4f}"
     assert line in r.stdout and ("WORSE" in r.stdout) == held["worse"]
+
+
+def test_titles_as_pseudo_queries_point_at_their_documents_first_chunk(tmp_path):
+    path = tmp_path / "titled"
+    titles = {"mars": "Iron oxide colours the surface of Mars", "venus": "Venus spins backwards",
+              "moon": "Lunar gravity raises the ocean tides", "comet": "Comets"}
+    with bertsearch.open_index(path, create=True, model="hashing") as ix:
+        ix.add([{"id": k, "title": titles[k], "text": v} for k, v in DOCS.items()])
+    r = ad.adapt(path, tmp_path / "t", steps=("queries",), query_source="titles")
+    rows = [json.loads(line) for line in (tmp_path / "t" / "work" / "queries.jsonl").open()]
+    # one a document whose title has four words or more; the positive is the chunk, without the title
+    assert {row["doc_id"]: row["query"] for row in rows} == {k: titles[k] for k in ("mars", "moon")}
+    assert all(row["positive"] == DOCS[row["doc_id"]][row["start"]:row["end"]] and row["start"] == 0 for row in rows)
+    assert r["steps"]["queries"]["source"] == "titles"
+    ad.adapt(path, tmp_path / "b", steps=("queries",), query_source="both", queries_per_doc=1)
+    both = [json.loads(line) for line in (tmp_path / "b" / "work" / "queries.jsonl").open()]
+    assert len(both) == 2 + 4 and sum(row["query"] in titles.values() for row in both) == 2
+    with pytest.raises(bertsearch.BertsearchError, match="unknown pseudo-query source 'abstracts'"):
+        ad.adapt(path, tmp_path / "x", query_source="abstracts")
+    assert not (tmp_path / "x").exists()

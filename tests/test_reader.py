@@ -347,6 +347,52 @@ def test_train_reader_saves_a_loadable_reader_and_resumes(tmp_path, tiny_dir):
     assert not (out / "checkpoints").exists()
 
 
+def _small_squad(path, n):
+    """A SQuAD v1.1 file of the first `n` questions of dev-v1.1.json."""
+    data = json.loads((SQUAD / "dev-v1.1.json").read_text(encoding="utf-8"))
+    articles, left = [], n
+    for article in data["data"]:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            if left <= 0:
+                break
+            qas = paragraph["qas"][:left]
+            left -= len(qas)
+            paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    path.write_text(json.dumps({"version": "1.1", "data": articles}), encoding="utf-8")
+    return path
+
+
+def test_a_reader_goes_on_training_on_questions_it_has_not_seen(tmp_path, tiny_dir):
+    from bertsearch.training.reader import train_reader
+
+    train = _small_squad(tmp_path / "train-small.json", 30)
+    small = {**TRAIN, "dev_limit": 5, "max_length": 128}
+    one = train_reader(train, tmp_path / "one", base=str(tiny_dir), **{**small, "limit": 12})
+    assert one["earlier_stages"] == [] and one["train_questions"] == 12
+
+    # stage 2 starts from stage 1's reader, head and all, and trains on the 18 questions stage 1 left
+    two = train_reader(train, tmp_path / "two", base=str(tmp_path / "one"), unseen=True, **{**small, "limit": None})
+    assert two["train_questions"] == 18
+    assert [s["train_questions"] for s in two["earlier_stages"]] == [12]
+    card = (tmp_path / "two" / "README.md").read_text()
+    assert "## Stages" in card and "30 training questions in all" in card
+    assert card.index("# stage 1") < card.index("--limit 12") < card.index("# stage 2") < card.index("--unseen")
+    assert f"base_model: {tiny_dir}" in card  # the first stage's base, not the folder stage 1 wrote
+
+    # stage 3 replays both stages' samples: nothing is left
+    with pytest.raises(BadArgument, match="already trained on every question"):
+        train_reader(train, tmp_path / "three", base=str(tmp_path / "two"), unseen=True, **{**small, "limit": None})
+    # without --unseen it may train on seen questions again; --unseen needs a history and the same file
+    with pytest.raises(BadArgument, match="needs a --base reader that bertsearch trained"):
+        train_reader(train, tmp_path / "x", base=str(tiny_dir), unseen=True, **small)
+    other = _small_squad(tmp_path / "other.json", 30)
+    with pytest.raises(BadArgument, match="not .*other.json"):
+        train_reader(other, tmp_path / "x", base=str(tmp_path / "one"), unseen=True, **small)
+
+
 def test_layer_decay_groups_and_gradual_unfreezing(tmp_path, tiny_dir):
     from transformers import BertForQuestionAnswering
 

@@ -334,6 +334,9 @@ def shell(
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str), help="Folder for the adapted encoder (its work files go to OUT/work).")
 @click.option("--steps", default="queries,mine,label,train", show_default=True, help="Which steps to run, comma-separated; a step whose file exists is skipped.")
 @click.option("--queries-per-doc", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--pseudo-queries", "query_source", type=click.Choice(["sentences", "titles", "both"]), default="sentences",
+              show_default=True, help="sentences: cropped from the chunks (inverse cloze); titles: each document's "
+                                      "title against its first chunk; both.")
 @click.option("--negatives", type=click.IntRange(min=1), default=2, show_default=True, help="Mined negatives per pseudo-query.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use a seeded sample of N documents.")
 @reranker_option

@@ -91,6 +91,12 @@ from .options import json_option
     "--limit", type=click.IntRange(min=1), default=None, help="Train on a seeded random sample of N questions."
 )
 @click.option(
+    "--unseen",
+    is_flag=True,
+    help="With a --base reader bertsearch trained: leave out the questions it trained on (its report.json "
+    "says which), so that it goes on learning from new ones.",
+)
+@click.option(
     "--dev-limit", type=click.IntRange(min=1), default=1000, show_default=True, help="Score the first N dev questions."
 )
 @click.option("--seed", type=int, default=42, show_default=True)

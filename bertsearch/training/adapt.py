@@ -3,9 +3,11 @@
 Each step writes its result into OUT/work and is skipped when that file is already there, so a stopped
 run resumes and every step can be run and inspected on its own (`steps`):
 
-1. `queries`: pseudo-queries cropped from the index's chunks in the inverse-cloze manner: a sentence
-   (or a span of a long one) of a chunk is the query, the chunk (under its document's title, usually
-   without the sentence: `remove_query`) the positive (`queries.jsonl`);
+1. `queries`: pseudo-queries from the index's chunks (`queries.jsonl`). With `query_source="sentences"`
+   (the default), in the inverse-cloze manner: a sentence (or a span of a long one) of a chunk is the
+   query, the chunk (under its document's title, usually without the sentence: `remove_query`) the
+   positive. With `"titles"`, a document's title (of four words or more) is the query and its first chunk,
+   without the title, the positive; `"both"` makes both kinds;
 2. `mine`: negatives for each pseudo-query from the index itself (dense search with the current model;
    the source document never counts) (`triples.jsonl`);
 3. `label` (`loss="margin-mse"` only): the cross-encoder scores (query, positive) and (query, negative);
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 STEPS = ("queries", "mine", "label", "train")
 LOSSES = ("mnrl", "margin-mse")
+QUERY_SOURCES = ("sentences", "titles", "both")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
 
 
@@ -70,6 +73,7 @@ def adapt(
     *,
     steps: tuple[str, ...] = STEPS,
     queries_per_doc: int = 2,
+    query_source: str = "sentences",
     limit: int | None = None,
     negatives: int = 2,
     remove_query: float = 0.9,
@@ -97,6 +101,8 @@ def adapt(
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise BadArgument(f"unknown adapt steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    if query_source not in QUERY_SOURCES:
+        raise BadArgument(f"unknown pseudo-query source {query_source!r}; choose from {', '.join(QUERY_SOURCES)}")
     if loss not in LOSSES:
         raise BadArgument(f"unknown adapt loss {loss!r}; choose from {', '.join(LOSSES)}")
     if negatives < 1 or queries_per_doc < 1 or not 0 <= remove_query <= 1 or holdout < 0:
@@ -123,7 +129,13 @@ def adapt(
                         advance(1)
                         continue
                     spans = [(a, b) for _, a, b in ix.store.doc_chunks([doc["rowid"]]).get(doc["rowid"], [])]
-                    for _ in range(queries_per_doc):
+                    title = " ".join(doc["title"].split())
+                    if query_source != "sentences" and len(title.split()) >= 4:
+                        # the title as the query, the first chunk (without the title) as its positive
+                        a, b = spans[0] if spans else (0, len(doc["text"]))
+                        rows.append({"query": title, "doc_id": doc_id, "start": a, "end": b,
+                                     "positive": doc["text"][a:b]})
+                    for _ in range(queries_per_doc if query_source != "titles" else 0):
                         a, b = rng.choice(spans) if spans else (0, len(doc["text"]))
                         passage = doc["text"][a:b]
                         q = crop_queries(passage, rng)
@@ -134,7 +146,7 @@ def adapt(
                                      "positive": f"{doc['title']}\n{positive}".strip() if doc["title"] else positive})
                     advance(1)
             _write_jsonl(qfile, rows)
-            report["steps"]["queries"] = {"queries": len(rows), "documents": len(ids),
+            report["steps"]["queries"] = {"queries": len(rows), "documents": len(ids), "source": query_source,
                                           "seconds": round(time.perf_counter() - t0, 1)}
         # 2. negatives from the index
         tfile = work / "triples.jsonl"

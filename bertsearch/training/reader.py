@@ -228,6 +228,7 @@ def train_reader(
     unfreeze_schedule: bool = False,
     bf16: bool = False,
     limit: int | None = None,
+    unseen: bool = False,
     dev_limit: int | None = 1000,
     seed: int = 42,
     resume: bool = True,
@@ -239,8 +240,10 @@ def train_reader(
 ) -> dict[str, Any]:
     """Fine-tune `base` for extractive QA on a SQuAD file; returns the report also written to OUT/report.json.
 
-    `limit` trains on a seeded random sample of that many questions; `dev_limit` scores the first that
-    many dev questions. With `v2_dev_path`, the saved reader's no-answer threshold is the one that scores
+    `limit` trains on a seeded random sample of that many questions. A `base` that is itself a reader
+    bertsearch trained goes on training with its span head; with `unseen`, the questions its stages
+    trained on (replayed from its report.json) are left out first, so that it learns from new ones.
+    `dev_limit` scores the first that many dev questions. With `v2_dev_path`, the saved reader's no-answer threshold is the one that scores
     best F1 there. Gradual unfreezing finishes by half-way through training.
     """
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
@@ -280,8 +283,10 @@ def train_reader(
     last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume)
     transformers.set_seed(seed)
 
-    # 1. model: the base encoder with a fresh span head (start and end logits per token)
+    # 1. model: the base encoder with a fresh span head (start and end logits per token), or a reader
+    #    to go on training (its head kept; its report, when it has one, becomes this one's history)
     base_path = resolve_model_path(base)
+    history_of_base = _stages(base_path)
     tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
     if not tokenizer.is_fast:
         raise BadArgument(f"base model {base} has no fast tokenizer (tokenizer.json); offsets need one")
@@ -291,6 +296,8 @@ def train_reader(
 
     # 2. data: stride windows labelled with answer token positions; long questions cannot be windowed
     examples = load_squad(train_path)
+    if unseen:
+        examples = _unseen(examples, history_of_base, base=base, train_path=train_path)
     if limit is not None:
         examples = random.Random(seed).sample(examples, min(limit, len(examples)))
     room = max_length - stride - 4
@@ -420,6 +427,7 @@ def train_reader(
         "v2_dev": _scores(v2),
         "machine": machine(),
         "command": _command(settings),
+        "earlier_stages": history_of_base,
     }
     write_json(out_dir / "report.json", report)
     (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
@@ -443,6 +451,42 @@ def save_reader(model: Any, tokenizer: Any, out_dir: Path, settings: dict[str, A
     write_json(out_dir / "config.json", config)
     tokenizer.save_pretrained(str(out_dir))
     write_json(out_dir / SETTINGS_FILE, settings)
+
+
+def _stages(base_path: Path) -> list[dict[str, Any]]:
+    """The training stages of a base that is itself a bertsearch reader, oldest first (empty otherwise)."""
+    try:
+        before = json.loads((Path(base_path) / "report.json").read_text(encoding="utf-8"))
+        stage = {k: before[k] for k in ("base", "command", "train_questions", "train_windows", "steps", "train_seconds")}
+        stage.update({k: before["settings"].get(k) for k in ("train_path", "limit", "seed", "unseen")})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    stage["dev"] = before.get("dev")
+    return [*before.get("earlier_stages", []), stage]
+
+
+def _unseen(examples: list[Example], stages: list[dict[str, Any]], *, base: str, train_path: str | Path) -> list[Example]:
+    """`examples` less the questions the stages of `base` trained on, found by replaying each stage's
+    seeded sample (the same code as below picks them; long questions skipped later do not matter)."""
+    if not stages:
+        raise BadArgument(
+            f"--unseen needs a --base reader that bertsearch trained (with its report.json); {base} has none"
+        )
+    seen: set[str] = set()
+    for st in stages:
+        if Path(st["train_path"]).name != Path(train_path).name:
+            raise BadArgument(
+                f"--unseen: {base} was trained on {st['train_path']}, not {train_path}; "
+                "its questions cannot be left out of another file"
+            )
+        pool = [ex for ex in examples if ex.id not in seen] if st.get("unseen") else examples
+        chosen = random.Random(st["seed"]).sample(pool, min(st["limit"], len(pool))) if st["limit"] else pool
+        seen.update(ex.id for ex in chosen)
+    left = [ex for ex in examples if ex.id not in seen]
+    if not left:
+        raise BadArgument(f"--unseen: {base} has already trained on every question of {train_path}")
+    log.info("%d questions left out (%s trained on them), %d unseen", len(examples) - len(left), base, len(left))
+    return left
 
 
 def _scores(result: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -487,10 +531,10 @@ def _command(s: dict[str, Any]) -> str:
         "seed",
         "eval_steps",
     ):
-        if s[key] is not None:
+        if s.get(key) is not None:
             parts.append(f"--{key.replace('_', '-')} {s[key]}")
-    for key, flag in (("unfreeze_schedule", "--gradual-unfreeze"), ("bf16", "--bf16")):
-        if s[key]:
+    for key, flag in (("unfreeze_schedule", "--gradual-unfreeze"), ("bf16", "--bf16"), ("unseen", "--unseen")):
+        if s.get(key):
             parts.append(flag)
     return " ".join(parts)
 
@@ -512,18 +556,55 @@ def _model_card(r: dict[str, Any]) -> str:
         if v2
         else ""
     )
+    stages = r.get("earlier_stages") or []
+    origin = stages[0]["base"] if stages else r["base"]
+    if stages:
+        trained = (
+            f"in {len(stages) + 1} stages, each going on from the reader the one before saved; this last one on "
+            f"{r['train_questions']} questions of {Path(s['train_path']).name} that the earlier stages had not "
+            f"seen ({r['train_windows']} windows of up to {s['max_length']} word pieces with stride {s['stride']})"
+            if s.get("unseen")
+            else f"in {len(stages) + 1} stages, each going on from the reader the one before saved; this last one "
+            f"on {r['train_questions']} questions of {Path(s['train_path']).name}"
+        )
+        total = sum(st["train_questions"] for st in stages) + r["train_questions"]
+        earlier = "\n".join(
+            f"| {i} | {st['train_questions']} | {st['steps']} | {st['train_seconds'] / 60:.0f} min | "
+            + (f"{st['dev']['exact_match']:.1f} / {st['dev']['f1']:.1f}" if st.get("dev") else "-")
+            + " |"
+            for i, st in enumerate(stages, 1)
+        )
+        this = (
+            f"| {len(stages) + 1} | {r['train_questions']} | {r['steps']} | {r['train_seconds'] / 60:.0f} min | "
+            + (f"{dev['exact_match']:.1f} / {dev['f1']:.1f}" if dev else "-")
+            + " |"
+        )
+        stage_table = (
+            f"\n## Stages\n\n{total} training questions in all.\n\n"
+            "| stage | questions | steps | time | dev EM / F1 after it |\n|---|---|---|---|---|\n"
+            f"{earlier}\n{this}\n"
+        )
+        reproduce = "\n".join(
+            f"# stage {i}\n{st['command']}" for i, st in enumerate(stages, 1)
+        ) + f"\n# stage {len(stages) + 1} (--base: the folder stage {len(stages)} wrote)\n{r['command']}"
+    else:
+        trained = (
+            f"({Path(s['train_path']).name}, {r['train_questions']} questions, {r['train_windows']} windows of up to\n"
+            f"{s['max_length']} word pieces with stride {s['stride']})"
+        )
+        stage_table = ""
+        reproduce = r["command"]
     return f"""---
 license: cc-by-sa-4.0
-base_model: {r["base"]}
+base_model: {origin}
 tags: [question-answering, extractive-qa, bertsearch]
 datasets: [squad]
 ---
 
 # Extractive reader for bertsearch
 
-A span-extraction (start/end logits) head fine-tuned from `{r["base"]}` on SQuAD
-({Path(s["train_path"]).name}, {r["train_questions"]} questions, {r["train_windows"]} windows of up to
-{s["max_length"]} word pieces with stride {s["stride"]}), with bertsearch's own training code.
+A span-extraction (start/end logits) head fine-tuned from `{origin}` on SQuAD
+{trained}, with bertsearch's own training code.
 
 Dev score: {score}.
 {v2_line}
@@ -544,10 +625,10 @@ licence. The base model keeps its own licence.
 | setting | value |
 |---|---|
 {chr(10).join(rows)}
-
+{stage_table}
 ## Reproduce
 
 ```
-{r["command"]}
+{reproduce}
 ```
 """
