@@ -381,6 +381,7 @@ def test_a_reader_goes_on_training_on_questions_it_has_not_seen(tmp_path, tiny_d
     assert "## Stages" in card and "30 training questions in all" in card
     assert card.index("# stage 1") < card.index("--limit 12") < card.index("# stage 2") < card.index("--unseen")
     assert f"base_model: {tiny_dir}" in card  # the first stage's base, not the folder stage 1 wrote
+    assert f"{two['machine']['torch_threads']} torch thread" in card  # what it ran on, not just the machine
 
     # stage 3 replays both stages' samples: nothing is left
     with pytest.raises(BadArgument, match="already trained on every question"):

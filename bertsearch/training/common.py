@@ -136,6 +136,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),  # what the run used: fewer than cpus when pinned
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -489,6 +489,11 @@ def _unseen(examples: list[Example], stages: list[dict[str, Any]], *, base: str,
     return left
 
 
+def _threads(m: dict[str, Any]) -> str:
+    n = m.get("torch_threads")
+    return f", {n} torch thread{'s' if n != 1 else ''}" if n else ""
+
+
 def _scores(result: dict[str, Any] | None) -> dict[str, Any] | None:
     if result is None:
         return None
@@ -619,7 +624,7 @@ licence. The base model keeps its own licence.
 ## Training
 
 {r["steps"]} steps in {r["train_seconds"]:.0f} s ({r["seconds_per_step"]} s/step) on {r["machine"]["device"]}
-({r["machine"]["processor"]}, {r["machine"]["cpus"]} CPUs), torch {r["machine"]["torch"]}, transformers
+({r["machine"]["processor"]}, {r["machine"]["cpus"]} CPUs{_threads(r["machine"])}), torch {r["machine"]["torch"]}, transformers
 {r["machine"]["transformers"]}. Final training loss {r["train_loss"]:.4f}.
 
 | setting | value |
