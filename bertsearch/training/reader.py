@@ -243,8 +243,8 @@ def train_reader(
     `limit` trains on a seeded random sample of that many questions. A `base` that is itself a reader
     bertsearch trained goes on training with its span head; with `unseen`, the questions its stages
     trained on (replayed from its report.json) are left out first, so that it learns from new ones.
-    `dev_limit` scores the first that many dev questions. With `v2_dev_path`, the saved reader's no-answer threshold is the one that scores
-    best F1 there. Gradual unfreezing finishes by half-way through training.
+    `dev_limit` scores the first that many dev questions. With `v2_dev_path`, the saved reader's
+    no-answer threshold is the one that scores best F1 there. Gradual unfreezing finishes by half-way through training.
     """
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
     import torch
@@ -585,7 +585,9 @@ def _model_card(r: dict[str, Any]) -> str:
             + " |"
         )
         stage_table = (
-            f"\n## Stages\n\n{total} training questions in all.\n\n"
+            f"\n## Stages\n\n{total} training questions in all"
+            + ("" if s.get("unseen") and all(st.get("unseen") for st in stages[1:]) else " (some seen more than once)")
+            + ".\n\n"
             "| stage | questions | steps | time | dev EM / F1 after it |\n|---|---|---|---|---|\n"
             f"{earlier}\n{this}\n"
         )
