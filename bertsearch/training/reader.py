@@ -566,11 +566,9 @@ def _model_card(r: dict[str, Any]) -> str:
     if stages:
         trained = (
             f"in {len(stages) + 1} stages, each going on from the reader the one before saved; this last one on "
-            f"{r['train_questions']} questions of {Path(s['train_path']).name} that the earlier stages had not "
-            f"seen ({r['train_windows']} windows of up to {s['max_length']} word pieces with stride {s['stride']})"
-            if s.get("unseen")
-            else f"in {len(stages) + 1} stages, each going on from the reader the one before saved; this last one "
-            f"on {r['train_questions']} questions of {Path(s['train_path']).name}"
+            f"{r['train_questions']} questions of {Path(s['train_path']).name}"
+            + (" that the earlier stages had not seen" if s.get("unseen") else "")
+            + f" ({r['train_windows']} windows of up to {s['max_length']} word pieces with stride {s['stride']})"
         )
         total = sum(st["train_questions"] for st in stages) + r["train_questions"]
         earlier = "\n".join(
