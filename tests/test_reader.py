@@ -347,6 +347,21 @@ def test_train_reader_saves_a_loadable_reader_and_resumes(tmp_path, tiny_dir):
     assert not (out / "checkpoints").exists()
 
 
+def test_a_time_limit_stops_the_reader_evaluated_and_resumable(tmp_path, tiny_dir):
+    from bertsearch.training.reader import train_reader
+
+    out = tmp_path / "reader"
+    stopped = train_reader(SQUAD / "train-v1.1.json", out, base=str(tiny_dir), time_limit=1e-9, **TRAIN)
+    assert stopped["stopped_by_time_limit"] and (stopped["steps"], stopped["planned_steps"]) == (1, 3)
+    assert [e["step"] for e in stopped["dev_per_evaluation"]] == [1] and stopped["dev"]["total"] == 10
+    assert (out / "checkpoints").is_dir() and load_reader(str(out)).read("Who?", ["Nobody knows."]) is not None
+    assert "stopped at its time limit after 1 of 3 planned steps" in (out / "README.md").read_text()
+
+    done = train_reader(SQUAD / "train-v1.1.json", out, base=str(tiny_dir), **TRAIN)  # the limit may change
+    assert done["resumed_from"].endswith("checkpoint-1") and done["steps"] == 3 and not done["stopped_by_time_limit"]
+    assert not (out / "checkpoints").exists()
+
+
 def _small_squad(path, n):
     """A SQuAD v1.1 file of the first `n` questions of dev-v1.1.json."""
     data = json.loads((SQUAD / "dev-v1.1.json").read_text(encoding="utf-8"))

@@ -294,6 +294,26 @@ def test_bm25_finds_the_paragraph_that_shares_rare_words(squad_file):
     assert "Olympus Mons" in squad.paragraphs[hits[0]]
 
 
+def test_mined_bm25_candidates_are_kept_and_read_back_instead_of_mined_again(squad_file, tmp_path, monkeypatch):
+    fresh = training.squad_examples(squad_file, negatives=2, seed=5, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("bm25-*.json"))) == 1
+    assert fresh == training.squad_examples(squad_file, negatives=2, seed=5)  # the cache changes nothing
+
+    def no_mining(*args, **kwargs):
+        raise AssertionError("mined again")
+
+    monkeypatch.setattr(training, "bm25_candidates", no_mining)
+    assert training.squad_examples(squad_file, negatives=2, seed=5, cache_dir=tmp_path) == fresh
+    # other questions (another sample) are other candidates: they are mined, not read from the wrong file
+    with pytest.raises(AssertionError, match="mined again"):
+        training.squad_examples(squad_file, negatives=2, seed=5, limit=3, cache_dir=tmp_path)
+    # a damaged cache file is mined again, not trusted
+    monkeypatch.undo()
+    (cached,) = tmp_path.glob("bm25-*.json")
+    cached.write_text("[[1, 2]", encoding="utf-8")
+    assert training.squad_examples(squad_file, negatives=2, seed=5, cache_dir=tmp_path) == fresh
+
+
 def test_limit_samples_questions_with_the_seed(squad_file):
     a = training.squad_examples(squad_file, negatives=1, limit=4, seed=1, bm25=False)
     b = training.squad_examples(squad_file, negatives=1, limit=4, seed=1, bm25=False)
@@ -410,6 +430,28 @@ def test_a_few_training_steps_make_a_loadable_reranker(tiny_model, squad_file, t
     assert str(next(r.model.parameters()).dtype) == "torch.float32"
     scores = r.score("what causes auroras", ["Auroras are caused by the solar wind.", _long_passage(20)])
     assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+def test_a_time_limit_stops_training_keeps_what_resumes_it_and_the_same_call_finishes(tiny_model, squad_file, tmp_path):
+    out = tmp_path / "reranker"
+    settings = dict(
+        train_squad=str(squad_file), dev_squad=str(squad_file), base=str(tiny_model), epochs=1, batch_size=4,
+        limit=6, dev_limit=4, negatives_per_query=2, max_length=64, stride=16,
+    )
+    with pytest.raises(BadArgument, match="time_limit"):
+        training.train_reranker(out, time_limit=0, **settings)
+    stopped = training.train_reranker(out, time_limit=1e-9, **settings)  # up after the first step
+    assert stopped["stopped_by_time_limit"] and stopped["steps"] == 1 and stopped["planned_steps"] == 6
+    assert [e["step"] for e in stopped["dev_per_evaluation"]] == [1]  # evaluated where it stopped
+    assert (out / "model.safetensors").is_file()  # the best so far is saved and usable
+    assert (out / "checkpoints").is_dir() and list((out / training.WORK_DIR).glob("bm25-*.json"))
+    assert "stopped at its time limit after 1 of 6 planned steps" in (out / "README.md").read_text()
+    assert "--time-limit 1e-09" in stopped["command"]
+
+    done = training.train_reranker(out, **settings)
+    assert done["resumed_from"].endswith("checkpoint-1") and done["steps"] == 6 and not done["stopped_by_time_limit"]
+    assert not (out / "checkpoints").exists() and not (out / training.WORK_DIR).exists()
+    assert "time limit" not in (out / "README.md").read_text()
 
 
 def test_cli_trains_from_pairs_and_reports_json(tiny_model, tmp_path):

@@ -37,6 +37,16 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
 
 
+def time_limit_option(f: F) -> F:
+    return click.option(
+        "--time-limit",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="MINUTES",
+        help="Stop training after this many minutes, evaluated and checkpointed; the same command resumes it.",
+    )(f)
+
+
 def mode_option(f: F) -> F:
     return click.option(
         "--mode", type=click.Choice(MODES), default="hybrid", show_default=True, help="Retrieval: dense + BM25 fused, or one of them."

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .options import json_option
+from .options import json_option, time_limit_option
 
 
 @click.command("reader")
@@ -108,6 +108,7 @@ from .options import json_option
 )
 @click.option("--no-resume", is_flag=True, help="Delete OUT/checkpoints and start over instead of resuming.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUT/checkpoints after the final save.")
+@time_limit_option
 @json_option
 def reader_command(no_resume: bool, gradual_unfreeze: bool, as_json: bool, **kwargs: Any) -> None:
     """Fine-tune an extractive reader (question + passage -> answer span) on SQuAD.

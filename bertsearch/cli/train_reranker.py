@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .options import json_option
+from .options import json_option, time_limit_option
 
 _PATH = click.Path(dir_okay=False, path_type=str)
 
@@ -42,6 +42,7 @@ _PATH = click.Path(dir_okay=False, path_type=str)
 @click.option("--eval-steps", type=click.IntRange(min=1), default=None, help="Evaluate and checkpoint every N steps instead of every epoch.")
 @click.option("--no-resume", is_flag=True, help="Delete OUT/checkpoints and start over instead of resuming.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUT/checkpoints after the final save.")
+@time_limit_option
 @json_option
 def reranker_command(
     train_path: str, no_bm25_negatives: bool, no_same_article_negatives: bool, no_resume: bool, as_json: bool, **kwargs: Any

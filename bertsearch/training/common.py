@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import shutil
+import time
 from collections.abc import Collection
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,6 +38,8 @@ def check_settings(s: dict[str, Any]) -> None:
     for name in ("limit", "dev_limit", "eval_steps"):
         if s[name] is not None and s[name] < 1:
             raise BadArgument(f"{name} must be at least 1, not {s[name]}")
+    if s.get("time_limit") is not None and not s["time_limit"] > 0:
+        raise BadArgument(f"time_limit must be a positive number of minutes, not {s['time_limit']}")
 
 
 def schedule_args(
@@ -170,3 +173,46 @@ def progress_callback(progress: ProgressFactory) -> Any:
             self.stack.close()
 
     return Report()
+
+
+def stopped_note(report: dict[str, Any]) -> str:
+    """A model card's sentence for a run its time limit ended early ("" for one that ran to the end)."""
+    if not report.get("stopped_by_time_limit"):
+        return ""
+    return (
+        f" Training stopped at its time limit after {report['steps']} of {report['planned_steps']} planned steps"
+        " (the learning rate had not decayed to zero); its checkpoints were kept, and the same command resumes it."
+    )
+
+
+def time_limit_callback(minutes: float | None) -> Any:
+    """A TrainerCallback that ends training at the first step after `minutes` of it (in this process), with
+    an evaluation and a checkpoint at that step: the best checkpoint is still the one kept, and running the
+    same command again resumes the schedule from there. Its `stopped_at` is that step, or None."""
+    from transformers import TrainerCallback
+
+    class TimeLimit(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds = None if minutes is None else 60.0 * minutes
+            self.start = 0.0
+            self.stopped_at: int | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if self.seconds is None or self.stopped_at is not None or state.global_step >= state.max_steps:
+                return control
+            if time.monotonic() - self.start >= self.seconds:
+                self.stopped_at = state.global_step
+                log.warning(
+                    "time limit of %g min reached at step %d of %d: evaluating, saving and stopping "
+                    "(the same command resumes)", minutes, state.global_step, state.max_steps
+                )
+                control.should_training_stop = True
+                if args.save_strategy != "epoch":  # at an epoch's end, where this stop leads, the trainer does both
+                    control.should_save = True
+                    control.should_evaluate = args.eval_strategy != "no"
+            return control
+
+    return TimeLimit()

@@ -31,6 +31,8 @@ from .common import (
     resume_point,
     schedule_args,
     step_of,
+    stopped_note,
+    time_limit_callback,
     write_json,
 )
 
@@ -49,6 +51,7 @@ _RESUMABLE = {
     "v2_dev_path",
     "eval_steps",
     "dataloader_workers",
+    "time_limit",
 }
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
 
@@ -236,6 +239,7 @@ def train_reader(
     dataloader_workers: int = 0,
     v2_dev_path: str | Path | None = None,
     keep_checkpoints: bool = False,
+    time_limit: float | None = None,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Fine-tune `base` for extractive QA on a SQuAD file; returns the report also written to OUT/report.json.
@@ -245,6 +249,7 @@ def train_reader(
     trained on (replayed from its report.json) are left out first, so that it learns from new ones.
     `dev_limit` scores the first that many dev questions. With `v2_dev_path`, the saved reader's
     no-answer threshold is the one that scores best F1 there. Gradual unfreezing finishes by half-way through training.
+    `time_limit` (minutes) ends training early, evaluated and checkpointed, so that the same call resumes it.
     """
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
     import torch
@@ -272,6 +277,7 @@ def train_reader(
             limit=limit,
             dev_limit=dev_limit,
             eval_steps=eval_steps,
+            time_limit=time_limit,
         )
     )
     for p in (train_path, dev_path, v2_dev_path):
@@ -358,7 +364,8 @@ def train_reader(
         "precision": "bf16" if bf16 and not cuda else "fp32",
     }
     ReaderTrainer, Unfreeze = _trainer_classes()
-    callbacks = [progress_callback(progress)]
+    stopper = time_limit_callback(time_limit)
+    callbacks = [progress_callback(progress), stopper]
     if unfreeze_schedule:
         total_steps = steps_per_epoch * epochs
         callbacks.append(Unfreeze(max(1, total_steps // (2 * (model.config.num_hidden_layers + 1)))))
@@ -414,6 +421,8 @@ def train_reader(
         "windows_without_answer": unanswered,
         "skipped_long_questions": too_long,
         "steps": trainer.state.global_step,
+        "planned_steps": trainer.state.max_steps,
+        "stopped_by_time_limit": stopper.stopped_at is not None,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - step_of(last)), 3),
         "train_loss": output.training_loss,
@@ -431,7 +440,7 @@ def train_reader(
     }
     write_json(out_dir / "report.json", report)
     (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
-    if not keep_checkpoints:
+    if not keep_checkpoints and stopper.stopped_at is None:  # a run its time limit stopped keeps them to resume
         shutil.rmtree(checkpoints, ignore_errors=True)
     return report
 
@@ -535,6 +544,7 @@ def _command(s: dict[str, Any]) -> str:
         "dev_limit",
         "seed",
         "eval_steps",
+        "time_limit",
     ):
         if s.get(key) is not None:
             parts.append(f"--{key.replace('_', '-')} {s[key]}")
@@ -625,7 +635,7 @@ licence. The base model keeps its own licence.
 
 {r["steps"]} steps in {r["train_seconds"]:.0f} s ({r["seconds_per_step"]} s/step) on {r["machine"]["device"]}
 ({r["machine"]["processor"]}, {r["machine"]["cpus"]} CPUs{_threads(r["machine"])}), torch {r["machine"]["torch"]}, transformers
-{r["machine"]["transformers"]}. Final training loss {r["train_loss"]:.4f}.
+{r["machine"]["transformers"]}. Final training loss {r["train_loss"]:.4f}.{stopped_note(r)}
 
 | setting | value |
 |---|---|

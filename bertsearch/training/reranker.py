@@ -27,6 +27,7 @@ float16 safetensors (read back as float32), the tokenizer, bertsearch.json, repo
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -50,6 +51,8 @@ from .common import (
     resume_point,
     schedule_args,
     step_of,
+    stopped_note,
+    time_limit_callback,
     write_json,
 )
 
@@ -62,9 +65,10 @@ DEV_NEGATIVES = 9
 MAX_FP16_LOGIT_DIFF = 0.25  # float16 weights ship unless they move a logit more than this (rankings barely move)
 """Candidates per dev question: its paragraph and up to this many hard negatives."""
 DEV_NAME = "squad_dev"
+WORK_DIR = "work"
 PAIRS_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 # settings a resumed run may change: more epochs, another dev set, where it writes
-_RESUMABLE = {"out_dir", "epochs", "resume", "keep_checkpoints", "dev_squad", "dev_limit", "eval_steps"}
+_RESUMABLE = {"out_dir", "epochs", "resume", "keep_checkpoints", "dev_squad", "dev_limit", "eval_steps", "time_limit"}
 _WORD = re.compile(r"\w+")
 # Question words left out of BM25 mining queries: they barely move BM25, and FTS5 runs three times faster
 # without their long posting lists (18 ms instead of 55 ms a question over SQuAD train on 2 cores).
@@ -146,6 +150,42 @@ def bm25_candidates(
     return out
 
 
+def bm25_cache_path(cache_dir: Path, paragraphs: list[str], queries: list[str], depth: int) -> Path:
+    """Where `cached_bm25_candidates` keeps the candidates of these queries over these paragraphs."""
+    key = hashlib.sha256(f"bm25 v1 {depth} {_STOPWORD_TEXT}".encode())
+    for text in (*paragraphs, "\x00", *queries):
+        key.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    return Path(cache_dir) / f"bm25-{key.hexdigest()[:16]}.json"
+
+
+def cached_bm25_candidates(
+    paragraphs: list[str],
+    queries: list[str],
+    depth: int,
+    *,
+    cache_dir: Path | None,
+    progress: ProgressFactory = no_progress,
+) -> list[list[int]]:
+    """`bm25_candidates`, kept in `cache_dir` under a hash of the paragraphs, the queries, the depth and the
+    stopwords, so that a resumed run (mining SQuAD train takes about half an hour on one core) mines once."""
+    if cache_dir is None:
+        return bm25_candidates(paragraphs, queries, depth, progress=progress)
+    path = bm25_cache_path(cache_dir, paragraphs, queries, depth)
+    try:
+        mined = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(mined, list) and len(mined) == len(queries):
+            log.info("BM25 candidates of %d questions read from %s", len(queries), path)
+            return mined
+    except (OSError, ValueError):
+        pass
+    mined = bm25_candidates(paragraphs, queries, depth, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(mined, separators=(",", ":")), encoding="utf-8")
+    tmp.replace(path)
+    return mined
+
+
 def squad_examples(
     path: str | Path,
     *,
@@ -155,13 +195,15 @@ def squad_examples(
     same_article: bool = True,
     random_negatives: int = 0,
     seed: int = 42,
+    cache_dir: Path | None = None,
     progress: ProgressFactory = no_progress,
 ) -> list[Example]:
     """One example per question (a seeded sample of `limit` of them): its paragraph, up to `negatives`
     hard negatives, half from the top BM25 paragraphs and half from its article when both are on (either
     fills in when the other runs short), and `random_negatives` paragraphs of other articles drawn at random.
     The easy random ones give the new head a signal to start from: on hard negatives alone a CPU run stayed
-    at chance loss for 120 steps. A question's negatives depend only on the seed and the question."""
+    at chance loss for 120 steps. A question's negatives depend only on the seed and the question. With
+    `cache_dir`, the mined BM25 candidates are kept there and read back by a later call on the same data."""
     squad = read_squad(path)
     n = len(squad.questions)
     chosen = list(range(n)) if limit is None else sorted(random.Random(seed).sample(range(n), min(limit, n)))
@@ -171,8 +213,12 @@ def squad_examples(
         by_article.setdefault(a, []).append(p)
     mined: list[list[int]] = []
     if bm25 and negatives > 0:
-        mined = bm25_candidates(
-            squad.paragraphs, [squad.questions[i][0] for i in chosen], BM25_DEPTH + 1, progress=progress
+        mined = cached_bm25_candidates(
+            squad.paragraphs,
+            [squad.questions[i][0] for i in chosen],
+            BM25_DEPTH + 1,
+            cache_dir=cache_dir,
+            progress=progress,
         )
     examples = []
     for j, qi in enumerate(chosen):
@@ -445,6 +491,7 @@ def train_reranker(
     layer_lr_decay: float | None = None,
     eval_steps: int | None = None,
     keep_checkpoints: bool = False,
+    time_limit: float | None = None,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Fine-tune `base` (a new one-score head on its encoder) as a reranker; returns the report that is also
@@ -453,7 +500,8 @@ def train_reranker(
     Train on `train_squad` (hard negatives mined from the file) or `train_pairs` (JSONL/CSV/TSV with your own
     negatives); `limit` trains on a seeded sample of that many questions. With `dev_squad`, a seeded sample
     of `dev_limit` dev questions is scored after every epoch (or every `eval_steps`), and the best checkpoint
-    is the one saved.
+    is the one saved. `time_limit` (minutes) ends training early, evaluated and checkpointed, so that the same
+    call resumes it.
     """
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
     _check(settings)
@@ -477,6 +525,7 @@ def train_reranker(
 
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
+    work = out_dir / WORK_DIR  # mined BM25 candidates, kept until the run ends so that a resume skips mining
     cuda = torch.cuda.is_available()
     last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume)
     transformers.set_seed(seed)
@@ -503,7 +552,8 @@ def train_reranker(
     if train_squad is not None:
         examples = squad_examples(
             train_squad, negatives=negatives_per_query, limit=limit, bm25=bm25_negatives,
-            same_article=same_article_negatives, random_negatives=random_negatives, seed=seed, progress=progress,
+            same_article=same_article_negatives, random_negatives=random_negatives, seed=seed, cache_dir=work,
+            progress=progress,
         )
         filled = 0
     else:
@@ -524,7 +574,9 @@ def train_reranker(
     dev = []
     dev_windowing: dict[str, int] = {}
     if dev_squad is not None:
-        dev = squad_examples(dev_squad, negatives=DEV_NEGATIVES, limit=dev_limit, seed=seed, progress=progress)
+        dev = squad_examples(
+            dev_squad, negatives=DEV_NEGATIVES, limit=dev_limit, seed=seed, cache_dir=work, progress=progress
+        )
         dev_windowing = fit_to_window(dev, tokenizer, max_length=max_length, stride=stride, seed=seed)
     data_seconds = time.perf_counter() - t0
     log.info("%d training queries -> %d rows (%d negatives); %d dev queries; data in %.1fs",
@@ -567,13 +619,14 @@ def train_reranker(
     )
 
     # 6. trainer
+    stopper = time_limit_callback(time_limit)
     trainer = CrossEncoderTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[progress_callback(progress)],
+        callbacks=[progress_callback(progress), stopper],
     )
     trainer.remove_callback(PrinterCallback)  # it prints logs to stdout, which carries data
 
@@ -630,6 +683,8 @@ def train_reranker(
             "seconds": round(data_seconds, 1),
         },
         "steps": trainer.state.global_step,
+        "planned_steps": trainer.state.max_steps,
+        "stopped_by_time_limit": stopper.stopped_at is not None,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - step_of(last)), 3),
         "train_loss": output.training_loss,
@@ -643,8 +698,9 @@ def train_reranker(
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
-    if not keep_checkpoints:
+    if not keep_checkpoints and stopper.stopped_at is None:  # a run its time limit stopped keeps them to resume
         shutil.rmtree(checkpoints, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return report
 
 
@@ -699,7 +755,8 @@ def _command(s: dict[str, Any]) -> str:
     if s["dev_squad"] is not None:
         parts.append(f"--dev {s['dev_squad']}")
     for key in ("epochs", "batch_size", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "max_length", "stride",
-                "negatives_per_query", "random_negatives", "limit", "dev_limit", "layer_lr_decay", "eval_steps", "seed"):
+                "negatives_per_query", "random_negatives", "limit", "dev_limit", "layer_lr_decay", "eval_steps", "seed",
+                "time_limit"):
         if s[key] is not None:
             flag = "negatives" if key == "negatives_per_query" else key.replace("_", "-")
             parts.append(f"--{flag} {s[key]}")
@@ -717,7 +774,7 @@ def _model_card(r: dict[str, Any]) -> str:
     dev = r["dev"]
     rows = [f"| {k} | {v} |" for k, v in s.items() if k != "out_dir"]
     per_eval = "\n".join(
-        f"| {e['epoch']} | {e['step']} | {e.get('ndcg@10', float('nan')):.4f} | {e.get('mrr@10', float('nan')):.4f} |"
+        f"| {e['epoch']:.2f} | {e['step']} | {e.get('ndcg@10', float('nan')):.4f} | {e.get('mrr@10', float('nan')):.4f} |"
         for e in r["dev_per_evaluation"]
     )
     if dev:
@@ -772,7 +829,7 @@ inference (largest logit difference to the float32 model: {r['weights']['max_log
 {r['steps']} steps in {r['train_seconds']:.0f} s ({r['seconds_per_step']} s/step) on {r['machine']['device']}
 ({r['machine']['processor']}, {r['machine']['cpus']} CPUs), torch {r['machine']['torch']}, transformers
 {r['machine']['transformers']}, sentence-transformers {r['machine']['sentence_transformers']}. Final training loss
-{r['train_loss']:.4f}.
+{r['train_loss']:.4f}.{stopped_note(r)}
 
 | setting | value |
 |---|---|
