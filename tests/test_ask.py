@@ -122,6 +122,10 @@ def test_a_rerank_blend_keeps_part_of_the_first_stage_order(index):
     assert [h.doc_id for h in rerank_order(list(staged), 0.0)] == [h.doc_id for h in staged]
     half = rerank_order(list(staged), 0.5)  # volcano: 0.5/62 + 0.5/61 beats piano: 0.5/61 + 0.5/(60 + 3 or more)
     assert half[0].doc_id == "volcano" and "blend" in half[0].scores
+    for h in staged:  # a tie keeps the first stage's order, whatever the ids, under any blend
+        h.scores["rerank"] = 0.0
+    for blend in (1.0, 0.8, 0.5):
+        assert [h.doc_id for h in rerank_order(list(staged), blend)] == [h.doc_id for h in staged]
     index._reranker = WordReranker("piano")
     index.rerank_blend = 0.0
     again = index.search("lava volcano magma", k=4, mode="dense", rerank=True)

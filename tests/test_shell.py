@@ -281,6 +281,28 @@ def test_a_narrow_terminal_wraps_instead_of_breaking(tmp_path, corpus_file):
 
 
 @pytest.mark.model
+def test_threshold_decides_whether_the_shell_answers(tmp_path, corpus_file):
+    """The shipped reader under the shell's --threshold: one that never abstains answers, one that always
+    abstains says so, both over the same question and index."""
+    import subprocess
+
+    ix = tmp_path / "ix"
+    cli = [sys.executable, "-m", "bertsearch"]
+    subprocess.run([*cli, "index", str(corpus_file), "--index", str(ix)], check=True, capture_output=True)
+
+    def shell(threshold: str) -> str:
+        r = subprocess.run([*cli, "shell", "--index", str(ix), "--no-rerank", "-k", "1", "--threshold", threshold],
+                           input="who discovered penicillin\n", check=False, capture_output=True, text=True,
+                           timeout=200, env={**os.environ, "NO_COLOR": "1"})
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    always = shell("1000")
+    assert "answer: " in always and "Fleming" in always
+    never = shell("-1000")
+    assert "no answer found" in never and "answer: " not in never
+
+
 def test_the_shipped_models_answer_in_the_shell(tmp_path, corpus_file):
     """The whole pipeline a user starts with `bertsearch shell`: packaged encoder, shipped reranker and reader;
     a question, its answer and hits, a mode switch, a whole document, a mistyped command, Ctrl-D."""

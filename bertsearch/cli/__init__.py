@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..errors import BadArgument, BertsearchError
+from ..errors import BadArgument, BertsearchError, ModelNotFound
 from .options import (
     ann_option,
     corpus_options,
@@ -282,6 +282,8 @@ def ask(
 @reader_option
 @click.option("--history", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="History file (default: $BERTSEARCH_HISTORY or $XDG_STATE_HOME/bertsearch/history).")
+@click.option("--threshold", type=float, default=None,
+              help="Say 'no answer' when the passage's no-answer score beats the best span by more than this (default: the reader's, chosen on SQuAD 2.0 dev; lower abstains more).")
 @gpu_option
 @precision_option
 def shell(
@@ -295,6 +297,7 @@ def shell(
     reranker: str | None,
     reader: str | None,
     history: str | None,
+    threshold: float | None,
     gpu: bool | None,
     precision: str,
 ) -> None:
@@ -308,6 +311,7 @@ def shell(
     \b
     bertsearch shell --index indexes/demo
     bertsearch shell --index indexes/demo --mode dense --no-rerank
+    bertsearch shell --index indexes/demo --threshold 0      # answer whenever a span beats "no answer"
     """
     from pathlib import Path
 
@@ -323,6 +327,11 @@ def shell(
     ix, why, seconds = sh.load(index_path, render.err, model=model, reranker=reranker, reader=reader, rerank=rerank,
                                answer=answer, precision=precision, gpu=gpu)
     with ix:
+        if threshold is not None and why["answer"] is None:
+            try:
+                ix.reader.no_answer_threshold = threshold  # the reader's weights load lazily, ':answer on' included
+            except ModelNotFound:
+                pass  # no reader to set it on; ':answer on' says why
         session = sh.Shell(ix, console, sh.Settings(mode=mode, k=k, rerank=rerank, answer=answer, where=where),
                            can_rerank=why["rerank"], can_answer=why["answer"])
         sh.banner(ix, why, seconds, console)
