@@ -87,6 +87,19 @@ def test_train_encoder_on_a_beir_split_evaluates_before_and_after(tiny_encoder, 
         assert len(ix.search("bees and honey", k=3, mode="dense")) == 3
 
 
+def test_a_time_limit_stops_the_encoder_evaluated_and_resumable(tiny_encoder, beir_dir, tmp_path):
+    out = tmp_path / "enc"
+    kw = dict(beir=beir_dir, base=str(tiny_encoder), epochs=2, batch_size=4, mini_batch_size=2, dev_fraction=0.25,
+              dev_corpus=10, filter_negatives=False)
+    stopped = training.train_encoder(out, time_limit=1e-9, **kw)  # up after the first step
+    assert stopped["stopped_by_time_limit"] and (stopped["steps"], stopped["planned_steps"]) == (1, 4)
+    assert [e["step"] for e in stopped["dev_per_evaluation"]] == [1] and (out / "checkpoints").is_dir()
+    assert "stopped at its time limit after 1 of 4 planned steps" in (out / "README.md").read_text()
+    done = training.train_encoder(out, **kw)
+    assert done["resumed_from"].endswith("checkpoint-1") and done["steps"] == 4 and not done["stopped_by_time_limit"]
+    assert not (out / "checkpoints").exists()
+
+
 def test_cli_train_encoder_from_pairs_and_argument_errors(tiny_encoder, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"query": f"about {k}", "positive": v}) + "\n" for k, v in TOPICS.items()))

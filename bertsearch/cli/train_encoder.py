@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .options import json_option
+from .options import json_option, time_limit_option
 
 _FILE = click.Path(dir_okay=False, path_type=str)
 
@@ -40,6 +40,7 @@ _FILE = click.Path(dir_okay=False, path_type=str)
 @click.option("--eval-steps", type=click.IntRange(min=1), default=None, help="Evaluate and checkpoint every N steps instead of every epoch.")
 @click.option("--no-resume", is_flag=True, help="Delete OUT/checkpoints and start over instead of resuming.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUT/checkpoints after the final save.")
+@time_limit_option
 @json_option
 def encoder_command(no_filter: bool, no_resume: bool, as_json: bool, **kwargs: Any) -> None:
     """Fine-tune the bi-encoder on (query, positive) pairs with in-batch and mined hard negatives.

@@ -30,7 +30,17 @@ from typing import Any
 
 from ..errors import BadArgument, CorpusError, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
-from .common import check_settings, machine, progress_callback, resume_point, schedule_args, step_of, write_json
+from .common import (
+    check_settings,
+    machine,
+    progress_callback,
+    resume_point,
+    schedule_args,
+    step_of,
+    stopped_note,
+    time_limit_callback,
+    write_json,
+)
 from .reranker import Example, bm25_candidates, read_pairs
 
 log = logging.getLogger(__name__)
@@ -38,7 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
 DEV_NAME = "dev"
 MINE_DEPTH = 30  # candidates looked at per query when mining
-_RESUMABLE = {"epochs", "out_dir", "resume", "keep_checkpoints", "eval_steps"}
+_RESUMABLE = {"epochs", "out_dir", "resume", "keep_checkpoints", "eval_steps", "time_limit"}
 
 
 def beir_examples(dataset: str | Path, split: str) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
@@ -145,10 +155,12 @@ def train_encoder(
     resume: bool = True,
     eval_steps: int | None = None,
     keep_checkpoints: bool = False,
+    time_limit: float | None = None,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Fine-tune `base` on (query, positive[, negative]) with cached multiple-negatives ranking loss;
-    returns the report also written to OUT/report.json. See the module docstring for each step."""
+    returns the report also written to OUT/report.json. See the module docstring for each step.
+    `time_limit` (minutes) ends training early, evaluated and checkpointed, so that the same call resumes it."""
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
     check_settings({**settings, "stride": 0, "layer_lr_decay": None, "dev_limit": None})
     if (pairs is None) == (beir is None):
@@ -265,8 +277,9 @@ def train_encoder(
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # a text twice in a batch would be its own negative
         data_seed=seed,
     )
+    stopper = time_limit_callback(time_limit)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
-                                         evaluator=evaluator, callbacks=[progress_callback(progress)])
+                                         evaluator=evaluator, callbacks=[progress_callback(progress), stopper])
     trainer.remove_callback(PrinterCallback)
     checkpoints.mkdir(parents=True, exist_ok=True)
     write_json(checkpoints / "run.json", settings)
@@ -299,6 +312,8 @@ def train_encoder(
             "seconds": round(data_seconds, 1),
         },
         "steps": trainer.state.global_step,
+        "planned_steps": trainer.state.max_steps,
+        "stopped_by_time_limit": stopper.stopped_at is not None,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - step_of(last)), 3),
         "train_loss": output.training_loss,
@@ -310,7 +325,7 @@ def train_encoder(
     }
     write_json(out_dir / "report.json", report)
     (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
-    if not keep_checkpoints:
+    if not keep_checkpoints and stopper.stopped_at is None:  # a run its time limit stopped keeps them to resume
         shutil.rmtree(checkpoints, ignore_errors=True)
     return report
 
@@ -339,7 +354,7 @@ Fine-tuned from `{r["base"]}` on {r["data"]["train_pairs"]} (query, positive) pa
 `{r["data"]["source"]}` with {r["loss"]["name"]} (mini-batches of {r["loss"]["mini_batch_size"]}), hard negatives
 from {r["data"]["negatives_from"]}{", filtered by " + r["data"]["filtered_by"] if r["data"]["filtered_by"] else ""}.
 
-Result: {dev}. {r["steps"]} steps in {r["train_seconds"]:.0f} s on {r["machine"]["device"]}.
+Result: {dev}. {r["steps"]} steps in {r["train_seconds"]:.0f} s on {r["machine"]["device"]}.{stopped_note(r)}
 
 The training data's licence applies to this model; the base model keeps its own.
 
