@@ -310,8 +310,9 @@ def test_mined_bm25_candidates_are_kept_and_read_back_instead_of_mined_again(squ
     # a damaged cache file is mined again, not trusted
     monkeypatch.undo()
     (cached,) = tmp_path.glob("bm25-*.json")
-    cached.write_text("[[1, 2]", encoding="utf-8")
-    assert training.squad_examples(squad_file, negatives=2, seed=5, cache_dir=tmp_path) == fresh
+    for damaged in ("[[1, 2]", json.dumps([[10**6]] * len(fresh)), json.dumps([["a"]] * len(fresh))):
+        cached.write_text(damaged, encoding="utf-8")  # cut short; an index out of range; not an index
+        assert training.squad_examples(squad_file, negatives=2, seed=5, cache_dir=tmp_path) == fresh
 
 
 def test_limit_samples_questions_with_the_seed(squad_file):

@@ -167,15 +167,20 @@ def cached_bm25_candidates(
     progress: ProgressFactory = no_progress,
 ) -> list[list[int]]:
     """`bm25_candidates`, kept in `cache_dir` under a hash of the paragraphs, the queries, the depth and the
-    stopwords, so that a resumed run (mining SQuAD train takes about half an hour on one core) mines once."""
+    stopwords, so that a resumed run (mining SQuAD train took about half an hour on one core) mines once. A file
+    that does not hold candidates of these questions (damaged, cut short) is mined again and replaced."""
     if cache_dir is None:
         return bm25_candidates(paragraphs, queries, depth, progress=progress)
     path = bm25_cache_path(cache_dir, paragraphs, queries, depth)
     try:
         mined = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(mined, list) and len(mined) == len(queries):
+        n = len(paragraphs)
+        if isinstance(mined, list) and len(mined) == len(queries) and all(
+            isinstance(hits, list) and all(type(p) is int and 0 <= p < n for p in hits) for hits in mined
+        ):
             log.info("BM25 candidates of %d questions read from %s", len(queries), path)
             return mined
+        log.warning("%s does not hold BM25 candidates of these questions; mining them again", path)
     except (OSError, ValueError):
         pass
     mined = bm25_candidates(paragraphs, queries, depth, progress=progress)
