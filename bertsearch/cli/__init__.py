@@ -22,6 +22,7 @@ from .options import (
     precision_option,
     reader_option,
     reranker_option,
+    threshold_option,
     where_option,
 )
 
@@ -230,8 +231,7 @@ def search(
 @click.option("--no-rerank", is_flag=True, help="Read the first-stage results without cross-encoder reranking.")
 @reranker_option
 @reader_option
-@click.option("--threshold", type=float, default=None,
-              help="Say 'no answer' when the passage's no-answer score beats the best span by more than this (default: the reader's, chosen on SQuAD 2.0 dev; lower abstains more).")
+@threshold_option
 @json_option
 def ask(
     question: tuple[str, ...],
@@ -282,8 +282,7 @@ def ask(
 @reader_option
 @click.option("--history", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="History file (default: $BERTSEARCH_HISTORY or $XDG_STATE_HOME/bertsearch/history).")
-@click.option("--threshold", type=float, default=None,
-              help="Say 'no answer' when the passage's no-answer score beats the best span by more than this (default: the reader's, chosen on SQuAD 2.0 dev; lower abstains more).")
+@threshold_option
 @gpu_option
 @precision_option
 def shell(

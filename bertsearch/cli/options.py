@@ -37,6 +37,16 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
 
 
+def threshold_option(f: F) -> F:
+    return click.option(
+        "--threshold",
+        type=float,
+        default=None,
+        help="Say 'no answer' when the passage's no-answer score beats the best span by more than this "
+        "(default: the reader's, chosen on SQuAD 2.0 dev; lower abstains more).",
+    )(f)
+
+
 def time_limit_option(f: F) -> F:
     return click.option(
         "--time-limit",
