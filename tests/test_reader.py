@@ -297,7 +297,54 @@ TRAIN = {
     "epochs": 1,
     "max_length": 128,
     "stride": 32,
+    "unanswerable": 0.0,  # the questions alone, so that step counts are known
 }
+
+
+def _example(i, context, answer, article, paragraph):
+    from bertsearch.evaluation.squad import Example
+
+    return Example(
+        id=f"q{i}",
+        question=f"question {i}?",
+        context=context,
+        answers=[answer],
+        answer_starts=[context.index(answer)],
+        article=article,
+        paragraph=paragraph,
+    )
+
+
+def test_unanswerable_examples_cut_the_answer_or_take_another_paragraph_and_never_hold_the_answer():
+    from bertsearch.training.reader import unanswerable_examples
+
+    p0 = "Fleming found penicillin in 1928. He worked at St Mary's. The mould killed bacteria."
+    p1 = "Penicillin was made in bulk in the 1940s. Florey and Chain led the work."
+    p2 = "Zebras live in Africa. They have stripes."
+    examples = [
+        _example(0, p0, "1928", 0, 0),
+        _example(1, p0, "St Mary's", 0, 0),
+        _example(2, p1, "Florey and Chain", 0, 1),
+        _example(3, p1, "1940s", 0, 1),
+        _example(4, p2, "Africa", 1, 2),  # its article has no other paragraph, so only the cut applies
+        _example(5, "Africa. Africa is large.", "Africa", 2, 3),  # the answer is in every sentence: none
+    ]
+    made, counts = unanswerable_examples(examples, 1.0, seed=0)
+    assert sum(counts.values()) == len(made) == 5 and counts["other_paragraph"] >= 1
+    by_id = {ex.id: ex for ex in made}
+    assert "q5-unanswerable" not in by_id
+    for ex in made:
+        source = examples[int(ex.id[1:].split("-")[0])]
+        assert ex.is_impossible and ex.answers == [] and ex.question == source.question
+        assert source.answers[0].lower() not in ex.context.lower() and ex.context.strip()
+    assert by_id["q4-unanswerable"].context == "They have stripes."
+    cut = {ex.context for ex in made if ex.context not in (p0, p1)}
+    assert "He worked at St Mary's. The mould killed bacteria." in cut or "Fleming found penicillin in 1928. The mould killed bacteria." in cut
+
+    # a seeded share, the same every time; none at 0
+    half, _ = unanswerable_examples(examples, 0.5, seed=3)
+    assert len(half) <= 3 and [e.id for e in half] == [e.id for e in unanswerable_examples(examples, 0.5, seed=3)[0]]
+    assert unanswerable_examples(examples, 0.0, seed=0) == ([], {"answer_sentences_removed": 0, "other_paragraph": 0})
 
 
 def test_train_reader_saves_a_loadable_reader_and_resumes(tmp_path, tiny_dir):
@@ -506,6 +553,11 @@ def test_cli_train_reader(run, tiny_dir, tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["train_questions"] == 20 and (out / "bertsearch.json").is_file()
+    made = sum(report["unanswerable_examples"].values())  # --unanswerable 0.5 by default
+    assert 5 <= made <= 10 and report["windows_without_answer"] >= made  # each labelled "no answer"
+    assert "--unanswerable 0.5" in report["command"] and f"on {made} copies" in (out / "README.md").read_text()
+    r = run("train", "reader", "--train", SQUAD / "train-v1.1.json", "--out", out, "--unanswerable", 1.5)
+    assert r.exit_code == 2 and "--unanswerable" in r.stderr
     r = run("train", "reader", "--train", tmp_path / "nope.json", "--out", out)
     assert r.exit_code == 1 and "no such file" in r.stderr
     for command in (("train", "reader"), ("eval", "squad")):

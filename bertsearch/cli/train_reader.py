@@ -106,6 +106,15 @@ from .options import json_option, time_limit_option
     default=None,
     help="Evaluate and checkpoint every N steps instead of every epoch.",
 )
+@click.option(
+    "--unanswerable",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="For this fraction of the questions, also train on a copy paired with a context that cannot answer "
+    "it (its answer's sentence cut out, or another paragraph of the article), labelled no answer; 0 trains "
+    "on the questions alone.",
+)
 @click.option("--no-resume", is_flag=True, help="Delete OUT/checkpoints and start over instead of resuming.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUT/checkpoints after the final save.")
 @time_limit_option

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..chunking import sentence_starts
 from ..errors import BadArgument, CorpusError
 from ..evaluation.beir import ProgressFactory, no_progress
 from ..evaluation.squad import Example, evaluate_examples, evaluate_squad, load_squad
@@ -98,6 +99,61 @@ def squad_features(examples: list[Example], tokenizer: Any, *, max_length: int, 
             }
         )
     return features
+
+
+def unanswerable_examples(examples: list[Example], fraction: float, *, seed: int) -> tuple[list[Example], dict[str, int]]:
+    """Questions paired with a context that cannot answer them, labelled "no answer", for a seeded
+    `fraction` of the answerable `examples` (one each), so that the reader learns when to abstain.
+
+    The contexts alternate between two kinds: the question's own paragraph with every sentence that holds
+    an answer cut out (the question's words are still around, as in SQuAD 2.0's unanswerable questions),
+    and another paragraph of the same article (the kind of passage retrieval hands the reader beside the
+    right one). A candidate that still holds an answer's text, ignoring case, is not used; the other kind
+    is tried instead. Returns the new examples and how many of each kind were made."""
+    rng = random.Random(seed)
+    by_article: dict[int, list[tuple[int, str]]] = {}
+    for ex in examples:
+        paragraphs = by_article.setdefault(ex.article, [])
+        if not paragraphs or paragraphs[-1][0] != ex.paragraph:
+            paragraphs.append((ex.paragraph, ex.context))
+    answerable = [ex for ex in examples if ex.answers and not ex.is_impossible]
+    chosen = rng.sample(answerable, round(fraction * len(answerable))) if fraction > 0 else []
+    out: list[Example] = []
+    made = {"answer_sentences_removed": 0, "other_paragraph": 0}
+    for i, ex in enumerate(chosen):
+        texts = [a.lower() for a in ex.answers if a.strip()]
+        kinds = ("answer_sentences_removed", "other_paragraph")
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            if kind == "answer_sentences_removed":
+                context = _without_answer_sentences(ex)
+            else:
+                others = [c for p, c in by_article.get(ex.article, []) if p != ex.paragraph]
+                context = rng.choice(others) if others else ""
+            if context.strip() and not any(t in context.lower() for t in texts):
+                out.append(
+                    Example(
+                        id=f"{ex.id}-unanswerable",
+                        question=ex.question,
+                        context=context,
+                        answers=[],
+                        answer_starts=[],
+                        is_impossible=True,
+                        article=ex.article,
+                        paragraph=ex.paragraph,
+                    )
+                )
+                made[kind] += 1
+                break
+    return out, made
+
+
+def _without_answer_sentences(ex: Example) -> str:
+    """`ex.context` less every sentence that overlaps one of its answers ("" when nothing would be left)."""
+    starts = sentence_starts(ex.context)
+    bounds = list(zip(starts, [*starts[1:], len(ex.context)]))
+    spans = [(a, a + len(t)) for a, t in zip(ex.answer_starts, ex.answers)]
+    kept = [ex.context[s:e] for s, e in bounds if not any(a < e and s < b for a, b in spans)]
+    return "".join(kept).strip() if len(kept) < len(bounds) else ""
 
 
 def layer_depth(name: str, num_layers: int) -> int:
@@ -240,6 +296,7 @@ def train_reader(
     v2_dev_path: str | Path | None = None,
     keep_checkpoints: bool = False,
     time_limit: float | None = None,
+    unanswerable: float = 0.5,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
     """Fine-tune `base` for extractive QA on a SQuAD file; returns the report also written to OUT/report.json.
@@ -250,6 +307,8 @@ def train_reader(
     `dev_limit` scores the first that many dev questions. With `v2_dev_path`, the saved reader's
     no-answer threshold is the one that scores best F1 there. Gradual unfreezing finishes by half-way through training.
     `time_limit` (minutes) ends training early, evaluated and checkpointed, so that the same call resumes it.
+    `unanswerable` adds, for that fraction of the questions, a copy paired with a context that cannot answer
+    it (see `unanswerable_examples`), labelled "no answer".
     """
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
     import torch
@@ -280,6 +339,8 @@ def train_reader(
             time_limit=time_limit,
         )
     )
+    if not 0 <= unanswerable <= 1:
+        raise BadArgument(f"unanswerable must be a fraction in [0, 1], not {unanswerable}")
     for p in (train_path, dev_path, v2_dev_path):
         if p is not None and not Path(p).is_file():
             raise CorpusError(f"no such file: {p}")
@@ -318,6 +379,9 @@ def train_reader(
         examples = [ex for ex, n in zip(examples, q_lengths) if n <= room]
     if not examples:
         raise CorpusError(f"no trainable questions in {train_path}")
+    questions = len(examples)
+    negatives, made = unanswerable_examples(examples, unanswerable, seed=seed + 1)
+    examples = examples + negatives
     train_features: list[dict[str, Any]] = []
     with progress("tokenizing", len(examples), "questions") as advance:
         for i in range(0, len(examples), 1000):
@@ -416,7 +480,8 @@ def train_reader(
         "settings": settings,
         "reader": reader_json,
         "resumed_from": last,
-        "train_questions": len(examples),
+        "train_questions": questions,
+        "unanswerable_examples": made,
         "train_windows": len(train_features),
         "windows_without_answer": unanswered,
         "skipped_long_questions": too_long,
@@ -548,10 +613,24 @@ def _command(s: dict[str, Any]) -> str:
     ):
         if s.get(key) is not None:
             parts.append(f"--{key.replace('_', '-')} {s[key]}")
+    if s.get("unanswerable"):
+        parts.append(f"--unanswerable {s['unanswerable']}")
     for key, flag in (("unfreeze_schedule", "--gradual-unfreeze"), ("bf16", "--bf16"), ("unseen", "--unseen")):
         if s.get(key):
             parts.append(flag)
     return " ".join(parts)
+
+
+def _unanswerable_line(r: dict[str, Any]) -> str:
+    made = r.get("unanswerable_examples") or {}
+    if not sum(made.values()):
+        return ""
+    return (
+        f"\nBeside its questions it trained on {sum(made.values())} copies paired with a context that cannot answer "
+        f"them, labelled no answer (`--unanswerable {r['settings']['unanswerable']}`): "
+        f"{made.get('answer_sentences_removed', 0)} with the answer's sentences cut out of the paragraph, "
+        f"{made.get('other_paragraph', 0)} with another paragraph of the same article.\n"
+    )
 
 
 def _model_card(r: dict[str, Any]) -> str:
@@ -622,7 +701,7 @@ A span-extraction (start/end logits) head fine-tuned from `{origin}` on SQuAD
 {trained}, with bertsearch's own training code.
 
 Dev score: {score}.
-{v2_line}
+{v2_line}{_unanswerable_line(r)}
 Weights are float16 safetensors; `config.json` says float32 so they load back as float32 for CPU inference.
 `bertsearch.json` holds the reader settings (window, stride, longest answer, no-answer threshold).
 
