@@ -5,8 +5,8 @@ PYTHON ?= python3
 INDEX ?= indexes/demo
 QUERY ?= what causes the northern lights
 QUESTION ?= when did Alexander Fleming discover penicillin
-# --threshold 0: answer whenever a span beats "no answer"; the shipped threshold (best F1 on SQuAD 2.0 dev)
-# abstains on about half of the answerable questions, this one among them (README, "Reranking and answers")
+# --threshold 0: answer whenever a span beats "no answer"; the shipped threshold (best F1 on SQuAD 2.0 dev, whose
+# unanswerable questions have plausible answers) is strict and abstains on this one (README, "Reranking and answers")
 
 .PHONY: install demo test bench
 

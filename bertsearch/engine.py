@@ -64,11 +64,11 @@ class Index:
         self._built_at = 0.0
         self.max_staleness = 5.0
         self.exact_subset = 20_000  # filtered dense search is exact when this few chunks match
-        # chosen on squad-dev-retrieval with the shipped cross-encoder (README, "Reranking and answers"): the top 10
-        # re-scored, blended 0.8 / 0.2 with the first-stage rank, the best weight at every depth measured and within
-        # 0.009 of the best setting at a fifth of the cross-encoder work of depth 50
-        self.rerank_depth = 10  # candidates the cross-encoder re-scores
-        self.rerank_blend = 0.8  # weight of the cross-encoder's rank against the first stage's (1: its order alone)
+        # chosen with the shipped cross-encoder on squad-dev-retrieval and SciFact's train claims (README,
+        # "Reranking and answers"): the top DEPTH re-scored, each losing PENALTY logits per place it stood below the
+        # first stage's top, so that a confident cross-encoder decides and an unsure one defers to the first stage
+        self.rerank_depth = 20  # candidates the cross-encoder re-scores
+        self.rerank_penalty = 0.75  # logits per first-stage place (0: the cross-encoder's order alone)
         # how answers from different passages compare (see rank_answers), chosen by `eval ask` on squad-dev-retrieval
         # (README, "Reranking and answers"): margin plus half the passage's cross-encoder score, F1 33.7 against
         # 24.7 for raw span scores at the shipped threshold, 59.8 against 44.5 never abstaining
@@ -406,12 +406,9 @@ class Index:
         return self._reader
 
     def _rerank(self, query: str, hits: list[Hit], depth: int) -> list[Hit]:
-        """Re-order the top `depth` hits by the cross-encoder's score of (query, title + best chunk),
-        ties in first-stage order; hits below `depth` follow in their first-stage order, unscored.
-
-        With `rerank_blend` below 1, the order is a reciprocal-rank blend instead: blend / (60 + rank by
-        the cross-encoder) + (1 - blend) / (60 + first-stage rank), which keeps some of the first stage's
-        judgement where the cross-encoder is out of its domain."""
+        """Re-order the top `depth` hits by the cross-encoder's score of (query, title + best chunk), less
+        `rerank_penalty` for each place a hit stood below the first stage's top (see `rerank_order`);
+        hits below `depth` follow in their first-stage order, unscored."""
         head, tail = hits[:depth], hits[depth:]
         if not head:
             return hits
@@ -420,7 +417,7 @@ class Index:
         for h, s in zip(head, scores.tolist()):
             h.scores["rerank"] = float(s)
             h.score = float(s)
-        ranked = rerank_order(head, self.rerank_blend) + tail
+        ranked = rerank_order(head, self.rerank_penalty) + tail
         for r, h in enumerate(ranked, start=1):
             h.rank = r
             if "rerank" in h.scores:
@@ -656,19 +653,22 @@ def rank_answers(spans: list[Span], hits: list[Hit], *, scoring: str = "span", p
     return sorted(out, key=lambda sp: (-sp.score, sp.passage, sp.start))
 
 
-def rerank_order(head: list[Hit], blend: float = 1.0) -> list[Hit]:
-    """`head` (in first-stage order, each with scores["rerank"]) re-ordered by the cross-encoder, or by the
-    reciprocal-rank blend of its rank and the first-stage rank when `blend` < 1; ties keep the first-stage
-    order (the sorts are stable). Ties are common: under bfloat16 a logit near -6.6 moves in steps of 1/32."""
-    by_ce = sorted(head, key=lambda h: -h.scores["rerank"])
-    if blend >= 1.0:
-        return by_ce
-    ce_rank = {id(h): r for r, h in enumerate(by_ce, start=1)}
-    fused = {id(h): blend / (60 + ce_rank[id(h)]) + (1 - blend) / (60 + r) for r, h in enumerate(head, start=1)}
-    for h in head:
-        h.scores["blend"] = fused[id(h)]
-        h.score = fused[id(h)]
-    return sorted(head, key=lambda h: -fused[id(h)])
+def rerank_order(head: list[Hit], penalty: float = 0.0) -> list[Hit]:
+    """`head` (in first-stage order, each with scores["rerank"], the cross-encoder's logit) re-ordered by
+    the logit less `penalty` for each place below the first stage's top: rerank - penalty * (rank - 1),
+    kept as scores["fused"] when `penalty` > 0. A gap of several logits, a confident cross-encoder,
+    outweighs a few places; a small one, a cross-encoder out of its depth, leaves the first stage's order.
+    Ties keep the first-stage order (the sort is stable); they are common: under bfloat16 a logit near -6.6
+    moves in steps of 1/32."""
+    if not penalty >= 0:
+        raise BadArgument(f"rerank penalty must be >= 0 (logits per first-stage place), got {penalty}")
+    for r, h in enumerate(head):
+        if penalty:
+            h.scores["fused"] = h.scores["rerank"] - penalty * r
+        else:
+            h.scores.pop("fused", None)  # from an earlier order of the same hits
+        h.score = h.scores.get("fused", h.scores["rerank"])
+    return sorted(head, key=lambda h: -h.score)
 
 
 def _model_label(name: str | None, kind: str) -> str:

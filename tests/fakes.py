@@ -8,17 +8,19 @@ from bertsearch.types import Span
 
 
 class WordReranker:
-    """Scores a passage by how often it holds the word `favourite`."""
+    """Scores a passage by how often it holds the word `favourite`, times `scale` logits (a real
+    cross-encoder's scores for a clear match and a miss lie about 10 apart)."""
 
     name = "fake-reranker"
 
-    def __init__(self, favourite: str) -> None:
+    def __init__(self, favourite: str, scale: float = 1.0) -> None:
         self.favourite = favourite
+        self.scale = scale
         self.calls: list[int] = []
 
     def score(self, query, passages, *, batch_size=32):
         self.calls.append(len(passages))
-        return np.array([p.lower().count(self.favourite) for p in passages], dtype=np.float32)
+        return np.array([self.scale * p.lower().count(self.favourite) for p in passages], dtype=np.float32)
 
 
 class WordReader:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from fakes import WordReader, WordReranker
+
+from bertsearch.errors import BadArgument
 
 
 def test_rerank_reorders_the_top_candidates_and_keeps_provenance(index):
@@ -63,7 +66,7 @@ def test_cli_ask_and_search_rerank(tmp_path, corpus_file, monkeypatch):
     runner = CliRunner()
     ix = tmp_path / "ix"
     runner.invoke(cli(), ["index", str(corpus_file), "--index", str(ix), "--model", "hashing"])
-    monkeypatch.setattr(engine.Index, "reranker", property(lambda self: WordReranker("lava")))
+    monkeypatch.setattr(engine.Index, "reranker", property(lambda self: WordReranker("lava", scale=10.0)))
     monkeypatch.setattr(engine.Index, "reader", property(lambda self: WordReader("magma chamber")))
     r = runner.invoke(cli(), ["search", "what", "is", "it", "--index", str(ix), "--rerank", "--json"])
     data = json.loads(r.stdout)
@@ -101,33 +104,47 @@ def test_eval_beir_scores_several_rerank_depths_from_one_pass(tmp_path, monkeypa
     monkeypatch.setattr(engine.Index, "reranker", property(lambda self: WordReranker("gold")))
     kw = {"index_path": tmp_path / "ix", "model": "hashing", "mode": "lexical"}
     plain = evaluate_beir(d, **kw)
-    m = evaluate_beir(d, rerank=True, rerank_depth=[1, 3], **kw)
+    m = evaluate_beir(d, rerank=True, rerank_depth=[1, 3], rerank_penalty=[0.0, 1000.0], **kw)
     assert m["first_stage"] == {key: plain[key] for key in ("ndcg@10", "recall@100", "mrr@10")}
     assert m["by_depth"][1] == m["first_stage"]  # re-scoring only the first candidate changes nothing
     assert m["by_depth"][3]["mrr@10"] == 1.0 > m["first_stage"]["mrr@10"]
-    assert m["ndcg@10"] == m["by_depth"][3]["ndcg@10"] and m["rerank_depth"] == 3
+    assert m["ndcg@10"] == m["by_depth"][3]["ndcg@10"] and m["rerank_depth"] == 3 and m["rerank_penalty"] == 0.0
+    assert m["by_penalty"][0.0] == m["by_depth"][3] and m["by_penalty"][1000.0] == m["first_stage"]
+    with pytest.raises(BadArgument, match="penalties"):
+        evaluate_beir(d, rerank=True, rerank_penalty=[-1.0], **kw)
     one = evaluate_beir(d, rerank=True, limit=1, **kw)
     assert one["queries"] == 1 and one["sampled_from"] == 2 and "by_depth" not in one
 
 
-def test_a_rerank_blend_keeps_part_of_the_first_stage_order(index):
+def test_a_rerank_penalty_lets_a_confident_cross_encoder_decide_and_an_unsure_one_defer(index):
     from bertsearch.engine import rerank_order
 
     staged = index.search("lava volcano magma", k=4, mode="dense")
-    assert staged[0].doc_id == "volcano" and [h.doc_id for h in staged].index("piano") >= 2
-    favour = {"piano": 1.0, "volcano": 0.5}
+    place = [h.doc_id for h in staged].index("piano")
+    assert staged[0].doc_id == "volcano" and place >= 2
     for h in staged:
-        h.scores["rerank"] = favour.get(h.doc_id, 0.0)
-    assert [h.doc_id for h in rerank_order(list(staged), 1.0)][:2] == ["piano", "volcano"]
-    assert [h.doc_id for h in rerank_order(list(staged), 0.0)] == [h.doc_id for h in staged]
-    half = rerank_order(list(staged), 0.5)  # volcano: 0.5/62 + 0.5/61 beats piano: 0.5/61 + 0.5/(60 + 3 or more)
-    assert half[0].doc_id == "volcano" and "blend" in half[0].scores
-    for h in staged:  # a tie keeps the first stage's order, whatever the ids, under any blend
+        h.scores["rerank"] = {"piano": 1.0, "volcano": 0.5}.get(h.doc_id, 0.0)
+    assert [h.doc_id for h in rerank_order(list(staged), 0.0)][:2] == ["piano", "volcano"]
+    assert "fused" not in staged[0].scores and staged[0].score == 0.5  # the cross-encoder's order alone
+    # a gap of half a logit is worth less than `place` places at 0.5 each: the first stage's top stays
+    unsure = rerank_order(list(staged), 0.5)
+    assert unsure[0].doc_id == "volcano" and unsure[0].score == unsure[0].scores["fused"] == 0.5
+    assert [h.scores["fused"] for h in unsure] == sorted((h.scores["fused"] for h in unsure), reverse=True)
+    assert next(h for h in unsure if h.doc_id == "piano").scores["fused"] == 1.0 - 0.5 * place
+    for h in staged:  # a gap of 10 logits outweighs a few places
+        if h.doc_id == "piano":
+            h.scores["rerank"] = 10.0
+    assert rerank_order(list(staged), 0.5)[0].doc_id == "piano"
+    alone = rerank_order(list(staged), 0.0)  # ordering the same hits again leaves no stale fused score
+    assert all("fused" not in h.scores and h.score == h.scores["rerank"] for h in alone)
+    for h in staged:  # a tie keeps the first stage's order, whatever the ids, under any penalty
         h.scores["rerank"] = 0.0
-    for blend in (1.0, 0.8, 0.5):
-        assert [h.doc_id for h in rerank_order(list(staged), blend)] == [h.doc_id for h in staged]
+    for penalty in (0.0, 0.5, 3.0):
+        assert [h.doc_id for h in rerank_order(list(staged), penalty)] == [h.doc_id for h in staged]
+    with pytest.raises(BadArgument, match="penalty"):
+        rerank_order(list(staged), -1.0)
     index._reranker = WordReranker("piano")
-    index.rerank_blend = 0.0
+    index.rerank_penalty = 1000.0
     again = index.search("lava volcano magma", k=4, mode="dense", rerank=True)
     assert [h.doc_id for h in again] == [h.doc_id for h in staged]
 

@@ -533,8 +533,8 @@ def _register() -> None:
 @click.option("--rerank", is_flag=True, help="Evaluate the reranked pipeline (cross-encoder over the top candidates).")
 @click.option("--rerank-depth", default=None, metavar="N[,N...]",
               help="Candidates the cross-encoder re-scores (default: the index's); several, e.g. 10,20,50, are all scored from one pass.")
-@click.option("--rerank-blend", default=None, metavar="W[,W...]",
-              help="Weight of the cross-encoder's rank against the first stage's, 0-1 (1: its order alone); several are all scored from one pass.")
+@click.option("--rerank-penalty", default=None, metavar="P[,P...]",
+              help="Logits a candidate's cross-encoder score loses per place below the first stage's top (0: the cross-encoder's order alone); several are all scored from one pass.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate a seeded sample of N judged queries.")
 @reranker_option
 @precision_option
@@ -549,7 +549,7 @@ def eval_beir(
     run_file: str | None,
     rerank: bool,
     rerank_depth: str | None,
-    rerank_blend: str | None,
+    rerank_penalty: str | None,
     limit: int | None,
     reranker: str | None,
     precision: str,
@@ -577,12 +577,12 @@ def eval_beir(
             raise BadArgument(f"--rerank-depth takes whole numbers separated by commas, e.g. 10,20,50; got {rerank_depth!r}") from None
         if any(d < 1 for d in depths):
             raise BadArgument(f"--rerank-depth values must be at least 1; got {rerank_depth!r}")
-    blends = None
-    if rerank_blend is not None:
+    penalties = None
+    if rerank_penalty is not None:
         try:
-            blends = [float(b) for b in rerank_blend.split(",")]
+            penalties = [float(p) for p in rerank_penalty.split(",")]
         except ValueError:
-            raise BadArgument(f"--rerank-blend takes numbers from 0 to 1 separated by commas, e.g. 1,0.7; got {rerank_blend!r}") from None
+            raise BadArgument(f"--rerank-penalty takes numbers >= 0 separated by commas, e.g. 0,0.5,1; got {rerank_penalty!r}") from None
 
     result = evaluate_beir(
         dataset,
@@ -592,9 +592,9 @@ def eval_beir(
         model=model,
         ann=ann,
         run_file=run_file,
-        rerank=rerank or reranker is not None or rerank_blend is not None,
+        rerank=rerank or reranker is not None or rerank_penalty is not None,
         rerank_depth=depths,
-        rerank_blend=blends,
+        rerank_penalty=penalties,
         reranker=reranker,
         precision=precision,
         limit=limit,
@@ -613,8 +613,8 @@ def eval_beir(
         render.out.print(f"  without reranking, same queries: nDCG@10 {result['first_stage']['ndcg@10']:.4f}")
     for depth, m in result.get("by_depth", {}).items():
         render.out.print(f"  reranked top {depth:<4} nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}")
-    for blend, m in result.get("by_blend", {}).items():
-        render.out.print(f"  blend {blend:<10} nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}")
+    for penalty, m in result.get("by_penalty", {}).items():
+        render.out.print(f"  penalty {penalty:<8} nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}")
     render.out.print(f"  search: {result['queries_per_second']:.1f} queries/s")
 
 

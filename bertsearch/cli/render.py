@@ -110,7 +110,7 @@ def hits(query: str, results: list[Hit], mode: str, console: Console | None = No
         head.append(f"{h.rank:>2}. ", style="bold")
         head.append(h.title or h.doc_id, style="bold cyan")
         head.append(f"  [{h.doc_id}]", style="dim")
-        label = "blend" if mode == "rerank" and "blend" in h.scores else mode  # the score that ordered the hits
+        label = "fused" if mode == "rerank" and "fused" in h.scores else mode  # the score that ordered the hits
         head.append(f"  {label} {h.score:.4f}", style="green")
         stages = " ".join(f"{s}={v:.3f}" for s, v in h.scores.items() if s != label)
         if stages:

@@ -73,7 +73,7 @@ def evaluate_beir(
     run_file: str | Path | None = None,
     rerank: bool = False,
     rerank_depth: int | list[int] | None = None,
-    rerank_blend: float | list[float] | None = None,
+    rerank_penalty: float | list[float] | None = None,
     reranker: str | None = None,
     precision: str = "auto",
     limit: int | None = None,
@@ -87,8 +87,8 @@ def evaluate_beir(
     each shallower depth is re-ranked from the same scores, and `by_depth` holds every depth's metrics
     beside `first_stage`, the metrics of the same queries without reranking; the top level holds the
     deepest. Each depth's order is exactly what `Index.search(rerank=True)` returns at that depth.
-    `rerank_blend` works the same way for `Index.rerank_blend` (`by_blend`, at the deepest depth; the top
-    level holds the first blend listed).
+    `rerank_penalty` works the same way for `Index.rerank_penalty` (`by_penalty`, at the deepest depth; the
+    top level holds the first one listed).
     """
     import random
 
@@ -109,20 +109,23 @@ def evaluate_beir(
         qids = sorted(random.Random(seed).sample(qids, limit))
     qrels = {q: qrels[q] for q in qids}
     depths = sorted(set(rerank_depth)) if isinstance(rerank_depth, list) else [rerank_depth] if rerank_depth else []
-    blends = list(dict.fromkeys(rerank_blend)) if isinstance(rerank_blend, list) else [rerank_blend] if rerank_blend is not None else []
-    if any(not 0.0 <= b <= 1.0 for b in blends):
-        raise BadArgument(f"rerank blend weights must be between 0 and 1, got {blends}")
+    penalties = (
+        list(dict.fromkeys(rerank_penalty)) if isinstance(rerank_penalty, list)
+        else [rerank_penalty] if rerank_penalty is not None else []
+    )
+    if any(not p >= 0.0 for p in penalties):
+        raise BadArgument(f"rerank penalties must be >= 0 (logits per first-stage place), got {penalties}")
     path = Path(index_path) if index_path is not None else default_index_path(dataset, model)
     with Index.open(path, model=model, ann=ann, create=True, reranker=reranker, precision=precision) as ix:
         if depths:
             ix.rerank_depth = depths[-1]
         depth_used = ix.rerank_depth
         depths = depths or [depth_used]
-        if blends:
-            ix.rerank_blend = blends[0]
-        blend_used = ix.rerank_blend
-        blends = blends or [blend_used]
-        by_blend: dict[float, dict[str, dict[str, float]]] = {b: {} for b in blends}
+        if penalties:
+            ix.rerank_penalty = penalties[0]
+        penalty_used = ix.rerank_penalty
+        penalties = penalties or [penalty_used]
+        by_penalty: dict[float, dict[str, dict[str, float]]] = {p: {} for p in penalties}
         with progress("indexing", count_records(dataset, "beir"), "docs") as advance:
             report = ix.add_corpus(dataset, format="beir", on_progress=advance)
         run: dict[str, dict[str, float]] = {}
@@ -139,11 +142,11 @@ def evaluate_beir(
                         staged = sorted(hits, key=lambda h: h.ranks[mode])  # the first-stage order
                         first[q] = _from_order([h.doc_id for h in staged])
                         for d in depths:
-                            head = rerank_order(staged[:d], blend_used)
+                            head = rerank_order(staged[:d], penalty_used)
                             runs[d][q] = _from_order([h.doc_id for h in head + staged[d:]])
-                        for b in blends:
-                            head = rerank_order(staged[: depths[-1]], b)
-                            by_blend[b][q] = _from_order([h.doc_id for h in head + staged[depths[-1] :]])
+                        for p in penalties:
+                            head = rerank_order(staged[: depths[-1]], p)
+                            by_penalty[p][q] = _from_order([h.doc_id for h in head + staged[depths[-1] :]])
                 advance(len(part))
         seconds = time.perf_counter() - t0
     if run_file is not None:
@@ -156,10 +159,10 @@ def evaluate_beir(
         "mode": mode,
         "rerank": rerank,
         "rerank_depth": depth_used if rerank else None,
-        "rerank_blend": blend_used if rerank else None,
+        "rerank_penalty": penalty_used if rerank else None,
         **({"first_stage": scores(qrels, first)} if rerank else {}),
         **({"by_depth": {d: scores(qrels, runs[d]) for d in depths}} if rerank and len(depths) > 1 else {}),
-        **({"by_blend": {b: scores(qrels, by_blend[b]) for b in blends}} if rerank and len(blends) > 1 else {}),
+        **({"by_penalty": {p: scores(qrels, by_penalty[p]) for p in penalties}} if rerank and len(penalties) > 1 else {}),
         "queries": len(qids),
         "sampled_from": judged if len(qids) < judged else None,
         "index": str(path),
