@@ -394,6 +394,16 @@ def test_train_reader_saves_a_loadable_reader_and_resumes(tmp_path, tiny_dir):
     assert not (out / "checkpoints").exists()
 
 
+def test_checkpoints_of_a_run_from_before_unanswerable_resume_with_unanswerable_0(tmp_path):
+    from bertsearch.training.common import RUN_FILE, check_same_run
+    from bertsearch.training.reader import _BEFORE_UNANSWERABLE
+
+    (tmp_path / RUN_FILE).write_text(json.dumps({"lr": 5e-5}))  # written before the setting existed
+    check_same_run(tmp_path, {"lr": 5e-5, "unanswerable": 0.0}, (), _BEFORE_UNANSWERABLE)
+    with pytest.raises(BadArgument, match=r"unanswerable=0.0 \(now 0.5\)"):
+        check_same_run(tmp_path, {"lr": 5e-5, "unanswerable": 0.5}, (), _BEFORE_UNANSWERABLE)
+
+
 def test_a_time_limit_stops_the_reader_evaluated_and_resumable(tmp_path, tiny_dir):
     from bertsearch.training.reader import train_reader
 

@@ -1,7 +1,8 @@
 """Cross-encoder reranker: reads a query and a passage together and scores how well the passage answers it.
 
-Scores are the model's raw logits (no sigmoid): higher is more relevant, and only their order means
-anything. A passage that does not fit the model's window with the query is never cut: it is split into
+Scores are the model's raw logits (no sigmoid): higher is more relevant. Their gaps matter too: the
+engine's rerank order subtracts a penalty in logits per first-stage place (`Index.rerank_penalty`, chosen
+on the shipped model's scale). A passage that does not fit the model's window with the query is never cut: it is split into
 windows of word pieces that overlap by `stride` pieces, each window is scored, and the passage scores
 the best of its windows. All windows of all passages go through the model in one batched call.
 """

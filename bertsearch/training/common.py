@@ -93,12 +93,16 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def check_same_run(checkpoints: Path, settings: dict[str, Any], resumable: Collection[str]) -> None:
-    """A checkpoint resumes only the run that wrote it: other data or optimizer settings would not fit it."""
+def check_same_run(
+    checkpoints: Path, settings: dict[str, Any], resumable: Collection[str], absent: dict[str, Any] | None = None
+) -> None:
+    """A checkpoint resumes only the run that wrote it: other data or optimizer settings would not fit it.
+    `absent` gives the value a setting had in runs recorded before the setting existed."""
     try:
         before = json.loads((checkpoints / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    before = {**(absent or {}), **before}
     changed = sorted(k for k in settings if k not in resumable and before.get(k) != settings[k])
     if changed:
         was = ", ".join(f"{k}={before.get(k)!r} (now {settings[k]!r})" for k in changed)
@@ -108,10 +112,18 @@ def check_same_run(checkpoints: Path, settings: dict[str, Any], resumable: Colle
         )
 
 
-def resume_point(checkpoints: Path, settings: dict[str, Any], resumable: Collection[str], *, resume: bool) -> str | None:
+def resume_point(
+    checkpoints: Path,
+    settings: dict[str, Any],
+    resumable: Collection[str],
+    *,
+    resume: bool,
+    absent: dict[str, Any] | None = None,
+) -> str | None:
     """The checkpoint to resume from (the latest in `checkpoints`), or None to start afresh.
 
-    Without `resume`, old checkpoints are deleted; with it, they must come from the same run.
+    Without `resume`, old checkpoints are deleted; with it, they must come from the same run (see
+    `check_same_run` for `absent`).
     """
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -121,7 +133,7 @@ def resume_point(checkpoints: Path, settings: dict[str, Any], resumable: Collect
         shutil.rmtree(checkpoints)
         return None
     if last is not None:
-        check_same_run(checkpoints, settings, resumable)
+        check_same_run(checkpoints, settings, resumable, absent)
         log.info("resuming from %s", last)
     return last
 

@@ -55,6 +55,8 @@ _RESUMABLE = {
     "time_limit",
 }
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
+# a run recorded before --unanswerable existed trained on the questions alone
+_BEFORE_UNANSWERABLE = {"unanswerable": 0.0}
 
 
 def squad_features(examples: list[Example], tokenizer: Any, *, max_length: int, stride: int) -> list[dict[str, Any]]:
@@ -347,7 +349,7 @@ def train_reader(
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     cuda = torch.cuda.is_available()
-    last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume)
+    last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume, absent=_BEFORE_UNANSWERABLE)
     transformers.set_seed(seed)
 
     # 1. model: the base encoder with a fresh span head (start and end logits per token), or a reader
