@@ -338,6 +338,8 @@ def test_unanswerable_examples_cut_the_answer_or_take_another_paragraph_and_neve
         assert ex.is_impossible and ex.answers == [] and ex.question == source.question
         assert source.answers[0].lower() not in ex.context.lower() and ex.context.strip()
     assert by_id["q4-unanswerable"].context == "They have stripes."
+    for ex in made:  # each copy names the paragraph its context came from
+        assert ex.paragraph == {p0: 0, p1: 1}.get(ex.context, examples[int(ex.id[1:].split("-")[0])].paragraph)
     cut = {ex.context for ex in made if ex.context not in (p0, p1)}
     assert "He worked at St Mary's. The mould killed bacteria." in cut or "Fleming found penicillin in 1928. The mould killed bacteria." in cut
 

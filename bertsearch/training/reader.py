@@ -127,10 +127,10 @@ def unanswerable_examples(examples: list[Example], fraction: float, *, seed: int
         kinds = ("answer_sentences_removed", "other_paragraph")
         for kind in kinds if i % 2 == 0 else kinds[::-1]:
             if kind == "answer_sentences_removed":
-                context = _without_answer_sentences(ex)
+                paragraph, context = ex.paragraph, _without_answer_sentences(ex)
             else:
-                others = [c for p, c in by_article.get(ex.article, []) if p != ex.paragraph]
-                context = rng.choice(others) if others else ""
+                others = [(p, c) for p, c in by_article.get(ex.article, []) if p != ex.paragraph]
+                paragraph, context = rng.choice(others) if others else (ex.paragraph, "")
             if context.strip() and not any(t in context.lower() for t in texts):
                 out.append(
                     Example(
@@ -141,7 +141,7 @@ def unanswerable_examples(examples: list[Example], fraction: float, *, seed: int
                         answer_starts=[],
                         is_impossible=True,
                         article=ex.article,
-                        paragraph=ex.paragraph,
+                        paragraph=paragraph,
                     )
                 )
                 made[kind] += 1
