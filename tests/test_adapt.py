@@ -215,3 +215,102 @@ def test_titles_as_pseudo_queries_point_at_their_documents_first_chunk(tmp_path)
     with pytest.raises(bertsearch.BertsearchError, match="unknown pseudo-query source 'abstracts'"):
         ad.adapt(path, tmp_path / "x", query_source="abstracts")
     assert not (tmp_path / "x").exists()
+
+
+ABSTRACT = ("Obesity is common. We studied 657 children over three years. Patients were seen every month. "
+            "RESULTS Severe events occurred in 8.5% of the children. "
+            "Taken together, these results suggest that younger children are at particular risk of hypoglycemia. "
+            "We show that missed meals preceded most events.")
+
+
+def test_findings_are_later_sentences_with_their_lead_ins_cut_off():
+    found = ad.finding_queries(ABSTRACT, random.Random(0), n=5)
+    assert sorted(q for q, _, _ in found) == [
+        "Missed meals preceded most events.",
+        "Severe events occurred in 8.5% of the children.",
+        "Younger children are at particular risk of hypoglycemia.",
+    ]  # the first half (background, methods) gives none
+    for q, a, b in found:  # the span is the whole sentence the claim came from
+        assert ABSTRACT[a:b].endswith(q[1:]) and ABSTRACT[a:b].endswith(".")
+        assert b == len(ABSTRACT) or ABSTRACT[b] == " "
+    assert len(ad.finding_queries(ABSTRACT, random.Random(0), n=1)) == 1
+    assert ad.finding_queries("Too short. Far too short.", random.Random(0)) == []
+    assert ad.finding_queries(ABSTRACT, random.Random(0), n=5, max_words=6) == [
+        ("Missed meals preceded most events.", ABSTRACT.index("We show"), len(ABSTRACT))]
+
+
+def test_findings_as_pseudo_queries_are_cut_from_their_chunk_or_kept_in_it(tmp_path):
+    path = tmp_path / "abstracts"
+    with bertsearch.open_index(path, create=True, model="hashing") as ix:
+        ix.add([{"id": "hypo", "title": "Hypoglycemia in children", "text": ABSTRACT}, *(
+            {"id": k, "title": k.title(), "text": v} for k, v in DOCS.items())])
+    ad.adapt(path, tmp_path / "cut", steps=("queries",), query_source="findings", queries_per_doc=3, remove_query=1.0)
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "work" / "queries.jsonl").open()]
+    assert not any(r["query"] == "Hypoglycemia in children" for r in rows)  # no titles asked for
+    hypo = [r for r in rows if r["doc_id"] == "hypo"]
+    assert len(hypo) == 3 and {r["doc_id"] for r in rows} == {"hypo", *DOCS}
+    for r in hypo:
+        assert r["positive"].startswith("Hypoglycemia in children\n")
+        assert r["query"].rstrip(".")[1:] not in r["positive"] and "Obesity is common." in r["positive"]
+    r = CliRunner().invoke(cli, ["adapt", "--index", str(path), "--out", str(tmp_path / "kept"), "--steps", "queries",
+                                 "--pseudo-queries", "findings", "--remove-query", "0", "--queries-per-doc", "3"])
+    assert r.exit_code == 0, r.output
+    kept = [json.loads(line) for line in (tmp_path / "kept" / "work" / "queries.jsonl").open()]
+    assert all(row["query"].rstrip(".")[1:] in row["positive"] for row in kept)
+    assert CliRunner().invoke(cli, ["adapt", "--index", str(path), "--out", str(tmp_path / "x"),
+                                    "--remove-query", "1.5"]).exit_code == 2
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_the_adapted_encoder_averages_the_trained_weights_with_the_start_models(index, tmp_path, tiny_encoder):
+    out = tmp_path / "adapted"
+    r = ad.adapt(index, out, base=str(tiny_encoder), batch_size=4, negatives=1, holdout=1, average=0.25)
+    trained, start, mixed = _weights(out / "work" / "trained"), _weights(tiny_encoder), _weights(out)
+    name = next(k for k in trained if k.endswith("query.weight"))
+    assert not torch_equal(trained[name], start[name])  # training moved it
+    assert (mixed[name] - (0.25 * trained[name] + 0.75 * start[name])).abs().max() < 1e-6
+    avg = r["steps"]["average"]
+    assert avg["average"] == 0.25 and avg["with"] == str(tiny_encoder) and set(avg["holdout"]) >= {"ndcg@10"}
+    assert avg["worse"] == (avg["holdout"]["ndcg@10"] < r["steps"]["train"]["holdout"]["before"]["ndcg@10"])
+    assert "0.25 x the trained weights + 0.75 x its own" in (out / "README.md").read_text()
+    # another share without training again: the trained weights stay as they were
+    steps_before = r["steps"]["train"]
+    r = CliRunner().invoke(cli, ["adapt", "--index", str(index), "--out", str(out), "--base", str(tiny_encoder),
+                                 "--steps", "average", "--average", "1", "--holdout", "1"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "adapt.json").read_text())
+    assert report["steps"]["train"] == steps_before and report["steps"]["average"]["average"] == 1
+    assert all(torch_equal(v, trained[k]) for k, v in _weights(out).items())
+    assert "held-out pseudo-queries (1)" in r.stdout
+    # the full default run again skips training (its folder exists) and only averages
+    again = ad.adapt(index, out, base=str(tiny_encoder), batch_size=4, negatives=1, holdout=1, average=0.5)
+    assert again["steps"]["train"] == steps_before and again["steps"]["average"]["average"] == 0.5
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_averaging_needs_a_trained_encoder_of_the_same_shape(index, tmp_path, tiny_encoder):
+    with pytest.raises(bertsearch.BertsearchError, match="run the 'train' step first"):
+        ad.adapt(index, tmp_path / "x", steps=("queries", "mine", "average"), base=str(tiny_encoder))
+    out = tmp_path / "a"
+    ad.adapt(index, out, base=str(tiny_encoder), batch_size=4, negatives=1, holdout=0, steps=("queries", "mine", "train"))
+    assert (out / "work" / "trained" / "modules.json").is_file() and not (out / "modules.json").exists()
+    # a start model of another shape (the packaged MiniLM): the message names the way out
+    from bertsearch.models import DEFAULT_ENCODER
+
+    with pytest.raises(bertsearch.BertsearchError, match="cannot be averaged; use --average 1"):
+        ad.adapt(index, out, steps=("average",), base=DEFAULT_ENCODER, holdout=0)
+    assert not (out / "modules.json").exists()
+    assert ad.adapt(index, out, steps=("average",), average=1.0, holdout=0)["steps"]["average"]["average"] == 1.0
+    assert (out / "modules.json").is_file()
+    for bad in ("0", "1.5"):
+        assert CliRunner().invoke(cli, ["adapt", "--index", str(index), "--out", str(out), "--average", bad]).exit_code == 2

@@ -340,11 +340,15 @@ def shell(
 @cli.command()
 @index_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str), help="Folder for the adapted encoder (its work files go to OUT/work).")
-@click.option("--steps", default="queries,mine,label,train", show_default=True, help="Which steps to run, comma-separated; a step whose file exists is skipped.")
+@click.option("--steps", default="queries,mine,label,train,average", show_default=True, help="Which steps to run, comma-separated; a step whose file exists is skipped (average always runs).")
 @click.option("--queries-per-doc", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--pseudo-queries", "query_source", type=click.Choice(["sentences", "titles", "both"]), default="sentences",
-              show_default=True, help="sentences: cropped from the chunks (inverse cloze); titles: each document's "
-                                      "title against its first chunk; both.")
+@click.option("--pseudo-queries", "query_source", type=click.Choice(["sentences", "titles", "both", "findings"]),
+              default="sentences", show_default=True,
+              help="sentences: cropped from the chunks (inverse cloze); titles: each document's title against its "
+                   "first chunk; both; findings: claim-like sentences from the later half of each document, their "
+                   "lead-ins ('These results suggest that') cut off.")
+@click.option("--remove-query", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="Share of sentence pseudo-queries cut out of their positive passage (the rest stay in it).")
 @click.option("--negatives", type=click.IntRange(min=1), default=2, show_default=True, help="Mined negatives per pseudo-query.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use a seeded sample of N documents.")
 @reranker_option
@@ -361,6 +365,10 @@ def shell(
 @click.option("--margin-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Multiply the cross-encoder's margins by this before training (default: match their spread to "
                    "the encoder's own margins).")
+@click.option("--average", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="The adapted encoder is this share of the trained weights plus the rest of the start model's "
+                   "(1: the trained weights alone). Rerun with --steps average to try another share without "
+                   "training again.")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (about twice as fast on CPUs with AVX-512).")
 @json_option
 def adapt(index_path: str, steps: str, as_json: bool, **kwargs: Any) -> None:
@@ -399,9 +407,15 @@ def adapt(index_path: str, steps: str, as_json: bool, **kwargs: Any) -> None:
     held = report["steps"].get("train", {}).get("holdout")
     if held:
         b, a = held["before"]["ndcg@10"], held["after"]["ndcg@10"]
-        verdict = ("WORSE: do not swap it into an index" if held["worse"] else
+        averaged = report["steps"].get("average", {})
+        worse = held["worse"]
+        line = f"  held-out pseudo-queries ({held['queries']}): nDCG@10 {b:.4f} -> {a:.4f}"
+        if "holdout" in averaged and averaged["average"] < 1:
+            worse = averaged["worse"]
+            line = f"{line} trained, {averaged['holdout']['ndcg@10']:.4f} averaged ({averaged['average']:g})"
+        verdict = ("WORSE: do not swap it into an index" if worse else
                    "not worse; this is no proof of better search: evaluate it on real queries before swapping")
-        render.out.print(f"  held-out pseudo-queries ({held['queries']}): nDCG@10 {b:.4f} -> {a:.4f}, {verdict}")
+        render.out.print(f"{line}, {verdict}")
 
 
 @cli.command()
