@@ -314,3 +314,16 @@ def test_averaging_needs_a_trained_encoder_of_the_same_shape(index, tmp_path, ti
     assert (out / "modules.json").is_file()
     for bad in ("0", "1.5"):
         assert CliRunner().invoke(cli, ["adapt", "--index", str(index), "--out", str(out), "--average", bad]).exit_code == 2
+
+
+def test_two_encoders_in_folders_of_the_same_name_get_indexes_of_their_own(tmp_path):
+    """`adapt` leaves OUT/work/trained in every run: evaluating two runs' trained encoders must not share one
+    index (the second would be refused for its model, or worse, scored on the first one's vectors)."""
+    from bertsearch.evaluation.beir import default_index_path
+
+    a, b = tmp_path / "a" / "work" / "trained", tmp_path / "b" / "work" / "trained"
+    a.mkdir(parents=True), b.mkdir(parents=True)
+    pa, pb = default_index_path("corpora/scifact", str(a)), default_index_path("corpora/scifact", str(b))
+    assert pa != pb and pa.name.startswith("beir-scifact-trained-") and pa == default_index_path("corpora/scifact", str(a))
+    assert default_index_path("corpora/scifact", None).name == "beir-scifact-default"
+    assert default_index_path("corpora/scifact", "org/some-model").name == "beir-scifact-some-model"  # a hub id

@@ -56,7 +56,14 @@ def write_trec_run(path: str | Path, run: dict[str, dict[str, float]], tag: str)
 
 
 def default_index_path(dataset: str | Path, model: str | None) -> Path:
+    """indexes/beir-DATASET-MODEL. A model in a local folder also gets a digest of the folder's full path:
+    `adapt` leaves two encoders in every run (OUT and OUT/work/trained), and two runs' folders of the same
+    name must not share an index."""
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", (model or "default").split("/")[-1]).strip("-").lower()
+    if model and Path(model).is_dir():
+        import hashlib
+
+        slug += "-" + hashlib.sha1(str(Path(model).resolve()).encode()).hexdigest()[:8]
     return Path("indexes") / f"beir-{Path(dataset).resolve().name}-{slug}"
 
 
