@@ -235,6 +235,9 @@ def test_findings_are_later_sentences_with_their_lead_ins_cut_off():
         assert b == len(ABSTRACT) or ABSTRACT[b] == " "
     assert len(ad.finding_queries(ABSTRACT, random.Random(0), n=1)) == 1
     assert ad.finding_queries("Too short. Far too short.", random.Random(0)) == []
+    acronym = "Background comes first here. NADPH oxidase makes superoxide in these cells. CONCLUSIONS: It matters a great deal."
+    assert sorted(q for q, _, _ in ad.finding_queries(acronym, random.Random(0), n=2)) == [
+        "It matters a great deal.", "NADPH oxidase makes superoxide in these cells."]
     assert ad.finding_queries(ABSTRACT, random.Random(0), n=5, max_words=6) == [
         ("Missed meals preceded most events.", ABSTRACT.index("We show"), len(ABSTRACT))]
 
