@@ -330,3 +330,27 @@ def test_two_encoders_in_folders_of_the_same_name_get_indexes_of_their_own(tmp_p
     assert pa != pb and pa.name.startswith("beir-scifact-trained-") and pa == default_index_path("corpora/scifact", str(a))
     assert default_index_path("corpora/scifact", None).name == "beir-scifact-default"
     assert default_index_path("corpora/scifact", "org/some-model").name == "beir-scifact-some-model"  # a hub id
+
+
+def test_averaging_again_after_a_reindex_uses_the_model_training_started_from(tmp_path, tiny_encoder):
+    path = tmp_path / "ix"
+    with bertsearch.open_index(path, create=True, model=str(tiny_encoder)) as ix:
+        ix.add([{"id": k, "title": k.title(), "text": v} for k, v in DOCS.items()])
+    out = tmp_path / "adapted"
+    r = ad.adapt(path, out, batch_size=4, negatives=1, holdout=0)
+    assert r["steps"]["train"]["adapted_from"] == str(tiny_encoder)
+    from bertsearch.reindex import reindex
+
+    reindex(path, str(out))  # the index now serves OUT, the average of the first run
+    served = _weights(out)
+    with pytest.raises(bertsearch.BertsearchError, match="copy .* to a new folder"):
+        ad.adapt(path, out, steps=("average",), average=0.25, holdout=0)
+    assert all(torch_equal(v, served[k]) for k, v in _weights(out).items())  # the served encoder is untouched
+    import shutil
+
+    shutil.copytree(out, tmp_path / "again")
+    r = ad.adapt(path, tmp_path / "again", steps=("average",), average=0.25, holdout=0)
+    assert r["steps"]["average"]["with"] == str(tiny_encoder)  # not the index's model (OUT) now
+    again = tmp_path / "again"
+    trained, start, mixed = _weights(again / "work" / "trained"), _weights(tiny_encoder), _weights(again)
+    assert all((mixed[k] - (0.25 * trained[k] + 0.75 * start[k])).abs().max() < 1e-6 for k in mixed)

@@ -159,9 +159,13 @@ def adapt(
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"index": str(index), "out": str(out_dir), "steps": {}}
+    previous = json.loads((out_dir / "adapt.json").read_text()) if (out_dir / "adapt.json").exists() else {}
     rng = random.Random(seed)
     with Index.open(index) as ix:
         start_model = base or ix.config.model
+        if "average" in steps and Path(ix.config.model).resolve() == out_dir.resolve():
+            raise BadArgument(f"{index} serves {out_dir}: averaging again would change the encoder under its vectors; "
+                              f"copy {out_dir} to a new folder, run --steps average with --out there, then reindex")
         # 1. pseudo-queries
         qfile = work / "queries.jsonl"
         if "queries" in steps and not qfile.exists():
@@ -248,6 +252,7 @@ def adapt(
                                     "seconds": round(time.perf_counter() - t0, 1)}
     # 4. training (after optional MLM pre-training on the corpus), into OUT/work/trained
     trained = work / "trained"
+    train_rows = None
     if "train" in steps and (trained / "modules.json").is_file():
         log.info("train: skipped, %s exists (delete it to train again)", trained)
     elif "train" in steps:
@@ -256,21 +261,27 @@ def adapt(
             start = str(_mlm(index, out_dir / "mlm", start_model, epochs=mlm_epochs, batch_size=batch_size, lr=lr,
                              max_length=max_length, bf16=bf16, seed=seed, limit=limit, progress=progress))
             report["steps"]["mlm"] = {"model": start}
-        rows = _read_jsonl(lfile, "label") if loss == "margin-mse" else _read_jsonl(tfile, "mine")
+        train_rows = _read_jsonl(lfile, "label") if loss == "margin-mse" else _read_jsonl(tfile, "mine")
         report["steps"]["train"] = _train(
-            rows, out_dir, trained, start, loss=loss, holdout=holdout, holdout_corpus=holdout_corpus, epochs=epochs,
+            train_rows, out_dir, trained, start, loss=loss, holdout=holdout, holdout_corpus=holdout_corpus, epochs=epochs,
             batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
             max_length=max_length, bf16=bf16, seed=seed, margin_scale=margin_scale, progress=progress,
         )
+        report["steps"]["train"]["adapted_from"] = start_model
     # 5. the trained weights averaged with the start model's, into OUT
     if "average" in steps:
         if not (trained / "modules.json").is_file():
             raise BadArgument(f"{trained} is missing: run the 'train' step first (--steps train)")
-        rows = _read_jsonl(lfile, "label") if loss == "margin-mse" else _read_jsonl(tfile, "mine")
-        report["steps"]["average"] = _average(trained, start_model, average, out_dir, rows, holdout=holdout,
+        if train_rows is None:
+            train_rows = _read_jsonl(lfile, "label") if loss == "margin-mse" else _read_jsonl(tfile, "mine")
+        # the model training started from, as recorded then: once the index serves OUT (reindex), the
+        # index's model is no longer the one to average with
+        if base is None:
+            start_model = report["steps"].get("train", previous.get("steps", {}).get("train", {})).get(
+                "adapted_from", start_model)
+        report["steps"]["average"] = _average(trained, start_model, average, out_dir, train_rows, holdout=holdout,
                                               holdout_corpus=holdout_corpus, seed=seed)
     report["machine"] = machine()
-    previous = json.loads((out_dir / "adapt.json").read_text()) if (out_dir / "adapt.json").exists() else {}
     report["steps"] = {**previous.get("steps", {}), **report["steps"]}
     before = report["steps"].get("train", {}).get("holdout", {}).get("before")
     averaged = report["steps"].get("average", {})
