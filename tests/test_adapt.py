@@ -354,3 +354,56 @@ def test_averaging_again_after_a_reindex_uses_the_model_training_started_from(tm
     again = tmp_path / "again"
     trained, start, mixed = _weights(again / "work" / "trained"), _weights(tiny_encoder), _weights(again)
     assert all((mixed[k] - (0.25 * trained[k] + 0.75 * start[k])).abs().max() < 1e-6 for k in mixed)
+
+
+def test_other_runs_are_averaged_in_with_their_own_seeds(index, tmp_path, tiny_encoder):
+    """`--with RUN`: a model soup. The trained weights are the mean of this run's and each other run's, then
+    averaged with the start model as before; runs from another start model, or named twice, are refused."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = {"base": str(tiny_encoder), "batch_size": 4, "negatives": 1, "holdout": 1}
+    ad.adapt(index, a, **common)
+    ad.adapt(index, b, seed=7, steps=("queries", "mine", "train"), **common)
+    ta, tb, start = _weights(a / "work" / "trained"), _weights(b / "work" / "trained"), _weights(tiny_encoder)
+    name = next(k for k in ta if k.endswith("query.weight"))
+    assert not torch_equal(ta[name], tb[name])  # another seed, another encoder
+    r = CliRunner().invoke(cli, ["adapt", "--index", str(index), "--out", str(b), "--base", str(tiny_encoder),
+                                 "--seed", "7", "--steps", "average", "--average", "0.6", "--with", str(a),
+                                 "--holdout", "1"])
+    assert r.exit_code == 0, r.output
+    soup = _weights(b)
+    assert all((soup[k] - (0.6 * (ta[k] + tb[k]) / 2 + 0.4 * start[k])).abs().max() < 1e-6 for k in soup)
+    avg = json.loads((b / "adapt.json").read_text())["steps"]["average"]
+    assert avg["runs"] == [str(b / "work" / "trained"), str(a / "work" / "trained")] and "note" in avg
+    assert "2 runs" in r.stdout and "mean of 2 runs'" in (b / "README.md").read_text()
+    # a plain model folder counts as a run too (here a's average, which is a's trained weights at --average 1)
+    ad.adapt(index, a, steps=("average",), average=1.0, **common)
+    ad.adapt(index, b, steps=("average",), average=1.0, with_runs=(str(a),), **common)  # a's work/trained is used
+    # the default share is the uniform average of the runs and the start model: 2/3 for two runs
+    assert ad.adapt(index, b, steps=("average",), with_runs=(str(a),), **common)["steps"]["average"]["average"] == 2 / 3
+    soup = _weights(b)
+    assert all((soup[k] - ((ta[k] + tb[k]) / 3 + start[k] / 3)).abs().max() < 1e-6 for k in soup)
+    # refused: a folder with no encoder, the same run twice, and a run trained from another start model
+    with pytest.raises(bertsearch.BertsearchError, match="no trained encoder there"):
+        ad.adapt(index, b, steps=("average",), with_runs=(str(tmp_path),), **common)
+    with pytest.raises(bertsearch.BertsearchError, match="no trained encoder there"):  # before any work is done
+        ad.adapt(index, tmp_path / "c", with_runs=(str(tmp_path),), **common)
+    assert not (tmp_path / "c" / "work" / "queries.jsonl").exists()
+    with pytest.raises(bertsearch.BertsearchError, match="already in the average"):
+        ad.adapt(index, b, steps=("average",), with_runs=(str(b),), **common)
+    import shutil
+
+    ad.adapt(index, b, steps=("average",), average=1.0, **common)  # b's OUT: its trained weights alone
+    shutil.copytree(b, tmp_path / "averaged", ignore=shutil.ignore_patterns("work"))  # trained weights gone
+    ad.adapt(index, a, steps=("average",), with_runs=(str(tmp_path / "averaged"),), **common)  # b at --average 1: fine
+    report = json.loads((tmp_path / "averaged" / "adapt.json").read_text())
+    report["steps"]["average"]["average"] = 0.5  # as if it were an average of trained and start weights
+    (tmp_path / "averaged" / "adapt.json").write_text(json.dumps(report))
+    with pytest.raises(bertsearch.BertsearchError, match="holds an averaged encoder"):
+        ad.adapt(index, a, steps=("average",), with_runs=(str(tmp_path / "averaged"),), **common)
+    report = json.loads((a / "adapt.json").read_text())
+    report["steps"]["train"]["adapted_from"] = "sentence-transformers/all-MiniLM-L6-v2"
+    (a / "adapt.json").write_text(json.dumps(report))
+    before = _weights(b)
+    with pytest.raises(bertsearch.BertsearchError, match="only encoders trained from the same start model"):
+        ad.adapt(index, b, steps=("average",), with_runs=(str(a),), **common)
+    assert all(torch_equal(v, before[k]) for k, v in _weights(b).items())  # nothing overwritten

@@ -1,4 +1,6 @@
 import json
+import math
+import statistics
 
 import pytest
 from click.testing import CliRunner
@@ -101,6 +103,25 @@ def test_eval_beir_on_a_small_dataset(run, tmp_path):
     assert run_file.read_text().splitlines()[0].split()[:4] == ["q1", "Q0", "d2", "1"]
     r = run("eval", "beir", d, "--split", "dev", "--index", tmp_path / "ix")
     assert r.exit_code == 1 and "test" in r.stderr
+    # --compare: paired against another run of the same queries, here one that ranks q1 wrongly and omits q2
+    worse = tmp_path / "worse.trec"
+    worse.write_text("q1 Q0 d1 1 2.0 x\nq1 Q0 d2 2 1.0 x\n")
+    r = run("eval", "beir", d, "--index", tmp_path / "ix", "--mode", "lexical", "--json", "--compare", worse)
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)["compared"]
+    assert c["other_ndcg@10"] == pytest.approx((1 / math.log2(3)) / 2) and c["ndcg@10"] == pytest.approx(1.0)
+    assert c["difference"] == pytest.approx(1 - c["other_ndcg@10"]) and (c["better"], c["worse"], c["missing"]) == (2, 0, 1)
+    diffs = [1 - 1 / math.log2(3), 1.0]
+    assert c["standard_error"] == pytest.approx(statistics.stdev(diffs) / math.sqrt(2))
+    r = run("eval", "beir", d, "--index", tmp_path / "ix", "--mode", "lexical", "--compare", worse)
+    assert "better on 2, worse on 0 of 2 queries; 1 queries missing from it count as 0" in " ".join(r.stdout.split())
+    # a malformed run file, or one of other queries, is refused before anything is indexed or searched
+    (tmp_path / "bad.trec").write_text("q1 Q0 d1 1 2.0 x\nq2 d3 oops\n")
+    r = run("eval", "beir", d, "--index", tmp_path / "ix2", "--compare", tmp_path / "bad.trec")
+    assert r.exit_code != 0 and "line 2" in r.stderr and "TREC run" in r.stderr and not (tmp_path / "ix2").exists()
+    (tmp_path / "other.trec").write_text("x9 Q0 d1 1 2.0 x\n")
+    r = run("eval", "beir", d, "--index", tmp_path / "ix", "--compare", tmp_path / "other.trec")
+    assert r.exit_code != 0 and "none of the 2 queries" in r.stderr
 
 
 def test_folder_reindex_updates_changed_files_and_prunes_vanished_ones(run, tmp_path, monkeypatch):

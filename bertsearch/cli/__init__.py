@@ -365,10 +365,19 @@ def shell(
 @click.option("--margin-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Multiply the cross-encoder's margins by this before training (default: match their spread to "
                    "the encoder's own margins).")
-@click.option("--average", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+@click.option("--average", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="The adapted encoder is this share of the trained weights plus the rest of the start model's "
-                   "(1: the trained weights alone). Rerun with --steps average to try another share without "
-                   "training again.")
+                   "(1: the trained weights alone). Default: the uniform average of the N trained runs (this one "
+                   "and each --with) and the start model, N/(N+1): 0.5 for one run. Rerun with --steps average to "
+                   "try another share without training again.")
+@click.option("--with", "with_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+              metavar="RUN",
+              help="Another adapt run (its --out folder) trained from the same start model, to average in: the "
+                   "trained weights become the mean of this run's and each RUN's (a model soup), and the default "
+                   "--average becomes N/(N+1) for N runs. Repeatable.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed of the pseudo-queries, negatives, held-out documents and training order; runs with other "
+                   "seeds make other encoders to average together (--with).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (about twice as fast on CPUs with AVX-512).")
 @json_option
 def adapt(index_path: str, steps: str, as_json: bool, **kwargs: Any) -> None:
@@ -412,7 +421,9 @@ def adapt(index_path: str, steps: str, as_json: bool, **kwargs: Any) -> None:
         line = f"  held-out pseudo-queries ({held['queries']}): nDCG@10 {b:.4f} -> {a:.4f}"
         if "holdout" in averaged and averaged["average"] < 1:
             worse = averaged["worse"]
-            line = f"{line} trained, {averaged['holdout']['ndcg@10']:.4f} averaged ({averaged['average']:g})"
+            runs = len(averaged.get("runs", [])) or 1
+            line = (f"{line} trained, {averaged['holdout']['ndcg@10']:.4f} averaged ({averaged['average']:.3g}"
+                    + (f", {runs} runs" if runs > 1 else "") + ")")
         verdict = ("WORSE: do not swap it into an index" if worse else
                    "not worse; this is no proof of better search: evaluate it on real queries before swapping")
         render.out.print(f"{line}, {verdict}")
@@ -544,6 +555,9 @@ def _register() -> None:
 @model_option
 @ann_option
 @click.option("--run-file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a TREC run file here.")
+@click.option("--compare", type=click.Path(exists=True, dir_okay=False), default=None, metavar="RUNFILE",
+              help="A TREC run file of the same queries (another model's --run-file): report the paired difference "
+                   "of nDCG@10, its standard error, and the queries each ranks better.")
 @click.option("--rerank", is_flag=True, help="Evaluate the reranked pipeline (cross-encoder over the top candidates).")
 @click.option("--rerank-depth", default=None, metavar="N[,N...]",
               help="Candidates the cross-encoder re-scores (default: the index's); several, e.g. 10,20,50, are all scored from one pass.")
@@ -561,6 +575,7 @@ def eval_beir(
     model: str | None,
     ann: str | None,
     run_file: str | None,
+    compare: str | None,
     rerank: bool,
     rerank_depth: str | None,
     rerank_penalty: str | None,
@@ -577,6 +592,7 @@ def eval_beir(
     \b
     bertsearch eval beir ../shared/data/scifact --mode hybrid
     bertsearch eval beir ../shared/data/scifact --mode dense --json --run-file scifact.run
+    bertsearch eval beir ../shared/data/scifact --mode dense --model models/adapted --compare scifact.run
     bertsearch eval beir ../shared/data/squad-dev-retrieval --rerank
     bertsearch eval beir ../shared/data/squad-dev-retrieval --rerank --rerank-depth 10,20,30,50 --limit 300
     """
@@ -606,6 +622,7 @@ def eval_beir(
         model=model,
         ann=ann,
         run_file=run_file,
+        compare=compare,
         rerank=rerank or reranker is not None or rerank_penalty is not None,
         rerank_depth=depths,
         rerank_penalty=penalties,
@@ -629,6 +646,12 @@ def eval_beir(
         render.out.print(f"  reranked top {depth:<4} nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}")
     for penalty, m in result.get("by_penalty", {}).items():
         render.out.print(f"  penalty {penalty:<8} nDCG@10 {m['ndcg@10']:.4f}  MRR@10 {m['mrr@10']:.4f}")
+    if "compared" in result:
+        c = result["compared"]
+        missing = f"; {c['missing']} queries missing from it count as 0" if c["missing"] else ""
+        render.out.print(f"  against {c['run']}: nDCG@10 {c['other_ndcg@10']:.4f} -> {c['ndcg@10']:.4f} "
+                         f"({c['difference']:+.4f}, standard error {c['standard_error']:.4f}); better on "
+                         f"{c['better']}, worse on {c['worse']} of {result['queries']} queries{missing}")
     render.out.print(f"  search: {result['queries_per_second']:.1f} queries/s")
 
 

@@ -55,6 +55,56 @@ def write_trec_run(path: str | Path, run: dict[str, dict[str, float]], tag: str)
                 f.write(f"{q} Q0 {d} {rank} {s:.6f} {tag}\n")
 
 
+def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
+    """A TREC run file (`QUERY Q0 DOC RANK SCORE TAG` a line), as `write_trec_run` writes it."""
+    run: dict[str, dict[str, float]] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadArgument(f"cannot read the run file {path}: {e}; give a TREC run file, e.g. one `eval beir --run-file` wrote") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            if len(parts) != 6:
+                raise ValueError
+            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+        except ValueError:
+            raise BadArgument(f"{path}, line {n}: not a TREC run line (QUERY Q0 DOC RANK SCORE TAG): {line[:80]!r}; "
+                              "give a run file that `eval beir --run-file` wrote") from None
+    return run
+
+
+def paired(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
+           other: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """`run` against `other` on the same judged queries: both nDCG@10s, the mean of the per-query differences
+    (run - other) with its standard error, and how many queries each ranks better. A query `other` has no
+    line for counts as scoring 0 there, as in `scores`."""
+    import statistics
+
+    try:
+        import pytrec_eval
+    except ImportError:
+        raise MissingDependency("pytrec_eval-terrier", "evaluation") from None
+
+    def per_query(r: dict[str, dict[str, float]]) -> list[float]:
+        got = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate({q: r.get(q, {}) for q in qrels})
+        return [got.get(q, {}).get("ndcg_cut_10", 0.0) for q in qrels]
+
+    ours, theirs = per_query(run), per_query(other)
+    diff = [a - b for a, b in zip(ours, theirs)]
+    return {
+        "ndcg@10": sum(ours) / len(ours),
+        "other_ndcg@10": sum(theirs) / len(theirs),
+        "difference": sum(diff) / len(diff),
+        "standard_error": statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else 0.0,
+        "better": sum(d > 1e-9 for d in diff),
+        "worse": sum(d < -1e-9 for d in diff),
+        "missing": sum(q not in other for q in qrels),
+    }
+
+
 def default_index_path(dataset: str | Path, model: str | None) -> Path:
     """indexes/beir-DATASET-MODEL. A model in a local folder also gets a digest of the folder's full path:
     `adapt` leaves two encoders in every run (OUT and OUT/work/trained), and two runs' folders of the same
@@ -78,6 +128,7 @@ def evaluate_beir(
     k: int = 100,
     batch_size: int = 64,
     run_file: str | Path | None = None,
+    compare: str | Path | None = None,
     rerank: bool = False,
     rerank_depth: int | list[int] | None = None,
     rerank_penalty: float | list[float] | None = None,
@@ -95,7 +146,8 @@ def evaluate_beir(
     beside `first_stage`, the metrics of the same queries without reranking; the top level holds the
     deepest. Each depth's order is exactly what `Index.search(rerank=True)` returns at that depth.
     `rerank_penalty` works the same way for `Index.rerank_penalty` (`by_penalty`, at the deepest depth; the
-    top level holds the first one listed).
+    top level holds the first one listed). `compare`, a TREC run file of the same queries (another model's
+    `run_file`), adds `compared`: the paired difference of nDCG@10 and its standard error (see `paired`).
     """
     import random
 
@@ -115,6 +167,12 @@ def evaluate_beir(
     if limit is not None and limit < len(qids):
         qids = sorted(random.Random(seed).sample(qids, limit))
     qrels = {q: qrels[q] for q in qids}
+    other = None
+    if compare is not None:  # read before the (slow) indexing, so a bad file fails at once
+        other = read_trec_run(compare)
+        if not set(other) & set(qids):
+            raise BadArgument(f"{compare} ranks none of the {len(qids)} queries evaluated here; compare runs of the "
+                              f"same dataset and split ({dataset.name}, {split})")
     depths = sorted(set(rerank_depth)) if isinstance(rerank_depth, list) else [rerank_depth] if rerank_depth else []
     penalties = (
         list(dict.fromkeys(rerank_penalty)) if isinstance(rerank_penalty, list)
@@ -170,6 +228,7 @@ def evaluate_beir(
         **({"first_stage": scores(qrels, first)} if rerank else {}),
         **({"by_depth": {d: scores(qrels, runs[d]) for d in depths}} if rerank and len(depths) > 1 else {}),
         **({"by_penalty": {p: scores(qrels, by_penalty[p]) for p in penalties}} if rerank and len(penalties) > 1 else {}),
+        **({"compared": {"run": str(compare), **paired(qrels, run, other)}} if other is not None else {}),
         "queries": len(qids),
         "sampled_from": judged if len(qids) < judged else None,
         "index": str(path),

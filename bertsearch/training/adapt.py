@@ -31,7 +31,9 @@ run resumes and every step can be run and inspected on its own (`steps`):
 5. `average` (always runs): OUT is `average` x the trained weights + (1 - average) x the start model's
    (the encoder adapted from: `base` or the index's), and the held-out pseudo-queries are ranked again.
    Trained alone, every recipe measured on SciFact lost to the packaged encoder; the average keeps most of
-   what the packaged encoder knows (see `_average`).
+   what the packaged encoder knows (see `_average`). With `with_runs` (`--with`), other runs' trained
+   encoders from the same start model are averaged in first: the trained weights are the runs' mean.
+   `average` defaults to the uniform average of the N runs and the start model, N/(N+1): 0.5 for one run.
 
 With `mlm`, masked-language-model pre-training on the corpus runs first (15% of tokens: 80% [MASK], 10%
 random, 10% unchanged) and the bi-encoder starts from that encoder (`mlm/`).
@@ -137,7 +139,8 @@ def adapt(
     loss: str = "mnrl",
     holdout: int = 200,
     holdout_corpus: int = 1000,
-    average: float = 0.5,
+    average: float | None = None,
+    with_runs: tuple[str | Path, ...] = (),
     bf16: bool = False,
     seed: int = 42,
     progress: ProgressFactory = no_progress,
@@ -152,7 +155,8 @@ def adapt(
         raise BadArgument(f"unknown pseudo-query source {query_source!r}; choose from {', '.join(QUERY_SOURCES)}")
     if loss not in LOSSES:
         raise BadArgument(f"unknown adapt loss {loss!r}; choose from {', '.join(LOSSES)}")
-    if negatives < 1 or queries_per_doc < 1 or not 0 <= remove_query <= 1 or holdout < 0 or not 0 < average <= 1:
+    if negatives < 1 or queries_per_doc < 1 or not 0 <= remove_query <= 1 or holdout < 0 or (
+            average is not None and not 0 < average <= 1):
         raise BadArgument("negatives and queries_per_doc must be at least 1, holdout at least 0, remove_query in "
                           "[0, 1], average in (0, 1]")
     out_dir = Path(out_dir)
@@ -166,6 +170,9 @@ def adapt(
         if "average" in steps and Path(ix.config.model).resolve() == out_dir.resolve():
             raise BadArgument(f"{index} serves {out_dir}: averaging again would change the encoder under its vectors; "
                               f"copy {out_dir} to a new folder, run --steps average with --out there, then reindex")
+        # --with is checked now, not after half an hour of training
+        recorded = previous.get("steps", {}).get("train", {}).get("adapted_from") if base is None else None
+        other_runs = _other_runs(with_runs, work / "trained", recorded or start_model) if "average" in steps else []
         # 1. pseudo-queries
         qfile = work / "queries.jsonl"
         if "queries" in steps and not qfile.exists():
@@ -279,7 +286,9 @@ def adapt(
         if base is None:
             start_model = report["steps"].get("train", previous.get("steps", {}).get("train", {})).get(
                 "adapted_from", start_model)
-        report["steps"]["average"] = _average(trained, start_model, average, out_dir, train_rows, holdout=holdout,
+        runs = [trained, *other_runs]
+        share = average if average is not None else len(runs) / (len(runs) + 1)  # uniform: 0.5 for one run
+        report["steps"]["average"] = _average(runs, start_model, share, out_dir, train_rows, holdout=holdout,
                                               holdout_corpus=holdout_corpus, seed=seed)
     report["machine"] = machine()
     report["steps"] = {**previous.get("steps", {}), **report["steps"]}
@@ -371,13 +380,52 @@ def _train(rows: list[dict[str, Any]], out_dir: Path, trained: Path, base: str, 
             "train_loss": output.training_loss, "seconds": round(seconds, 1), "resumed_from": last, "holdout": held}
 
 
-def _average(trained: Path, start: str, alpha: float, out_dir: Path, rows: list[dict[str, Any]], *, holdout: int,
+def _other_runs(others: tuple[str | Path, ...], trained: Path, start: str) -> list[Path]:
+    """The trained encoders of other adapt runs to average in (`--with`): a run's OUT (its work/trained) or
+    a model folder. Each must have been trained from the same start model, or averaging mixes unrelated
+    weights; a run that recorded another start is refused."""
+    runs: list[Path] = []
+    seen = {trained.resolve()}
+    for other in map(Path, others):
+        folder = other / "work" / "trained" if (other / "work" / "trained" / "modules.json").is_file() else other
+        if not (folder / "modules.json").is_file():
+            raise BadArgument(f"--with {other}: no trained encoder there (neither {other}/work/trained nor a "
+                              f"sentence-transformers folder); run `bertsearch adapt --out {other}` first")
+        if folder.resolve() in seen:
+            raise BadArgument(f"--with {other}: that trained encoder is already in the average; name each run once")
+        seen.add(folder.resolve())
+        run = folder.parent.parent if folder.name == "trained" and folder.parent.name == "work" else other
+        steps = json.loads((run / "adapt.json").read_text()).get("steps", {}) if (run / "adapt.json").is_file() else {}
+        if folder == other and steps.get("average", {}).get("average", 1) < 1:
+            raise BadArgument(f"--with {other}: that folder holds an averaged encoder and its trained weights "
+                              f"({other}/work/trained) are gone; run `bertsearch adapt --out {other}` again")
+        recorded = steps.get("train", {}).get("adapted_from")
+        if recorded and _where(recorded) != _where(start):
+            raise BadArgument(f"--with {other} was trained from {recorded}, this run from {start}: only encoders "
+                              "trained from the same start model can be averaged")
+        runs.append(folder)
+    return runs
+
+
+def _where(model: str) -> str:
+    """Where a model's weights are (its name when they cannot be found), to tell two names of one model apart."""
+    from ..errors import ModelNotFound
+    from ..models import resolve_model_path
+
+    try:
+        return str(resolve_model_path(model))
+    except ModelNotFound:
+        return model
+
+
+def _average(runs: list[Path], start: str, alpha: float, out_dir: Path, rows: list[dict[str, Any]], *, holdout: int,
              holdout_corpus: int, seed: int) -> dict[str, Any]:
     """OUT as `alpha` x the trained weights + (1 - alpha) x the start model's (weight-space ensembling, as in
     WiSE-FT), with the held-out pseudo-queries ranked by the result. On SciFact the trained encoder alone
     lost to the packaged one (dense nDCG@10 0.656 -> 0.612) and the average at 0.5 beat both on dense
     (0.662) with hybrid level: the average keeps what the packaged model knows and part of what training
-    added."""
+    added. With several runs (`runs[0]` this one's, the rest from `--with`), their mean stands for the
+    trained weights (a model soup): each run's own drift partly cancels out."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -385,24 +433,36 @@ def _average(trained: Path, start: str, alpha: float, out_dir: Path, rows: list[
 
     t0 = time.perf_counter()
     load: dict[str, Any] = {"device": "cpu", "local_files_only": True, "model_kwargs": {"dtype": torch.float32}}
+    trained = runs[0]
     model = SentenceTransformer(str(trained), **load)
+    ours = model.state_dict()
+    for other in runs[1:]:
+        theirs = SentenceTransformer(str(other), **load).state_dict()
+        if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+            raise BadArgument(f"the trained encoder and --with {other} differ in shape and cannot be averaged")
+        ours = {k: v + theirs[k] if v.is_floating_point() else v for k, v in ours.items()}
+    ours = {k: v / len(runs) if v.is_floating_point() else v for k, v in ours.items()}
     if alpha < 1:
-        ours, theirs = model.state_dict(), SentenceTransformer(str(resolve_model_path(start)), **load).state_dict()
+        theirs = SentenceTransformer(str(resolve_model_path(start)), **load).state_dict()
         if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
             raise BadArgument(f"the trained encoder and {start} differ in shape and cannot be averaged; "
                               "use --average 1 to keep the trained weights as they are")
-        model.load_state_dict({k: alpha * v + (1 - alpha) * theirs[k] if v.is_floating_point() else v
-                               for k, v in ours.items()})
+        ours = {k: alpha * v + (1 - alpha) * theirs[k] if v.is_floating_point() else v for k, v in ours.items()}
+    model.load_state_dict(ours)
     for stale in ("model.safetensors", "pytorch_model.bin"):
         (out_dir / stale).unlink(missing_ok=True)
     model.save(str(out_dir))
-    info: dict[str, Any] = {"average": alpha, "with": start}
+    info: dict[str, Any] = {"average": alpha, "with": start, "runs": [str(r) for r in runs]}
     _, check = _holdout(rows, holdout, holdout_corpus, seed=seed)
     if check is not None:
         info["holdout"] = _scores(check(model))
+    if check is not None and len(runs) > 1:  # the other runs held out their own documents, not these
+        info["note"] = "the held-out pseudo-queries were kept out of this run only; the --with runs may have trained on them"
     trained_card = (trained / "README.md").read_text(encoding="utf-8") if (trained / "README.md").is_file() else ""
-    mixed = ("" if alpha == 1 else f" Then averaged with `{start}`: {alpha:g} x the trained weights + "
-             f"{1 - alpha:g} x its own" + (f" (held-out pseudo-queries: nDCG@10 {info['holdout']['ndcg@10']:.4f})"
+    soup = "" if len(runs) == 1 else (f" The trained weights are the mean of {len(runs)} runs' (this one's and "
+                                      + ", ".join(f"`{r}`" for r in runs[1:]) + ").")
+    mixed = soup + ("" if alpha == 1 else f" Then averaged with `{start}`: {alpha:.3g} x the trained weights + "
+             f"{1 - alpha:.3g} x its own" + (f" (held-out pseudo-queries: nDCG@10 {info['holdout']['ndcg@10']:.4f})"
                                             if "holdout" in info else "") + "; the trained weights are in work/trained.")
     (out_dir / "README.md").write_text(trained_card.rstrip().replace(" See adapt.json.", "") + mixed
                                        + " See adapt.json.\n", encoding="utf-8")
