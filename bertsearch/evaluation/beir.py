@@ -25,12 +25,17 @@ def no_progress(description: str, total: int | None, unit: str = "") -> Iterator
     yield lambda n: None
 
 
-def scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Mean nDCG@10, Recall@100 and MRR@10 over the judged queries (a query with no results scores 0)."""
+def _pytrec_eval() -> Any:
     try:
         import pytrec_eval
     except ImportError:
         raise MissingDependency("pytrec_eval-terrier", "evaluation") from None
+    return pytrec_eval
+
+
+def scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean nDCG@10, Recall@100 and MRR@10 over the judged queries (a query with no results scores 0)."""
+    pytrec_eval = _pytrec_eval()
     run = {q: run.get(q, {}) for q in qrels}
     main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
     top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in run.items()}
@@ -83,10 +88,7 @@ def paired(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
     line for counts as scoring 0 there, as in `scores`."""
     import statistics
 
-    try:
-        import pytrec_eval
-    except ImportError:
-        raise MissingDependency("pytrec_eval-terrier", "evaluation") from None
+    pytrec_eval = _pytrec_eval()
 
     def per_query(r: dict[str, dict[str, float]]) -> list[float]:
         got = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate({q: r.get(q, {}) for q in qrels})

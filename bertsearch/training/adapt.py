@@ -170,9 +170,13 @@ def adapt(
         if "average" in steps and Path(ix.config.model).resolve() == out_dir.resolve():
             raise BadArgument(f"{index} serves {out_dir}: averaging again would change the encoder under its vectors; "
                               f"copy {out_dir} to a new folder, run --steps average with --out there, then reindex")
+        # what the average step averages with: the model training started from, as recorded when the trained
+        # weights are already there (once the index serves OUT, the index's model is no longer that one)
+        trained = work / "trained"
+        recorded = previous.get("steps", {}).get("train", {}).get("adapted_from")
+        average_start = base or (recorded if recorded and (trained / "modules.json").is_file() else start_model)
         # --with is checked now, not after half an hour of training
-        recorded = previous.get("steps", {}).get("train", {}).get("adapted_from") if base is None else None
-        other_runs = _other_runs(with_runs, work / "trained", recorded or start_model) if "average" in steps else []
+        other_runs = _other_runs(with_runs, trained, average_start) if "average" in steps else []
         # 1. pseudo-queries
         qfile = work / "queries.jsonl"
         if "queries" in steps and not qfile.exists():
@@ -258,7 +262,6 @@ def adapt(
                                     "mean_margin": round(sum(margins) / max(1, len(margins)), 4),
                                     "seconds": round(time.perf_counter() - t0, 1)}
     # 4. training (after optional MLM pre-training on the corpus), into OUT/work/trained
-    trained = work / "trained"
     train_rows = None
     if "train" in steps and (trained / "modules.json").is_file():
         log.info("train: skipped, %s exists (delete it to train again)", trained)
@@ -268,7 +271,7 @@ def adapt(
             start = str(_mlm(index, out_dir / "mlm", start_model, epochs=mlm_epochs, batch_size=batch_size, lr=lr,
                              max_length=max_length, bf16=bf16, seed=seed, limit=limit, progress=progress))
             report["steps"]["mlm"] = {"model": start}
-        train_rows = _read_jsonl(lfile, "label") if loss == "margin-mse" else _read_jsonl(tfile, "mine")
+        train_rows = _read_jsonl(*((lfile, "label") if loss == "margin-mse" else (tfile, "mine")))
         report["steps"]["train"] = _train(
             train_rows, out_dir, trained, start, loss=loss, holdout=holdout, holdout_corpus=holdout_corpus, epochs=epochs,
             batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
@@ -280,15 +283,10 @@ def adapt(
         if not (trained / "modules.json").is_file():
             raise BadArgument(f"{trained} is missing: run the 'train' step first (--steps train)")
         if train_rows is None:
-            train_rows = _read_jsonl(lfile, "label") if loss == "margin-mse" else _read_jsonl(tfile, "mine")
-        # the model training started from, as recorded then: once the index serves OUT (reindex), the
-        # index's model is no longer the one to average with
-        if base is None:
-            start_model = report["steps"].get("train", previous.get("steps", {}).get("train", {})).get(
-                "adapted_from", start_model)
+            train_rows = _read_jsonl(*((lfile, "label") if loss == "margin-mse" else (tfile, "mine")))
         runs = [trained, *other_runs]
         share = average if average is not None else len(runs) / (len(runs) + 1)  # uniform: 0.5 for one run
-        report["steps"]["average"] = _average(runs, start_model, share, out_dir, train_rows, holdout=holdout,
+        report["steps"]["average"] = _average(runs, average_start, share, out_dir, train_rows, holdout=holdout,
                                               holdout_corpus=holdout_corpus, seed=seed)
     report["machine"] = machine()
     report["steps"] = {**previous.get("steps", {}), **report["steps"]}
@@ -298,7 +296,7 @@ def adapt(
         averaged["worse"] = averaged["holdout"]["ndcg@10"] < before["ndcg@10"]
         if averaged["worse"] and averaged["average"] < 1:
             log.warning("the averaged encoder ranks the held-out pseudo-queries worse than %s (nDCG@10 %.4f -> %.4f); "
-                        "evaluate it before swapping it into an index", start_model, before["ndcg@10"],
+                        "evaluate it before swapping it into an index", average_start, before["ndcg@10"],
                         averaged["holdout"]["ndcg@10"])
     write_json(out_dir / "adapt.json", report)
     return report
@@ -436,19 +434,19 @@ def _average(runs: list[Path], start: str, alpha: float, out_dir: Path, rows: li
     trained = runs[0]
     model = SentenceTransformer(str(trained), **load)
     ours = model.state_dict()
-    for other in runs[1:]:
-        theirs = SentenceTransformer(str(other), **load).state_dict()
-        if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
-            raise BadArgument(f"the trained encoder and --with {other} differ in shape and cannot be averaged")
-        ours = {k: v + theirs[k] if v.is_floating_point() else v for k, v in ours.items()}
-    ours = {k: v / len(runs) if v.is_floating_point() else v for k, v in ours.items()}
+    # each run weighs alpha / len(runs), the start model 1 - alpha
+    parts = [(alpha / len(runs), ours, "")]
+    parts += [(alpha / len(runs), SentenceTransformer(str(r), **load).state_dict(),
+               f"the trained encoder and --with {r} differ in shape and cannot be averaged") for r in runs[1:]]
     if alpha < 1:
-        theirs = SentenceTransformer(str(resolve_model_path(start)), **load).state_dict()
+        parts.append((1 - alpha, SentenceTransformer(str(resolve_model_path(start)), **load).state_dict(),
+                      (f"the trained encoder and {start} differ in shape and cannot be averaged; "
+                       "use --average 1 to keep the trained weights as they are")))
+    for _, theirs, mismatch in parts[1:]:
         if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
-            raise BadArgument(f"the trained encoder and {start} differ in shape and cannot be averaged; "
-                              "use --average 1 to keep the trained weights as they are")
-        ours = {k: alpha * v + (1 - alpha) * theirs[k] if v.is_floating_point() else v for k, v in ours.items()}
-    model.load_state_dict(ours)
+            raise BadArgument(mismatch)
+    model.load_state_dict({k: sum(w * sd[k] for w, sd, _ in parts) if v.is_floating_point() else v
+                           for k, v in ours.items()})
     for stale in ("model.safetensors", "pytorch_model.bin"):
         (out_dir / stale).unlink(missing_ok=True)
     model.save(str(out_dir))
