@@ -77,7 +77,6 @@ def _units(text: str, spans: Sequence[Span], max_tokens: int, overlap: int) -> l
             first = t
     units.append((first, len(spans)))
     out: list[tuple[int, int]] = []
-    stride = max_tokens - overlap
     for a, b in units:
         if b - a <= max_tokens:
             out.append((a, b))
@@ -85,8 +84,19 @@ def _units(text: str, spans: Sequence[Span], max_tokens: int, overlap: int) -> l
         pos = a
         while True:
             end = min(pos + max_tokens, b)
+            if end < b:  # cut where a word starts: a word cut in two tokenizes longer on its own
+                end = _word_start_at_or_before(spans, end, pos + 1)
             out.append((pos, end))
             if end == b:
                 break
-            pos += stride
+            pos = _word_start_at_or_before(spans, max(pos + 1, end - overlap), pos + 1)
     return out
+
+
+def _word_start_at_or_before(spans: Sequence[Span], t: int, lowest: int) -> int:
+    """The last token at or before `t` (and at least `lowest`) that begins a word (whitespace or nothing before
+    it), else `t` itself: a run of pieces with no word start in reach is cut where it must be."""
+    for u in range(t, lowest - 1, -1):
+        if spans[u][0] > spans[u - 1][1]:
+            return u
+    return t

@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -19,7 +22,7 @@ import numpy as np
 from . import filters, retrieval
 from .chunking import chunk_spans
 from .config import IndexConfig
-from .errors import BadArgument, BadQuery, BertsearchError, IndexNotFound, ModelMismatch
+from .errors import BadArgument, BadQuery, BertsearchError, IndexNotFound, ModelMismatch, from_sqlite
 from .filters import Filter
 from .models import Encoder, load_encoder
 from .store import Store, StoredDocument
@@ -81,6 +84,7 @@ class Index:
         self._reader_name: str | None = reader
         self._device = device
         self._precision = precision  # the encoder's, and the reranker's and reader's when they load
+        self.created = False  # whether Index.open made this index's folder
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -114,15 +118,22 @@ class Index:
         path = Path(path)
         recover(path)  # a re-index cut off between its two renames
         db = path / Store.FILE
+        made = False  # this call made the folder: a failure removes it again, never leaving a half-made index
         if not db.exists():
             if not create:
                 raise IndexNotFound(str(path))
             if path.exists() and not path.is_dir():
                 raise BadArgument(f"{path} is a file, not an index folder; choose another --index path")
+            made = not path.exists()
             path.mkdir(parents=True, exist_ok=True)
-        store = Store(db)
-        config = store.config
         try:
+            store = Store(db)
+        except BaseException:
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        try:
+            config = store.config
             if config is None:
                 if not create:  # a store whose creation was cut off before its config was written
                     raise IndexNotFound(str(path))
@@ -152,15 +163,24 @@ class Index:
                         )
                 if changed:
                     store.set_config(config)
+        except sqlite3.DatabaseError as e:
+            store.close()
+            raise from_sqlite(e, str(db)) from None
         except BaseException:
             store.close()
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
             raise
         _mirror_config(path / cls.CONFIG, config)
-        return cls(path, store, config, encoder, gpu=gpu, reranker=reranker, reader=reader, device=device,
-                   precision=precision)
+        ix = cls(path, store, config, encoder, gpu=gpu, reranker=reranker, reader=reader, device=device,
+                 precision=precision)
+        ix.created = made
+        return ix
 
     def close(self) -> None:
+        """Close the store; using the index afterwards raises `IndexClosed`. Closing twice is harmless."""
         self.store.close()
+        self._vectors = None
 
     def __enter__(self) -> Index:
         return self
@@ -188,14 +208,21 @@ class Index:
             raise BadArgument(f"batch size must be > 0, got {batch_size}")
         report = IndexReport()
         t0 = time.perf_counter()
-        seen: set[str] | None = set() if prune else None
+        seen: set[str] = set()  # every id read so far: a duplicate is noticed across batches, and --prune needs them
         for batch in _batched(docs, batch_size):
             self._add_batch(batch, report, encode_batch_size, seen)
             if on_progress is not None:
                 on_progress(len(batch))
-        if seen is not None:
+        if prune:
+            if not seen:
+                n = self.store.counts()["documents"]
+                if n:
+                    raise BadArgument(
+                        f"read 0 documents, so --prune would delete all {n} documents of {self.path}; nothing was "
+                        "deleted. Check the corpus path and its --format (and --id-field/--text-field)"
+                    )
             gone = [i for i in self.store.ids() if i not in seen]
-            report.deleted = self.store.delete(gone) if gone else 0
+            report.deleted += self.store.delete(gone) if gone else 0
         self.refresh_vectors()
         report.seconds = time.perf_counter() - t0
         return report
@@ -224,23 +251,37 @@ class Index:
         report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune)
         report.skipped = stats.skipped
         report.errors = list(stats.errors)
+        report.skipped_files = dict(stats.skipped_files)
+        report.decoded_as = {k: list(v) for k, v in stats.decoded_as.items()}
         return report
 
-    def _add_batch(self, batch: list[DocLike], report: IndexReport, encode_batch_size: int, seen: set[str] | None) -> None:
+    def _add_batch(self, batch: list[DocLike], report: IndexReport, encode_batch_size: int, seen: set[str]) -> None:
         by_id: dict[str, Document] = {}
+        emptied: list[str] = []
         for raw in batch:
             report.read += 1
             doc = _as_document(raw)
-            if seen is not None:
-                seen.add(doc.id)
+            if doc.id in seen:
+                report.duplicates += 1
+                if report.duplicates <= 20:
+                    log.warning("document id %s appears more than once in the corpus; the later one is kept", doc.id)
+                by_id.pop(doc.id, None)
+                if doc.id in emptied:
+                    emptied.remove(doc.id)
+            seen.add(doc.id)
             if not doc.text.strip():
                 report.empty += 1
-                log.warning("document %s has no text; skipped", doc.id)
+                emptied.append(doc.id)  # a stored document whose text is now empty leaves the index
                 continue
-            if doc.id in by_id:
-                report.duplicates += 1
-                log.warning("document id %s appears twice in one batch; the later one is kept", doc.id)
             by_id[doc.id] = doc
+        if emptied:
+            gone = self.store.existing(emptied)
+            if gone:
+                report.deleted += self.store.delete(gone)
+                log.warning("%d documents now have no text and were removed from the index: %s", len(gone),
+                            ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
+            for i in sorted(set(emptied) - set(gone))[:5]:
+                log.warning("document %s has no text; skipped", i)
         docs = list(by_id.values())
         stored = self.store.hashes([d.id for d in docs])
         todo: list[tuple[Document, str]] = []
@@ -271,7 +312,12 @@ class Index:
         report.chunks += len(inputs)
 
     def _chunk(self, docs: list[Document], hashes: list[str], report: IndexReport) -> tuple[list[StoredDocument], list[str]]:
-        """Chunks of each document and the encoder input of each chunk (title, newline, chunk text)."""
+        """Chunks of each document and the encoder input of each chunk (title, newline, chunk text).
+
+        The chunker counts word pieces of the whole text; a chunk on its own can tokenize longer (a cut inside a
+        word, a tokenizer that marks word starts), so each input is counted again as the model will read it, and a
+        document with an input too long is chunked again on a smaller budget. What still does not fit is counted
+        in `report.truncated`: the model would read only its first window."""
         enc = self.encoder
         window = min(self.config.max_tokens, enc.max_tokens) - enc.special_tokens
         text_spans = enc.token_spans([d.text for d in docs])
@@ -285,22 +331,68 @@ class Index:
                 prefix, budget = d.title + "\n", window - n_title
             elif d.title:
                 report.long_titles += 1
-            chunks = chunk_spans(d.text, spans, budget, min(self.config.overlap, budget // 2 - 1))
-            report.truncated += sum(1 for c in chunks if c.n_tokens > budget)
+            for attempt in range(4):
+                chunks = chunk_spans(d.text, spans, budget, min(self.config.overlap, budget // 2 - 1))
+                texts = [prefix + d.text[c.start : c.end] for c in chunks]
+                longest = max(input_tokens(enc, texts), default=0) - enc.special_tokens  # as the model reads it
+                smaller = min(budget - 1, budget * window // max(longest, 1))
+                if longest <= window or smaller < 4:
+                    break
+                budget = smaller
+            if longest > window:
+                report.truncated += sum(n > window + enc.special_tokens for n in input_tokens(enc, texts))
+                log.warning("document %s: a chunk is longer than the %d word pieces %s reads even on a smaller "
+                            "budget; the model reads only its start", d.id, window, self.config.model)
             items.append(StoredDocument(d, h, chunks, np.zeros((0, self.config.dim), dtype=np.float32)))
-            inputs.extend(prefix + d.text[c.start : c.end] for c in chunks)
+            inputs.extend(texts)
         return items, inputs
 
-    def delete(self, ids: Iterable[str] = (), *, where: str | Filter | None = None) -> int:
-        """Delete documents by id and/or those matching a filter; returns how many were deleted."""
-        ids = list(ids)
-        if isinstance(ids, str) or (not ids and where is None):
-            raise BadArgument("give document ids (a list) or a filter to delete")
-        n = self.store.delete(ids) if ids else 0
-        if where is not None:
-            n += self.store.delete_where(filters.parse(where) if isinstance(where, str) else where)
+    def delete(self, ids: Iterable[str] = (), *, where: str | Filter | None = None, dry_run: bool = False) -> int:
+        """Delete documents by id, or those matching a filter (one or the other, never both); returns how many
+        were deleted, or with `dry_run` how many would be (see `to_delete` for which)."""
+        ids = list(ids) if not isinstance(ids, str) else ids
+        gone = self.to_delete(ids, where=where)  # checks the arguments (and the filter's fields) in every case
+        if dry_run:
+            return len(gone)
+        if ids:
+            n = self.store.delete(ids)
+        else:
+            n = self.store.delete_where(self._filter(where))  # type: ignore[arg-type]
         self.refresh_vectors()
         return n
+
+    def to_delete(self, ids: Iterable[str] = (), *, where: str | Filter | None = None) -> list[str]:
+        """The ids of the stored documents `delete` would delete with these arguments (a dry run)."""
+        if isinstance(ids, str):
+            raise BadArgument("give document ids as a list, not one string")
+        ids = list(ids)
+        if not ids and where is None:
+            raise BadArgument("give document ids (a list) or a filter to delete")
+        if ids and where is not None:
+            raise BadArgument(
+                "give ids or a filter, not both (--id or --where): delete by id, then by filter, as two commands; "
+                "--dry-run shows what each would delete"
+            )
+        return self.store.existing(ids) if ids else self.store.ids_where(self._filter(where))  # type: ignore[arg-type]
+
+    def _filter(self, where: str | Filter | None) -> Filter | None:
+        """A filter parsed, its metadata fields checked against those the stored documents have: a field no
+        document has (often a typo, or another case) would match nothing in silence."""
+        if where is None:
+            return None
+        flt = filters.parse(where) if isinstance(where, str) else where
+        known: set[str] | None = None
+        for f in filters.fields(flt):
+            if f.column:
+                continue
+            known = self.store.fields() if known is None else known
+            if f.path[0] in known or (not known and self.store.counts()["documents"] == 0):
+                continue  # (an empty index matches nothing anyway)
+            same = sorted(k for k in known if k.lower() == f.path[0].lower())
+            hint = (f"did you mean {', '.join(repr(k) for k in same)}? Field names are case-sensitive" if same else
+                    "fields are: " + (", ".join(sorted(known)[:20]) if known else "none (no document has metadata)"))
+            raise BadQuery(f"no document has the field {f.path[0]!r} that the filter names; {hint}")
+        return flt
 
     # -- vectors ----------------------------------------------------------------------------------
 
@@ -338,7 +430,7 @@ class Index:
         vi = VectorIndex.build(ids, xb, self.config.ann, generation=generation, gpu=gpu)
         try:
             vi.save(path)
-        except OSError as e:  # a read-only index still searches; the rebuild just is not kept
+        except (OSError, RuntimeError) as e:  # a read-only index or a full disk still searches; the rebuild is not kept
             log.warning("could not save the vector index to %s (%s)", path, e)
         log.info("built the %s vector index over %d chunks in %.1fs", self.config.ann, len(ids), time.perf_counter() - t0)
         return vi
@@ -373,7 +465,8 @@ class Index:
         The search reads one snapshot of the store, so a writer committing meanwhile changes nothing
         it sees half-way.
         """
-        flt = filters.parse(where) if isinstance(where, str) else where
+        flt = self._filter(where)
+        queries = self._check_queries(queries, k, mode)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         first_k = max(k, self.rerank_depth) if rerank else k
@@ -444,6 +537,7 @@ class Index:
         """
         if k < 1 or passages < 1 or (hits is not None and hits < 1):
             raise BadArgument(f"k, passages and hits must be > 0, got {k}, {passages} and {hits}")
+        question = self._check_queries([question], 1, mode)[0]
         found = self.search(question, k=max(passages, hits or passages), mode=mode, where=where, rerank=rerank)
         timings = dict(self.last_timings)
         read = found[:passages]
@@ -456,7 +550,7 @@ class Index:
         shown = found[: hits or passages]
         return AskResult(question=question, answers=answers, hits=shown, abstained=abstained, timings=timings)
 
-    def _batch_search(self, queries: list[str], k: int, mode: str, depth: int, flt: Filter | None) -> list[list[Hit]]:
+    def _check_queries(self, queries: list[str], k: int, mode: str) -> list[str]:
         if isinstance(queries, str):
             raise BadArgument("batch_search takes a list of queries; use search() for one")
         if k < 1:
@@ -466,6 +560,28 @@ class Index:
         for q in queries:
             if not isinstance(q, str) or not q.strip():
                 raise BadQuery("empty query; give some words to search for")
+        return [self.cut_query(q, mode)[0] for q in queries]
+
+    def cut_query(self, query: str, mode: str = "hybrid") -> tuple[str, int | None]:
+        """`query` cut to what the encoder reads (its window of word pieces; in lexical mode, as many words),
+        and how many words were kept, or None when nothing was cut. Every stage sees the cut query: a longer one
+        would cost the full-text search and the cross-encoder much and change nothing the encoder sees."""
+        window = self.config.max_tokens - 2
+        words = list(re.finditer(r"\S+", query))
+        end = words[window - 1].end() if len(words) > window else len(query)
+        if mode != "lexical":
+            spans = self.encoder.token_spans([query[:end]])[0]
+            window = min(self.config.max_tokens, self.encoder.max_tokens) - self.encoder.special_tokens
+            if len(spans) > window:
+                end = spans[window - 1][1]
+        if end >= len(query.rstrip()):
+            return query, None
+        kept = len(query[:end].split())
+        log.warning("query of %d words cut to its first %d words, the %d word pieces the model reads",
+                    len(words), kept, window)
+        return query[:end], kept
+
+    def _batch_search(self, queries: list[str], k: int, mode: str, depth: int, flt: Filter | None) -> list[list[Hit]]:
         n = max(k, depth) if mode == "hybrid" else k
         cands: list[dict[int, retrieval.Candidate]] = [{} for _ in queries]
         if mode in ("dense", "hybrid"):
@@ -502,14 +618,33 @@ class Index:
             allowed = self.store.chunk_ids_where(flt)
             if len(allowed) <= self.exact_subset:  # small subset: exact search over its stored vectors
                 return self._dense_exact(queries, k, allowed)
-        if vi.count == 0:
+        # A vector index behind the store (another process wrote since it was built, see `vectors`) misses the
+        # chunks written since, which have larger ids: they are searched exactly beside it, from the store.
+        stale = vi.generation != self.store.generation()
+        new_ids, new_xb = self.store.chunks_after(vi.max_id, self.config.dim, self.config.vector_dtype) if stale else (None, None)
+        if new_ids is not None and allowed is not None:
+            keep = np.isin(new_ids, allowed)
+            new_ids, new_xb = new_ids[keep], new_xb[keep]
+        if vi.count == 0 and not (new_ids is not None and len(new_ids)):
             return [[] for _ in queries]
         xq = self.encoder.encode(queries)  # (nq, dim)
         kc = min(vi.count, max(4 * k, 64))
         while True:
-            D, I = vi.search(xq, kc, allowed)  # (nq, kc) each
+            if kc > 0:
+                D, I = vi.search(xq, kc, allowed)  # (nq, kc) each
+            else:
+                D, I = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            if stale:  # chunks deleted or replaced since the index was built are gone from the store
+                live = set(self.store.chunk_doc_ids(np.unique(I[I >= 0]).tolist()))
+                gone = ~np.isin(I, list(live)) | (I < 0)
+                D, I = np.where(gone, -np.inf, D), np.where(gone, -1, I)
             if self.config.ann != "flat":
                 D, I = self._rescore(xq, I)
+            if new_ids is not None and len(new_ids):
+                D = np.concatenate([D, xq @ new_xb.T], axis=1)  # (nq, kc + n_new)
+                I = np.concatenate([I, np.broadcast_to(new_ids, (len(queries), len(new_ids)))], axis=1)
+                order = np.argsort(-D, axis=1, kind="stable")
+                D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
             chunk_doc = self.store.chunk_doc_ids(np.unique(I[I >= 0]).tolist())
             out = [retrieval.best_chunk_per_doc(D[i], I[i], chunk_doc, k) for i in range(len(queries))]
             if kc >= vi.count or all(len(o) >= k for o in out):
@@ -529,6 +664,8 @@ class Index:
     def _rescore(self, xq: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner products for an approximate index's candidates, from the stored vectors."""
         ids = np.unique(I[I >= 0])
+        if not len(ids):
+            return np.full(I.shape, -np.inf, dtype=np.float32), I
         xb = self.store.chunk_vectors(ids.tolist(), self.config.dim, self.config.vector_dtype)  # (n, dim)
         pos = np.searchsorted(ids, np.where(I >= 0, I, ids[0] if len(ids) else 0))  # (nq, kc)
         D = np.einsum("qd,qkd->qk", xq, xb[pos]) if len(ids) else np.zeros(I.shape, dtype=np.float32)
@@ -583,7 +720,12 @@ class Index:
         """
         from .vectors import VectorIndex
 
-        problems = self.store.check(self.config.dim, self.config.vector_dtype)
+        try:
+            problems = self.store.check(self.config.dim, self.config.vector_dtype)
+        except sqlite3.DatabaseError as e:  # damage that SQLite cannot even check around
+            raise from_sqlite(e, str(self.store.path)) from None
+        if any("malformed" in p or "corrupt" in p or "not a database" in p for p in problems[:1]):
+            raise from_sqlite(sqlite3.DatabaseError(problems[0]), str(self.store.path))
         if repair:
             if problems:
                 self.store.repair()
@@ -708,6 +850,14 @@ def _mirror_config(path: Path, config: IndexConfig) -> None:
         os.replace(tmp, path)
     except OSError as e:
         log.warning("could not write %s (%s)", path, e)
+
+
+def input_tokens(enc: Encoder, texts: list[str]) -> list[int]:
+    """Word pieces the encoder reads for each text, special tokens included."""
+    count = getattr(enc, "input_tokens", None)
+    if count is not None:
+        return list(count(texts))
+    return [len(s) + enc.special_tokens for s in enc.token_spans(texts)]
 
 
 def content_hash(doc: Document) -> str:

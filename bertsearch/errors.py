@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class BertsearchError(Exception):
     """Base class for every error bertsearch raises on purpose (a user mistake or bad input)."""
@@ -18,6 +20,22 @@ class IndexNotFound(BertsearchError):
 
 class IndexBusy(BertsearchError):
     """Another process holds the index's write lock for longer than we wait."""
+
+
+class CorruptIndex(BertsearchError):
+    """The index's SQLite store cannot be read: not a database, or damaged pages."""
+
+    def __init__(self, db: str, detail: str) -> None:
+        self.db = db
+        super().__init__(
+            f"{db} is damaged ({detail}); restore the index from a backup ('bertsearch restore BACKUP --index "
+            f"{os.path.dirname(db) or '.'}') or re-index the corpus into a new folder"
+        )
+
+
+class IndexClosed(BertsearchError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the index at {path} is closed; open it again with bertsearch.open_index({path!r})")
 
 
 class ModelMismatch(BertsearchError):
@@ -37,10 +55,8 @@ class MalformedRecord(CorpusError):
         self.source = source
         self.line = line
         self.problem = problem
-        super().__init__(
-            f"{source}:{line}: {problem} "
-            "(fix the record, or pass --on-error skip to skip and count bad records)"
-        )
+        where = f"{source}:{line}" if line else source  # line 0: the file as a whole
+        super().__init__(f"{where}: {problem} (fix the record, or pass --on-error skip to skip and count bad records)")
 
 
 class BadQuery(BertsearchError):
@@ -54,3 +70,20 @@ class BadArgument(BertsearchError):
 class MissingDependency(BertsearchError):
     def __init__(self, package: str, feature: str) -> None:
         super().__init__(f"{feature} needs the package {package}; install it with 'pip install {package}'")
+
+
+def from_sqlite(e: Exception, db: str) -> BertsearchError:
+    """The typed error for an SQLite failure on the store `db`: full disk, read-only, busy, or damage."""
+    msg = str(e)
+    low = msg.lower()
+    folder = os.path.dirname(db) or "."
+    if "full" in low:
+        return BertsearchError(f"the disk holding {db} is full ({msg}); nothing committed was lost: free some space "
+                               "and run the command again")
+    if "readonly" in low or "read-only" in low:
+        return BertsearchError(f"cannot write to {db} ({msg}); make {folder} writable, or only search it")
+    if "locked" in low or "busy" in low:
+        return IndexBusy(f"{folder} is being written by another process ({msg}); try again when it finishes")
+    if "unable to open" in low or "disk i/o" in low:
+        return BertsearchError(f"cannot read {db} ({msg}); check the folder's permissions and the disk")
+    return CorruptIndex(db, msg)

@@ -64,7 +64,7 @@ from typing import Any, Union
 
 from .errors import BertsearchError
 
-__all__ = ["BadFilter", "Filter", "Field", "Compare", "In", "Between", "IsNull", "Not", "And", "Or", "parse"]
+__all__ = ["BadFilter", "Filter", "Field", "fields", "Compare", "In", "Between", "IsNull", "Not", "And", "Or", "parse"]
 
 HINT = "filters look like: year >= 2020 and lang = 'en'"
 COLUMNS = ("id", "title", "updated_at")
@@ -513,6 +513,21 @@ class Or(Filter):
 
     def _matches(self, metadata: dict, columns: dict[str, str]) -> bool:
         return any(o._matches(metadata, columns) for o in self.operands)
+
+
+def fields(flt: Filter) -> list[Field]:
+    """The fields a filter names, in the order written (each once)."""
+    out: list[Field] = []
+    stack = [flt]
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, Not):
+            stack.insert(0, node.operand)
+        elif isinstance(node, (And, Or)):
+            stack[:0] = list(node.operands)
+        elif getattr(node, "field", None) is not None and node.field not in out:
+            out.append(node.field)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- parser

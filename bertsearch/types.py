@@ -51,8 +51,11 @@ class Hit:
 
 @dataclass
 class IndexReport:
-    """What an `add` did. `truncated` counts chunks the encoder could not read whole (always 0 unless
-    a model misreports its window); `long_titles` counts titles too long to prepend to chunks."""
+    """What an `add` did. `empty` counts documents with no text (a stored one whose text became empty is
+    deleted, and counted in `deleted` too); `duplicates` ids read more than once (the last is kept);
+    `truncated` chunks the encoder could not read whole even when chunked again on a smaller budget;
+    `long_titles` titles too long to prepend to chunks; `skipped_files` and `decoded_as` what a folder held
+    that was not read, by kind, and the files that are not UTF-8, by the encoding they were read with."""
 
     read: int = 0
     added: int = 0
@@ -68,6 +71,8 @@ class IndexReport:
     long_titles: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    skipped_files: dict[str, int] = field(default_factory=dict)
+    decoded_as: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def docs_per_second(self) -> float:

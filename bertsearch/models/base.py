@@ -55,6 +55,11 @@ class Encoder(Protocol):
         """Character spans of each text's word pieces, special tokens excluded."""
         ...
 
+    def input_tokens(self, texts: list[str]) -> list[int]:
+        """Word pieces the model reads for each whole text, special tokens included (optional: without it, the
+        count of `token_spans` plus `special_tokens` stands in)."""
+        ...
+
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         """Unit-length float32 vectors, shape (len(texts), dim)."""
         ...

@@ -40,6 +40,9 @@ class HashingEncoder:
     def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         return [[m.span() for m in _WORD.finditer(t)] for t in texts]
 
+    def input_tokens(self, texts: list[str]) -> list[int]:
+        return [len(_WORD.findall(t)) + self.special_tokens for t in texts]
+
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         x = np.zeros((len(texts), self._dim), dtype=np.float32)
         for i, t in enumerate(texts):

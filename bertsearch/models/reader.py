@@ -192,7 +192,7 @@ class ExtractiveReader:
         results: list[list[Span]] = [[] for _ in questions]
         if not pairs:
             return results
-        self._check_question_lengths(questions)
+        questions = self._fit_questions(questions)
         enc = self.tokenizer(
             [questions[qi] for qi, _ in pairs],
             [passages_per_question[qi][pi] for qi, pi in pairs],
@@ -229,16 +229,20 @@ class ExtractiveReader:
             return [sorted(r, key=lambda s: (-s.score, s.passage, s.start)) for r in results]
         return [sorted(r, key=lambda s: (-s.score, s.passage, s.start))[:top_k] for r in results]
 
-    def _check_question_lengths(self, questions: list[str]) -> None:
-        # a window must hold the question, 3 special tokens and more passage than the stride
+    def _fit_questions(self, questions: list[str]) -> list[str]:
+        """Each question cut, when it must be, to what a window holds beside some passage: the question,
+        3 special tokens and more passage than the stride. A cut is logged as a warning."""
         room = self.max_length - self.stride - 4
-        lengths = [len(ids) for ids in self.tokenizer(questions, add_special_tokens=False)["input_ids"]]
-        for q, n in zip(questions, lengths):
-            if n > room:
-                raise BadArgument(
-                    f"question of {n} word pieces is too long for windows of {self.max_length} with stride "
-                    f"{self.stride} (at most {room}); shorten it or raise max_length: {q[:60]!r}"
-                )
+        enc = self.tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True,
+                             return_attention_mask=False, verbose=False)
+        fitted = []
+        for q, offsets in zip(questions, enc["offset_mapping"]):
+            if len(offsets) > room:
+                log.warning("question of %d word pieces cut to %d, what windows of %d with stride %d hold beside a "
+                            "passage", len(offsets), room, self.max_length, self.stride)
+                q = q[: offsets[room - 1][1]]
+            fitted.append(q)
+        return fitted
 
     def _logits(self, enc: Any, batch_size: int) -> Any:
         """Yields (window, start logits, end logits) per window, batching windows of similar length."""

@@ -316,6 +316,8 @@ def load_reranker(
         try:
             path = resolve_model_path(name)
         except ModelNotFound:
+            if Path(name).expanduser().is_dir():
+                raise  # a folder that holds no model: its own message says so
             raise ModelNotFound(
                 f"reranker {name} is neither a local folder nor in the Hugging Face cache (this machine cannot "
                 f"download it); {TRAIN_HINT}"

@@ -86,6 +86,11 @@ class SentenceEncoder:
         )
         return [[(int(a), int(b)) for a, b in offsets] for offsets in enc["offset_mapping"]]
 
+    def input_tokens(self, texts: list[str]) -> list[int]:
+        """Word pieces the model reads for each text, special tokens included (before any cut to its window)."""
+        ids = self.model.tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -24,6 +24,7 @@ __all__ = [
     "ON_ERROR",
     "Fields",
     "ReadStats",
+    "check_corpus",
     "count_records",
     "detect_format",
     "read_corpus",
@@ -63,11 +64,15 @@ class ReadStats:
     read: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
+    skipped_files: dict[str, int] = field(default_factory=dict)
+    """Files a folder held that are not read, by kind: "binary", "too large", or an extension (".pdf")."""
+    decoded_as: dict[str, list[str]] = field(default_factory=dict)
+    """Files that are not UTF-8, by the encoding they were read with (names relative to the folder)."""
 
     def add_error(self, err: MalformedRecord) -> None:
         self.skipped += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append(f"{err.source}:{err.line}: {err.problem}")
+            self.errors.append(f"{err.source}:{err.line}: {err.problem}" if err.line else f"{err.source}: {err.problem}")
 
 
 def _check_exists(path: Path) -> None:
@@ -144,6 +149,10 @@ def _stream(p: Path, fmt: str, fields: Fields, on_error: str, stats: ReadStats) 
     records = _records(p, fmt, fields)
     try:
         for item in records:
+            if isinstance(item, folder.Skipped):
+                stats.skipped_files[item.kind] = stats.skipped_files.get(item.kind, 0) + 1
+                log.debug("skipping %s (%s)", item.source, item.kind)
+                continue
             if isinstance(item, MalformedRecord):
                 if on_error == "stop":
                     raise item
@@ -156,11 +165,27 @@ def _stream(p: Path, fmt: str, fields: Fields, on_error: str, stats: ReadStats) 
                     log.debug("skipping bad record %s:%s: %s", item.source, item.line, item.problem)
                 continue
             stats.read += 1
+            encoding = item.metadata.get("encoding") if fmt == "folder" else None
+            if encoding is not None:
+                stats.decoded_as.setdefault(encoding, []).append(item.id)
+                log.warning("%s is not UTF-8; read it as %s", item.id, encoding)
             yield item
     finally:
         records.close()  # type: ignore[attr-defined]
     if stats.skipped:
         log.warning("read %d documents from %s, skipped %d bad records", stats.read, p, stats.skipped)
+
+
+def check_corpus(
+    path: str | os.PathLike[str], format: str | None = None, *, fields: Fields | None = None, on_error: str = "stop"
+) -> None:
+    """Read a corpus up to its first document, so that a wrong path, format, header or first record is
+    reported at once (before a model loads), with the error `read_corpus` would raise."""
+    docs = read_corpus(path, format, fields=fields, on_error=on_error)
+    try:
+        next(docs, None)
+    finally:
+        docs.close()  # type: ignore[attr-defined]
 
 
 def count_records(path: str | os.PathLike[str], format: str | None = None) -> int | None:

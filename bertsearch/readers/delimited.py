@@ -1,7 +1,10 @@
 """CSV and TSV corpora, read with the csv module from a streamed file handle.
 
 The first non-blank row is the header. The id and text columns are required, the title
-column is optional, and every other column goes into the metadata as a string. Quoted fields
+column is optional, and every other column goes into the metadata: as numbers when every
+non-empty cell of the column is one (integers when all are; a value with a leading zero, such as
+a zip code "02134", keeps the column text), else as strings. Finding the number columns reads
+the file once more before its documents. Quoted fields
 (as written by Python's csv module, pandas or spreadsheets) may span lines in both formats.
 Bad rows are *yielded* as `MalformedRecord` values; `read_corpus` decides what to do.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import re
 import sys
@@ -58,6 +62,7 @@ def iter_delimited(
         header: list[str] | None = None
         id_col = text_col = title_col = -1
         meta_cols: list[tuple[int, str]] = []
+        numeric: dict[int, type] = {}
         next_line = 1  # first physical line of the row about to be read
         while True:
             start = next_line
@@ -98,6 +103,7 @@ def iter_delimited(
                 title_col = header.index(title_field) if title_field in header else -1
                 used = {id_col, text_col, title_col}
                 meta_cols = [(i, name) for i, name in enumerate(header) if i not in used]
+                numeric = number_columns(path, delimiter, len(header), [i for i, _ in meta_cols])
                 continue
 
             if len(row) != len(header):
@@ -109,11 +115,57 @@ def iter_delimited(
             if not doc_id.strip():
                 yield MalformedRecord(source, start, f"empty id in column '{id_field}'")
                 continue
+            metadata: dict[str, object] = {}
+            for i, name in meta_cols:
+                if i not in numeric:
+                    metadata[name] = row[i]
+                elif row[i].strip():  # an empty cell of a number column is no value (a filter's "is null")
+                    metadata[name] = numeric[i](row[i])
             yield Document(
                 id=doc_id,
                 text=row[text_col],
                 title=row[title_col] if title_col >= 0 else "",
-                metadata={name: row[i] for i, name in meta_cols},
+                metadata=metadata,
             )
         if header is None:
             raise CorpusError(f"{source}: empty file; a header row naming the columns is required")
+
+
+_INTEGER = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
+_DECIMAL = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def number_columns(path: PathLike, delimiter: str, width: int, columns: list[int]) -> dict[int, type]:
+    """Of `columns`, those whose every non-empty cell (in rows of `width` cells) is a number: column -> int or
+    float, the type to read its cells as. A column of empty cells only stays text."""
+    kinds = {i: int for i in columns}
+    seen: set[int] = set()
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        header_seen = False
+        while kinds:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if not header_seen:
+                header_seen = True
+                continue
+            if len(row) != width:
+                continue
+            for i in list(kinds):
+                cell = row[i].strip()
+                if not cell:
+                    continue
+                seen.add(i)
+                if kinds[i] is int and _INTEGER.fullmatch(cell) and abs(int(cell)) < 2**63:
+                    continue
+                if _DECIMAL.fullmatch(cell) and math.isfinite(float(cell)):
+                    kinds[i] = float
+                    continue
+                del kinds[i]
+    return {i: t for i, t in kinds.items() if i in seen}

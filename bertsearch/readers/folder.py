@@ -2,8 +2,10 @@
 
 Files are visited in sorted order (by path components), hidden files and folders (names
 starting with '.') are ignored, and each file is one document whose id is its path relative
-to the folder with forward slashes. Files that are binary or not UTF-8 are *yielded* as
-`MalformedRecord` values (line 0); `read_corpus` decides whether to stop or skip them.
+to the folder with forward slashes. A file that is not UTF-8 is read as Windows-1252 (else
+Latin-1) and says so; binary files, files over the size limit and files of other extensions are
+*yielded* as `Skipped` values, which `read_corpus` counts by kind; a file that cannot be read is a
+`MalformedRecord`, which stops the run or is skipped (``on_error``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -33,8 +36,18 @@ MAX_FILE_BYTES = 64 * 2**20
 """A file larger than this is reported as a bad record, not read into memory as one document."""
 
 
-def iter_files(root: PathLike) -> Iterator[tuple[Path, str]]:
-    """Yield ``(path, relative_id)`` for each corpus file under ``root``, in sorted order.
+@dataclass(frozen=True)
+class Skipped:
+    """A file the folder reader passed over, and why: its kind ("binary", "too large", or an extension such as
+    ".pdf" that bertsearch does not read)."""
+
+    source: str
+    kind: str
+
+
+def iter_files(root: PathLike, *, all_files: bool = False) -> Iterator[tuple[Path, str]]:
+    """Yield ``(path, relative_id)`` for each corpus file under ``root`` (with ``all_files``, every file that
+    is not hidden), in sorted order.
 
     Symbolic links to files are followed; links to folders are not (no cycles).
     """
@@ -53,7 +66,7 @@ def iter_files(root: PathLike) -> Iterator[tuple[Path, str]]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     yield from walk(Path(entry.path), rel + "/")
-                elif entry.is_file() and entry.name.lower().endswith(SUFFIXES):
+                elif entry.is_file() and (all_files or entry.name.lower().endswith(SUFFIXES)):
                     yield Path(entry.path), rel
             except OSError as exc:  # pragma: no cover - a racing delete or a broken mount
                 log.warning("cannot read %s: %s", entry.path, exc)
@@ -219,26 +232,43 @@ def html_to_text(html: str) -> tuple[str, str]:
     return parser.title(), parser.text()
 
 
-def read_file(path: Path, rel: str) -> Document | MalformedRecord:
-    """Read one corpus file into a `Document` (or a `MalformedRecord` saying why it can't be)."""
+FALLBACK_ENCODINGS = ("cp1252", "latin-1")
+"""Tried in turn for a text file that is not UTF-8 (Windows' Western encoding, then Latin-1, which reads any
+bytes); the report names each file read so."""
+
+
+def decode(data: bytes) -> tuple[str, str | None]:
+    """The text of a file's bytes, and the fallback encoding used (None for UTF-8, with or without a BOM)."""
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        pass
+    for encoding in FALLBACK_ENCODINGS:
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def read_file(path: Path, rel: str) -> Document | MalformedRecord | Skipped:
+    """Read one corpus file into a `Document` (or a `MalformedRecord` saying why it can't be, or `Skipped`
+    when it is not text). A file that is not UTF-8 is decoded with a fallback, recorded in its metadata as
+    ``encoding``."""
     source = os.fspath(path)
     try:
         st = path.stat()
         if st.st_size > MAX_FILE_BYTES:
-            return MalformedRecord(
-                source, 0, f"file too large ({st.st_size / 2**20:.0f} MiB; the limit for one document is "
-                f"{MAX_FILE_BYTES // 2**20} MiB): split it into several files"
-            )
+            log.warning("skipping %s: %.0f MiB, over the limit of %d MiB for one document; split it into several "
+                        "files", source, st.st_size / 2**20, MAX_FILE_BYTES // 2**20)
+            return Skipped(source, "too large")
         data = path.read_bytes()
         mtime = st.st_mtime
     except OSError as exc:
         return MalformedRecord(source, 0, f"cannot read file: {exc.strerror or exc}")
     if b"\x00" in data:
-        return MalformedRecord(source, 0, "binary file (contains NUL bytes)")
-    try:
-        content = data.decode("utf-8-sig")  # UTF-8, with or without a byte-order mark
-    except UnicodeDecodeError as exc:
-        return MalformedRecord(source, 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return Skipped(source, "binary")
+    content, encoding = decode(data)
 
     suffix = path.suffix.lower()
     if suffix in HTML_SUFFIXES:
@@ -251,10 +281,17 @@ def read_file(path: Path, rel: str) -> Document | MalformedRecord:
         text = content
         title = _stem_title(path)
     modified = datetime.fromtimestamp(mtime, tz=timezone.utc).isoformat(timespec="seconds")
-    return Document(id=rel, text=text, title=title, metadata={"path": rel, "modified": modified})
+    metadata = {"path": rel, "modified": modified}
+    if encoding is not None:
+        metadata["encoding"] = encoding
+    return Document(id=rel, text=text, title=title, metadata=metadata)
 
 
-def iter_folder(root: PathLike) -> Iterator[Document | MalformedRecord]:
-    """Yield a `Document` or a `MalformedRecord` for each corpus file under ``root``."""
-    for path, rel in iter_files(root):
+def iter_folder(root: PathLike) -> Iterator[Document | MalformedRecord | Skipped]:
+    """Yield a `Document`, a `MalformedRecord` or a `Skipped` for each file under ``root`` (files of other
+    extensions are `Skipped` under their extension, so that a report can count them)."""
+    for path, rel in iter_files(root, all_files=True):
+        if not path.name.lower().endswith(SUFFIXES):
+            yield Skipped(os.fspath(path), path.suffix.lower() or "no extension")
+            continue
         yield read_file(path, rel)

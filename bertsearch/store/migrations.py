@@ -42,6 +42,18 @@ MIGRATIONS: list[str] = [
     END;
     INSERT INTO meta(key, value) VALUES ('generation', '0');
     """,
+    # 2: the top-level metadata keys any document has had, so that a filter naming a key no document has is
+    # reported instead of matching nothing in silence.
+    """
+    CREATE TABLE fields (name TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TRIGGER documents_fields_ai AFTER INSERT ON documents BEGIN
+        INSERT OR IGNORE INTO fields(name) SELECT key FROM json_each(new.metadata);
+    END;
+    CREATE TRIGGER documents_fields_au AFTER UPDATE OF metadata ON documents BEGIN
+        INSERT OR IGNORE INTO fields(name) SELECT key FROM json_each(new.metadata);
+    END;
+    INSERT OR IGNORE INTO fields(name) SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

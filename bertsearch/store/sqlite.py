@@ -17,7 +17,7 @@ import numpy as np
 import sqlite_utils
 
 from ..config import IndexConfig
-from ..errors import IndexBusy
+from ..errors import IndexBusy, IndexClosed, from_sqlite
 from ..filters import Filter
 from ..types import Chunk, Document
 from .migrations import migrate
@@ -49,19 +49,35 @@ class Store:
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self._closed = False
         conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            migrate(conn)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise from_sqlite(e, str(self.path)) from None
+        except BaseException:
+            conn.close()
+            raise
         self.db = sqlite_utils.Database(conn)
-        migrate(conn)
 
     @property
     def conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise IndexClosed(str(self.path.parent))
         return self.db.conn
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        self.conn.close()
+        if not self._closed:
+            self._closed = True
+            self.db.conn.close()
 
     @contextmanager
     def transaction(self, *, bump: bool = True, retired_ok: bool = False) -> Iterator[sqlite3.Connection]:
@@ -171,6 +187,20 @@ class Store:
         with self.transaction() as c:
             return c.execute(f"DELETE FROM documents WHERE rowid IN (SELECT d.rowid FROM documents d WHERE {cond})", params).rowcount
 
+    def ids_where(self, where: Filter) -> list[str]:
+        """Ids of the documents matching a filter."""
+        cond, params = where.sql(table="d")
+        return [r[0] for r in self.conn.execute(f"SELECT d.id FROM documents d WHERE {cond} ORDER BY d.id", params)]
+
+    def existing(self, ids: Sequence[str]) -> list[str]:
+        """Those of `ids` that are stored, in the order given."""
+        stored = {r[0] for r in self._in("SELECT id FROM documents WHERE id IN ({})", ids)}
+        return [i for i in ids if i in stored]
+
+    def fields(self) -> set[str]:
+        """Every top-level metadata key a stored document has had."""
+        return {r[0] for r in self.conn.execute("SELECT name FROM fields")}
+
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id (their chunks go with them); returns how many existed."""
         with self.transaction() as c:
@@ -211,6 +241,15 @@ class Store:
             ids[i] = cid
             xb[i] = np.frombuffer(blob, dtype=dtype)
             i += 1
+        return ids, xb
+
+    def chunks_after(self, chunk_id: int, dim: int, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+        """Chunks written after chunk `chunk_id` (ids only grow): (n,) int64 ids and (n, dim) float32 vectors."""
+        rows = self.conn.execute("SELECT id, vector FROM chunks WHERE id > ? ORDER BY id", (int(chunk_id),)).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        xb = np.empty((len(rows), dim), dtype=np.float32)
+        for i, (_, blob) in enumerate(rows):
+            xb[i] = np.frombuffer(blob, dtype=dtype)
         return ids, xb
 
     def chunk_vectors(self, chunk_ids: Sequence[int], dim: int, dtype: str = "float32") -> np.ndarray:

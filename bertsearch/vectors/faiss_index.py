@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class VectorIndex:
     spec: str
     generation: int
     count: int
+    max_id: int = 0  # the largest chunk id it holds: chunks written since have larger ids
 
     META_SUFFIX = ".json"
 
@@ -88,7 +90,7 @@ class VectorIndex:
             index.add_with_ids(xb, ids)
         if gpu:
             index = to_gpu(index)
-        vi = cls(index=index, spec=spec, generation=generation, count=n)
+        vi = cls(index=index, spec=spec, generation=generation, count=n, max_id=int(ids.max()) if n else 0)
         vi.tune()
         return vi
 
@@ -135,13 +137,23 @@ class VectorIndex:
         index = self.index
         if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
             index = faiss.index_gpu_to_cpu(index)
-        tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(index, str(tmp))
-        _fsync(tmp)
-        meta = {"spec": self.spec, "generation": self.generation, "count": self.count, "size": tmp.stat().st_size}
-        mtmp = path.with_name(path.name + self.META_SUFFIX + ".tmp")
-        mtmp.write_text(json.dumps(meta))
-        _fsync(mtmp)
+        # temporary names of this process and thread alone: two processes rebuilding at once never write
+        # into each other's file (the last rename wins, and either file is whole)
+        _sweep_leftovers(path)
+        tag = f"{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = path.with_name(f"{path.name}.{tag}")
+        mtmp = path.with_name(f"{path.name}{self.META_SUFFIX}.{tag}")
+        try:
+            faiss.write_index(index, str(tmp))
+            _fsync(tmp)
+            meta = {"spec": self.spec, "generation": self.generation, "count": self.count,
+                    "size": tmp.stat().st_size, "max_id": self.max_id}
+            mtmp.write_text(json.dumps(meta))
+            _fsync(mtmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            mtmp.unlink(missing_ok=True)
+            raise
         # The file goes first, then the sidecar that vouches for it. A crash between the renames
         # leaves a new file under an old sidecar whose generation no longer matches the store's, so
         # the file is rebuilt on next open instead of trusted. (Files are only ever built for the
@@ -163,7 +175,7 @@ class VectorIndex:
             return None
         if gpu:
             index = to_gpu(index)
-        vi = cls(index=index, spec=spec, generation=generation, count=int(index.ntotal))
+        vi = cls(index=index, spec=spec, generation=generation, count=int(index.ntotal), max_id=int(meta["max_id"]))
         vi.tune()
         return vi
 
@@ -177,6 +189,7 @@ class VectorIndex:
             meta = json.loads(path.with_name(path.name + cls.META_SUFFIX).read_text())
             if meta["generation"] != generation or meta["spec"] != spec or meta["size"] != path.stat().st_size:
                 return None
+            int(meta["max_id"])  # written by every version that searches chunks added since (older: rebuilt)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return meta
@@ -206,6 +219,21 @@ def to_gpu(index: Any) -> Any:
     except RuntimeError as e:
         log.warning("index type cannot move to the GPU (%s); searching on the CPU", str(e).splitlines()[-1])
         return index
+
+
+def _sweep_leftovers(path: Path) -> None:
+    """Remove temporary files that a process killed while saving left beside `path` (their pid is gone)."""
+    for p in path.parent.glob(f"{path.name}*.tmp"):
+        try:
+            pid = int(p.name.split(".")[-3])
+        except (ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass  # alive, or not ours to ask about
 
 
 def _fsync(path: Path) -> None:
