@@ -59,6 +59,33 @@ def test_a_pseudo_query_is_a_sentence_or_a_window_of_one():
     assert ad.crop_queries("Too short.", rng) is None
 
 
+def test_a_pseudo_query_is_cut_from_its_positive_across_newlines_and_double_spaces(tmp_path):
+    path = tmp_path / "spaced"
+    with bertsearch.open_index(path, create=True, model="hashing") as ix:
+        ix.add([{"id": k, "text": v.replace(". ", ".\n").replace(" the ", "  the\n")} for k, v in DOCS.items()])
+    ad.adapt(path, tmp_path / "cut", steps=("queries",), remove_query=1.0, queries_per_doc=3)
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "work" / "queries.jsonl").open()]
+    assert len(rows) == 12 and all("\n" in r["positive"] for r in rows)
+    assert all(" ".join(r["query"].split()) not in " ".join(r["positive"].split()) for r in rows)
+
+
+def test_a_checkpoint_of_a_run_with_other_settings_is_refused_and_the_same_run_resumes(index, tmp_path, tiny_encoder,
+                                                                                      monkeypatch):
+    import shutil
+
+    rmtree = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda p, *a, **k: None if p == out / "checkpoints" else rmtree(p, *a, **k))
+    out = tmp_path / "adapted"
+    kw = {"base": str(tiny_encoder), "batch_size": 4, "negatives": 1, "holdout": 0}
+    ad.adapt(index, out, steps=("queries", "mine", "train"), **kw)
+    assert [c.name for c in (out / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]  # as a run cut short
+    rmtree(out / "work" / "trained")
+    with pytest.raises(bertsearch.BertsearchError, match=r"other settings: lr=2e-05 \(now 0.0001\).* another --out"):
+        ad.adapt(index, out, steps=("train",), lr=1e-4, **kw)
+    r = ad.adapt(index, out, steps=("train",), epochs=2, **kw)  # more epochs go on from the checkpoint
+    assert r["steps"]["train"]["resumed_from"].endswith("checkpoint-2") and r["steps"]["train"]["steps"] == 4
+
+
 def test_each_step_writes_its_file_and_a_rerun_skips_it(index, tmp_path, tiny_ce):
     out = tmp_path / "adapted"
     r = ad.adapt(index, out, steps=("queries", "mine"), negatives=1, seed=3)
@@ -153,7 +180,7 @@ def test_held_out_documents_stay_out_of_training_and_are_ranked_against_their_po
     assert len(held) == 3 and len(train) == 74
     assert len(ad._holdout(rows, 200, 1000, seed=0)[0]) == 72  # never more than a tenth of the documents
     assert len(check.queries) == 3 and all(len(check.relevant_docs[q]) == 1 for q in check.queries_ids)
-    for qid, rel in check.relevant_docs.items():  # each held-out query's own positive is in the corpus
+    for rel in check.relevant_docs.values():  # each held-out query's own positive is in the corpus
         (pid,) = rel
         assert pid in check.corpus_ids
     negatives = {t for cid, t in zip(check.corpus_ids, check.corpus) if cid.startswith("n:")}

@@ -89,8 +89,8 @@ def test_train_encoder_on_a_beir_split_evaluates_before_and_after(tiny_encoder, 
 
 def test_a_time_limit_stops_the_encoder_evaluated_and_resumable(tiny_encoder, beir_dir, tmp_path):
     out = tmp_path / "enc"
-    kw = dict(beir=beir_dir, base=str(tiny_encoder), epochs=2, batch_size=4, mini_batch_size=2, dev_fraction=0.25,
-              dev_corpus=10, filter_negatives=False)
+    kw = {"beir": beir_dir, "base": str(tiny_encoder), "epochs": 2, "batch_size": 4, "mini_batch_size": 2,
+          "dev_fraction": 0.25, "dev_corpus": 10, "filter_negatives": False}
     stopped = training.train_encoder(out, time_limit=1e-9, **kw)  # up after the first step
     assert stopped["stopped_by_time_limit"] and (stopped["steps"], stopped["planned_steps"]) == (1, 4)
     assert [e["step"] for e in stopped["dev_per_evaluation"]] == [1] and (out / "checkpoints").is_dir()
@@ -98,6 +98,36 @@ def test_a_time_limit_stops_the_encoder_evaluated_and_resumable(tiny_encoder, be
     done = training.train_encoder(out, **kw)
     assert done["resumed_from"].endswith("checkpoint-1") and done["steps"] == 4 and not done["stopped_by_time_limit"]
     assert not (out / "checkpoints").exists()
+
+
+def test_every_mined_negative_is_trained_on_and_none_is_a_positive_of_the_same_query(tiny_encoder, beir_dir,
+                                                                                      tmp_path, monkeypatch):
+    import datasets
+
+    # BM25 finds cat, owl and bird for "hunt at night in the trees" (judged to be about bees); "xyzzy plugh" shares
+    # no word with any passage, so both its negatives are filled in, and its own positives, cat and owl, never
+    with (beir_dir / "queries.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "qx", "text": "xyzzy plugh"}) + "\n")
+        f.write(json.dumps({"_id": "qn", "text": "hunt at night in the trees"}) + "\n")
+    (beir_dir / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nqx\tcat\t1\nqx\towl\t1\nqn\tbee\t1\n" + "".join(f"q{k}\t{k}\t1\n" for k in TOPICS))
+    made = []
+    from_dict = datasets.Dataset.from_dict
+    monkeypatch.setattr(datasets.Dataset, "from_dict", staticmethod(lambda columns, *a, **k: made.append(columns)
+                                                                    or from_dict(columns, *a, **k)))
+    report = training.train_encoder(tmp_path / "enc", beir=beir_dir, base=str(tiny_encoder), epochs=1, batch_size=4,
+                                    mini_batch_size=2, dev_fraction=0, hard_negatives=2, filter_negatives=False)
+    (columns,) = [c for c in made if "anchor" in c]
+    negative_columns = [name for name in columns if name.startswith("negative")]
+    rows = {(q, p): [columns[name][i] for name in negative_columns]
+            for i, (q, p) in enumerate(zip(columns["anchor"], columns["positive"]))}
+    own = {p for q, p in rows if q == "xyzzy plugh"}
+    assert len(own) == 2 and all(not own & set(negs) for (q, _), negs in rows.items() if q == "xyzzy plugh")
+    assert len(negative_columns) == 2  # every mined negative is trained on, each in a column of its own
+    (mined,) = [negs for (q, _), negs in rows.items() if q.startswith("hunt")]
+    assert len(set(mined)) == 2 and {n.split("\n")[0] for n in mined} <= {"Cat", "Owl", "Bird"}
+    assert all(len(set(negs)) == 2 and p not in negs for (_, p), negs in rows.items())
+    assert report["data"]["negatives_per_pair"] == 2
 
 
 def test_cli_train_encoder_from_pairs_and_argument_errors(tiny_encoder, tmp_path):
@@ -108,7 +138,9 @@ def test_cli_train_encoder_from_pairs_and_argument_errors(tiny_encoder, tmp_path
                                  "--no-filter", "--dev-fraction", "0.25", "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["data"]["train_pairs"] == 6 and report["dev_after"]["ndcg@10"] >= 0
+    # 8 passages: every dev query's own is in its top 100, and ranks somewhere in the top 10
+    assert report["data"]["train_pairs"] == 6 and report["dev_after"]["recall@100"] == 1.0
+    assert 0 < report["dev_after"]["ndcg@10"] <= 1
     r = CliRunner().invoke(cli, ["train", "encoder", "--pairs", str(pairs), "--beir", str(tmp_path), "--out",
                                  str(tmp_path / "x")])
     assert r.exit_code == 1 and "one source" in r.stderr

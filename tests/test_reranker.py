@@ -25,6 +25,7 @@ from bertsearch.models.reranker import (
     window_spans,
 )
 from bertsearch.training import reranker as training
+from bertsearch.training.layers import layer_decay_optimizer
 
 ARTICLES = {
     "Aurora": [
@@ -393,9 +394,9 @@ def test_format_detection_and_argument_checks(tmp_path, squad_file):
 
 
 def test_checkpoints_resume_only_the_same_run(tmp_path):
-    from bertsearch.training.common import check_same_run
+    from bertsearch.training.common import RUN_FILE, check_same_run
 
-    (tmp_path / training.RUN_FILE).write_text(json.dumps({"lr": 3e-5, "epochs": 1, "limit": 10}))
+    (tmp_path / RUN_FILE).write_text(json.dumps({"lr": 3e-5, "epochs": 1, "limit": 10}))
     check_same_run(tmp_path, {"lr": 3e-5, "epochs": 3, "limit": 10}, training._RESUMABLE)  # more epochs is fine
     with pytest.raises(BadArgument, match="lr=3e-05 .now 0.001."):
         check_same_run(tmp_path, {"lr": 1e-3, "epochs": 1, "limit": 10}, training._RESUMABLE)
@@ -404,15 +405,19 @@ def test_checkpoints_resume_only_the_same_run(tmp_path):
 # -- training --------------------------------------------------------------------------------------
 
 
-def test_a_few_training_steps_make_a_loadable_reranker(tiny_model, squad_file, tmp_path):
+def test_a_few_training_steps_make_a_loadable_reranker(tiny_model, squad_file, tmp_path, monkeypatch):
     from safetensors import safe_open
 
+    made = []
+    monkeypatch.setattr(training, "layer_decay_optimizer", lambda *a: made.append(layer_decay_optimizer(*a)) or made[-1])
     out = tmp_path / "reranker"
     report = training.train_reranker(
         out, train_squad=str(squad_file), dev_squad=str(squad_file), base=str(tiny_model), epochs=1, batch_size=8,
         limit=6, dev_limit=4, negatives_per_query=2, max_length=64, stride=16, layer_lr_decay=0.9,
     )
     assert report["steps"] == 3  # 6 questions x (1 + 2 hard + 1 random) rows / 8 per step
+    # the trainer's schedule ran on the layer-decayed optimizer: head, layer 1, layer 0, embeddings
+    assert sorted({g["initial_lr"] for g in made[0].param_groups}) == pytest.approx([3e-5 * 0.9**k for k in (3, 2, 1, 0)])
     assert report["data"]["train_rows"] == 24 and report["loss"]["pos_weight"] == 3.0
     assert set(report["dev"]) == {"ndcg@10", "mrr@10", "map"} and 0 < report["dev"]["ndcg@10"] <= 1
     assert len(report["dev_per_evaluation"]) == 1
@@ -435,10 +440,10 @@ def test_a_few_training_steps_make_a_loadable_reranker(tiny_model, squad_file, t
 
 def test_a_time_limit_stops_training_keeps_what_resumes_it_and_the_same_call_finishes(tiny_model, squad_file, tmp_path):
     out = tmp_path / "reranker"
-    settings = dict(
-        train_squad=str(squad_file), dev_squad=str(squad_file), base=str(tiny_model), epochs=1, batch_size=4,
-        limit=6, dev_limit=4, negatives_per_query=2, max_length=64, stride=16,
-    )
+    settings = {
+        "train_squad": str(squad_file), "dev_squad": str(squad_file), "base": str(tiny_model), "epochs": 1,
+        "batch_size": 4, "limit": 6, "dev_limit": 4, "negatives_per_query": 2, "max_length": 64, "stride": 16,
+    }
     with pytest.raises(BadArgument, match="time_limit"):
         training.train_reranker(out, time_limit=0, **settings)
     stopped = training.train_reranker(out, time_limit=1e-9, **settings)  # up after the first step

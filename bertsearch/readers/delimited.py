@@ -12,6 +12,7 @@ Bad rows are *yielded* as `MalformedRecord` values; `read_corpus` decides what t
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import os
@@ -42,27 +43,18 @@ def _raise_field_size_limit() -> None:
             limit //= 2
 
 
-def iter_delimited(
-    path: PathLike,
-    *,
-    delimiter: str = ",",
-    id_field: str = "id",
-    text_field: str = "text",
-    title_field: str = "title",
-) -> Iterator[Document | MalformedRecord]:
-    """Yield a `Document` or a `MalformedRecord` for each data row of a CSV/TSV file.
+def iter_rows(path: PathLike, *, delimiter: str = ",") -> Iterator[tuple[list[str], int, list[str]] | MalformedRecord]:
+    """The rows of a CSV/TSV file after its header: ``(header, line, row)`` for each row of the header's width, or
+    a `MalformedRecord` (file, line, problem) for one that cannot be parsed, is not UTF-8, or has another width.
 
-    Raises `CorpusError` when the file has no header row, or the header lacks the id or the
-    text column. Line numbers are those of the first physical line of each row.
-    """
+    The first non-blank row is the header (names stripped); blank rows are passed over. Raises `CorpusError`
+    when the file is empty or its header cannot be read. Line numbers are those of the first physical line of
+    each row; quoted fields may span lines; fields may be of any length."""
     source = os.fspath(path)
     _raise_field_size_limit()
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         header: list[str] | None = None
-        id_col = text_col = title_col = -1
-        meta_cols: list[tuple[int, str]] = []
-        numeric: dict[int, type] = {}
         next_line = 1  # first physical line of the row about to be read
         while True:
             start = next_line
@@ -84,51 +76,86 @@ def iter_delimited(
                     raise CorpusError(f"{source}:{start}: the header row is not UTF-8 text")
                 yield MalformedRecord(source, start, "not UTF-8 text")
                 continue
-
             if header is None:
                 header = [name.strip() for name in row]
-                missing = [
-                    f"{what} column '{name}'"
-                    for what, name in (("id", id_field), ("text", text_field))
-                    if name not in header
-                ]
-                if missing:
-                    raise CorpusError(
-                        f"{source}: the header has no {' and no '.join(missing)}; its columns are "
-                        f"{', '.join(repr(h) for h in header)}. Name the columns to use with "
-                        "--id-field, --text-field and --title-field"
-                    )
-                id_col = header.index(id_field)
-                text_col = header.index(text_field)
-                title_col = header.index(title_field) if title_field in header else -1
-                used = {id_col, text_col, title_col}
-                meta_cols = [(i, name) for i, name in enumerate(header) if i not in used]
-                numeric = number_columns(path, delimiter, len(header), [i for i, _ in meta_cols])
                 continue
-
             if len(row) != len(header):
-                yield MalformedRecord(
-                    source, start, f"expected {len(header)} columns (as in the header), got {len(row)}"
-                )
+                yield MalformedRecord(source, start, f"expected {len(header)} columns (as in the header), got {len(row)}")
                 continue
-            doc_id = row[id_col]
-            if not doc_id.strip():
-                yield MalformedRecord(source, start, f"empty id in column '{id_field}'")
-                continue
-            metadata: dict[str, object] = {}
-            for i, name in meta_cols:
-                if i not in numeric:
-                    metadata[name] = row[i]
-                elif row[i].strip():  # an empty cell of a number column is no value (a filter's "is null")
-                    metadata[name] = numeric[i](row[i])
-            yield Document(
-                id=doc_id,
-                text=row[text_col],
-                title=row[title_col] if title_col >= 0 else "",
-                metadata=metadata,
-            )
-        if header is None:
-            raise CorpusError(f"{source}: empty file; a header row naming the columns is required")
+            yield header, start, row
+    if header is None:
+        raise CorpusError(f"{source}: empty file; a header row naming the columns is required")
+
+
+def iter_delimited(
+    path: PathLike,
+    *,
+    delimiter: str = ",",
+    id_field: str = "id",
+    text_field: str = "text",
+    title_field: str = "title",
+) -> Iterator[Document | MalformedRecord]:
+    """Yield a `Document` or a `MalformedRecord` for each data row of a CSV/TSV file.
+
+    Raises `CorpusError` when the file has no header row, or the header lacks the id or the
+    text column. Line numbers are those of the first physical line of each row.
+    """
+    source = os.fspath(path)
+    rows = iter_rows(path, delimiter=delimiter)
+    first = next(rows, None)  # the header is read (and its errors raised) before any row is judged
+    header = header_of(path, delimiter)
+    if header is None:
+        raise CorpusError(f"{source}: empty file; a header row naming the columns is required")
+    id_col, text_col, title_col, meta_cols, numeric = _columns(path, delimiter, header, id_field, text_field, title_field)
+    for item in itertools.chain([first] if first is not None else [], rows):
+        if isinstance(item, MalformedRecord):
+            yield item
+            continue
+        _, start, row = item
+        doc_id = row[id_col]
+        if not doc_id.strip():
+            yield MalformedRecord(source, start, f"empty id in column '{id_field}'")
+            continue
+        metadata: dict[str, object] = {}
+        for i, name in meta_cols:
+            if i not in numeric:
+                metadata[name] = row[i]
+            elif row[i].strip():  # an empty cell of a number column is no value (a filter's "is null")
+                metadata[name] = numeric[i](row[i])
+        yield Document(
+            id=doc_id,
+            text=row[text_col],
+            title=row[title_col] if title_col >= 0 else "",
+            metadata=metadata,
+        )
+
+
+def header_of(path: PathLike, delimiter: str) -> list[str] | None:
+    """The header row of a CSV/TSV file (names stripped), or None when it holds no row at all."""
+    _raise_field_size_limit()
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        for row in csv.reader(fh, delimiter=delimiter):
+            if row and not (len(row) == 1 and not row[0].strip()):
+                return [name.strip() for name in row]
+    return None
+
+
+def _columns(path: PathLike, delimiter: str, header: list[str], id_field: str, text_field: str,
+             title_field: str) -> tuple[int, int, int, list[tuple[int, str]], dict[int, type]]:
+    """(id column, text column, title column or -1, metadata columns, number columns) of a header."""
+    missing = [f"{what} column '{name}'" for what, name in (("id", id_field), ("text", text_field)) if name not in header]
+    if missing:
+        raise CorpusError(
+            f"{os.fspath(path)}: the header has no {' and no '.join(missing)}; its columns are "
+            f"{', '.join(repr(h) for h in header)}. Name the columns to use with "
+            "--id-field, --text-field and --title-field"
+        )
+    id_col = header.index(id_field)
+    text_col = header.index(text_field)
+    title_col = header.index(title_field) if title_field in header else -1
+    used = {id_col, text_col, title_col}
+    meta_cols = [(i, name) for i, name in enumerate(header) if i not in used]
+    return id_col, text_col, title_col, meta_cols, number_columns(path, delimiter, len(header), [i for i, _ in meta_cols])
 
 
 _INTEGER = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")

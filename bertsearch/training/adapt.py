@@ -53,13 +53,16 @@ from typing import Any
 
 from ..errors import BadArgument, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
-from .common import machine, progress_callback, schedule_args, write_json
+from .common import dev_metrics, machine, progress_callback, resume_point, run_trainer, schedule_args, write_json
 
 log = logging.getLogger(__name__)
 
 STEPS = ("queries", "mine", "label", "train", "average")
 LOSSES = ("mnrl", "margin-mse")
 QUERY_SOURCES = ("sentences", "titles", "both", "findings")
+HOLDOUT_METRICS = {"cosine_ndcg@10": "ndcg@10", "cosine_recall@10": "recall@10", "cosine_mrr@10": "mrr@10"}
+# settings a resumed training may change: more epochs, what is averaged in afterwards, which steps run
+_RESUMABLE = {"out_dir", "steps", "epochs", "holdout_corpus", "average", "with_runs"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
 # What a finding is introduced with, cut off so that the rest reads as a claim: a section heading in
 # capitals ("CONCLUSIONS"), a connective ("Taken together,"), a reporting clause ("These results suggest that").
@@ -100,6 +103,12 @@ def finding_queries(text: str, rng: random.Random, n: int = 1, *, min_words: int
         if min_words <= len(claim.split()) <= max_words:
             found.append((claim[:1].upper() + claim[1:], a, b))
     return rng.sample(found, min(n, len(found)))
+
+
+def cut_query(passage: str, query: str) -> str:
+    """`passage` with each occurrence of `query` replaced by a space. The words match across any run of white
+    space: a pseudo-query's words are joined by single spaces, where the passage may have a newline or two spaces."""
+    return re.sub(r"\s+".join(map(re.escape, query.split())), " ", passage)
 
 
 def crop_queries(text: str, rng: random.Random, *, min_words: int = 4, max_words: int = 24) -> str | None:
@@ -145,7 +154,10 @@ def adapt(
     seed: int = 42,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
-    """Run the chosen steps (see the module docstring); returns what each produced, also in OUT/adapt.json."""
+    """Run the chosen steps (see the module docstring); returns what each produced, also in OUT/adapt.json.
+    Training resumes from OUT/checkpoints only when they come from a run with the same settings."""
+    settings = {k: str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, tuple) else v
+                for k, v in locals().items() if k != "progress"}
     from ..engine import Index
 
     unknown = set(steps) - set(STEPS)
@@ -175,8 +187,14 @@ def adapt(
         trained = work / "trained"
         recorded = previous.get("steps", {}).get("train", {}).get("adapted_from")
         average_start = base or (recorded if recorded and (trained / "modules.json").is_file() else start_model)
-        # --with is checked now, not after half an hour of training
+        # --with, and checkpoints to resume, are checked now, not after half an hour of training
         other_runs = _other_runs(with_runs, trained, average_start) if "average" in steps else []
+        run = {**settings, "base": start_model}
+        last = None
+        if "train" in steps and not (trained / "modules.json").is_file():
+            last = resume_point(out_dir / "checkpoints", run, _RESUMABLE, resume=True, fix=(
+                f"run with the same settings (only --epochs may change), give another --out, or delete "
+                f"{out_dir / 'checkpoints'} and {work} to start over with these settings"))
         # 1. pseudo-queries
         qfile = work / "queries.jsonl"
         if "queries" in steps and not qfile.exists():
@@ -215,7 +233,7 @@ def adapt(
                         q = crop_queries(passage, rng)
                         if q is None:
                             break
-                        positive = passage.replace(q, " ") if rng.random() < remove_query else passage
+                        positive = cut_query(passage, q) if rng.random() < remove_query else passage
                         rows.append({"query": q, "doc_id": doc_id, "start": a, "end": b,
                                      "positive": f"{doc['title']}\n{positive}".strip() if doc["title"] else positive})
                     advance(1)
@@ -275,7 +293,8 @@ def adapt(
         report["steps"]["train"] = _train(
             train_rows, out_dir, trained, start, loss=loss, holdout=holdout, holdout_corpus=holdout_corpus, epochs=epochs,
             batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
-            max_length=max_length, bf16=bf16, seed=seed, margin_scale=margin_scale, progress=progress,
+            max_length=max_length, bf16=bf16, seed=seed, margin_scale=margin_scale, progress=progress, last=last,
+            run=run,
         )
         report["steps"]["train"]["adapted_from"] = start_model
     # 5. the trained weights averaged with the start model's, into OUT
@@ -303,7 +322,9 @@ def adapt(
 
 
 def _train(rows: list[dict[str, Any]], out_dir: Path, trained: Path, base: str, *, loss: str, holdout: int, holdout_corpus: int,
-           **kw: Any) -> dict[str, Any]:
+           last: str | None, run: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """Train the encoder on the triples into `trained`, from checkpoint `last` when not None; `run` (the
+    settings) goes beside the checkpoints, so that a later resume can check them."""
     try:
         import datasets
         import torch
@@ -348,17 +369,13 @@ def _train(rows: list[dict[str, Any]], out_dir: Path, trained: Path, base: str, 
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(columns),
                                          loss=objective, callbacks=[progress_callback(kw["progress"])])
     trainer.remove_callback(PrinterCallback)
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(out_dir / "checkpoints")) if (out_dir / "checkpoints").is_dir() else None
     held: dict[str, Any] = {}
     if check is not None:
-        held = {"queries": len(check.queries), "corpus": len(check.corpus), "before": _scores(check(model))}
-    t0 = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=last)
-    seconds = time.perf_counter() - t0
+        held = {"queries": len(check.queries), "corpus": len(check.corpus),
+                "before": dev_metrics(check(model), HOLDOUT_METRICS, "holdout")}
+    output, seconds = run_trainer(trainer, out_dir / "checkpoints", run, last)
     if check is not None:
-        held["after"] = _scores(check(trainer.model))
+        held["after"] = dev_metrics(check(trainer.model), HOLDOUT_METRICS, "holdout")
         held["worse"] = held["after"]["ndcg@10"] < held["before"]["ndcg@10"]
         if held["worse"]:
             log.warning("the adapted encoder ranks %d held-out pseudo-queries worse than %s (nDCG@10 %.4f -> %.4f); "
@@ -453,7 +470,7 @@ def _average(runs: list[Path], start: str, alpha: float, out_dir: Path, rows: li
     info: dict[str, Any] = {"average": alpha, "with": start, "runs": [str(r) for r in runs]}
     _, check = _holdout(rows, holdout, holdout_corpus, seed=seed)
     if check is not None:
-        info["holdout"] = _scores(check(model))
+        info["holdout"] = dev_metrics(check(model), HOLDOUT_METRICS, "holdout")
     if check is not None and len(runs) > 1:  # the other runs held out their own documents, not these
         info["note"] = "the held-out pseudo-queries were kept out of this run only; the --with runs may have trained on them"
     trained_card = (trained / "README.md").read_text(encoding="utf-8") if (trained / "README.md").is_file() else ""
@@ -494,10 +511,6 @@ def _holdout(rows: list[dict[str, Any]], n: int, corpus_size: int, *, seed: int)
         queries=queries, corpus=corpus, relevant_docs=relevant, name="holdout", ndcg_at_k=[10], mrr_at_k=[10],
         accuracy_at_k=[1], precision_recall_at_k=[10], map_at_k=[10], batch_size=32, show_progress_bar=False)
     return train, evaluator
-
-
-def _scores(values: dict[str, Any]) -> dict[str, float]:
-    return {m: round(float(values[f"holdout_cosine_{m}"]), 4) for m in ("ndcg@10", "recall@10", "mrr@10")}
 
 
 def margin_scale_for(model: Any, rows: list[dict[str, Any]], *, sample: int = 256, seed: int = 42) -> dict[str, Any]:

@@ -62,42 +62,51 @@ def schedule_args(
     linear warmup and decay, clipping, evaluation and a checkpoint every epoch (or every `eval_steps`),
     the best checkpoint kept by `best_metric` (no evaluation when it is None)."""
     strategy = "steps" if eval_steps is not None else "epoch"
-    return dict(
-        output_dir=str(checkpoints),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        learning_rate=lr,
-        lr_scheduler_type="linear",
-        warmup_steps=warmup_ratio,  # a float below 1 is a ratio of all steps
-        weight_decay=weight_decay,
-        max_grad_norm=max_grad_norm,
-        eval_strategy=strategy if best_metric is not None else "no",
-        save_strategy=strategy,
-        eval_steps=eval_steps,
-        save_steps=eval_steps if eval_steps is not None else 500,
-        save_total_limit=2,
-        load_best_model_at_end=best_metric is not None,
-        metric_for_best_model=best_metric,
-        greater_is_better=True,
-        logging_steps=max(1, min(50, steps_per_epoch // 10)),
-        use_cpu=not cuda,
-        bf16=bf16,
-        seed=seed,
-        report_to="none",
-        disable_tqdm=True,
-    )
+    return {
+        "output_dir": str(checkpoints),
+        "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch_size,
+        "per_device_eval_batch_size": batch_size,
+        "learning_rate": lr,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": warmup_ratio,  # a float below 1 is a ratio of all steps
+        "weight_decay": weight_decay,
+        "max_grad_norm": max_grad_norm,
+        "eval_strategy": strategy if best_metric is not None else "no",
+        "save_strategy": strategy,
+        "eval_steps": eval_steps,
+        "save_steps": eval_steps if eval_steps is not None else 500,
+        "save_total_limit": 2,
+        "load_best_model_at_end": best_metric is not None,
+        "metric_for_best_model": best_metric,
+        "greater_is_better": True,
+        "logging_steps": max(1, min(50, steps_per_epoch // 10)),
+        "use_cpu": not cuda,
+        "bf16": bf16,
+        "seed": seed,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
 
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+RESUME_FIX = "use the same settings (only --epochs and the dev options may change), or pass --no-resume to start over"
+
+
 def check_same_run(
-    checkpoints: Path, settings: dict[str, Any], resumable: Collection[str], absent: dict[str, Any] | None = None
+    checkpoints: Path,
+    settings: dict[str, Any],
+    resumable: Collection[str],
+    absent: dict[str, Any] | None = None,
+    *,
+    fix: str = RESUME_FIX,
 ) -> None:
     """A checkpoint resumes only the run that wrote it: other data or optimizer settings would not fit it.
-    `absent` gives the value a setting had in runs recorded before the setting existed."""
+    `absent` gives the value a setting had in runs recorded before the setting existed; `fix` ends the
+    error's message, saying what the user can do instead."""
     try:
         before = json.loads((checkpoints / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -106,10 +115,7 @@ def check_same_run(
     changed = sorted(k for k in settings if k not in resumable and before.get(k) != settings[k])
     if changed:
         was = ", ".join(f"{k}={before.get(k)!r} (now {settings[k]!r})" for k in changed)
-        raise BadArgument(
-            f"the checkpoints in {checkpoints} come from a run with other settings: {was}; "
-            "use the same settings (only --epochs and the dev options may change), or pass --no-resume to start over"
-        )
+        raise BadArgument(f"the checkpoints in {checkpoints} come from a run with other settings: {was}; {fix}")
 
 
 def resume_point(
@@ -119,11 +125,12 @@ def resume_point(
     *,
     resume: bool,
     absent: dict[str, Any] | None = None,
+    fix: str = RESUME_FIX,
 ) -> str | None:
     """The checkpoint to resume from (the latest in `checkpoints`), or None to start afresh.
 
     Without `resume`, old checkpoints are deleted; with it, they must come from the same run (see
-    `check_same_run` for `absent`).
+    `check_same_run` for `absent` and `fix`).
     """
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -133,13 +140,86 @@ def resume_point(
         shutil.rmtree(checkpoints)
         return None
     if last is not None:
-        check_same_run(checkpoints, settings, resumable, absent)
+        check_same_run(checkpoints, settings, resumable, absent, fix=fix)
         log.info("resuming from %s", last)
     return last
 
 
 def step_of(checkpoint: str | None) -> int:
     return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def run_trainer(trainer: Any, checkpoints: Path, settings: dict[str, Any], last: str | None) -> tuple[Any, float]:
+    """Run `trainer` from checkpoint `last` (None: from the start), with `settings` written beside the checkpoints
+    first, so that a later resume can check that it goes on with the same run (`check_same_run`). Returns the
+    trainer's output and the seconds training took."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    write_json(checkpoints / RUN_FILE, settings)
+    t0 = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=last)
+    return output, time.perf_counter() - t0
+
+
+def training_summary(
+    trainer: Any, output: Any, *, seconds: float, resumed_from: str | None, stopper: Any
+) -> dict[str, Any]:
+    """The report's account of training: steps done and planned, whether the time limit (`stopper`, a
+    `time_limit_callback`) ended it, time per step since `resumed_from`, and the final training loss."""
+    steps = trainer.state.global_step
+    return {
+        "steps": steps,
+        "planned_steps": trainer.state.max_steps,
+        "stopped_by_time_limit": stopper.stopped_at is not None,
+        "train_seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(1, steps - step_of(resumed_from)), 3),
+        "train_loss": output.training_loss,
+    }
+
+
+def finish(out_dir: Path, report: dict[str, Any], card: str, *, keep: bool, work: tuple[Path, ...]) -> None:
+    """report.json and the model card (README.md) into `out_dir`; the `work` folders (checkpoints, caches)
+    deleted unless `keep`, or unless the time limit stopped the run: the same command resumes it from them."""
+    write_json(out_dir / "report.json", report)
+    (out_dir / "README.md").write_text(card, encoding="utf-8")
+    if not keep and not report["stopped_by_time_limit"]:
+        for folder in work:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_weights(model: Any, out_dir: Path, *, half: bool = True, **save_kwargs: Any) -> str:
+    """Save `model` with its `save_pretrained` into `out_dir`: as float16 safetensors (half the size) unless
+    `half` is False, readable by all, under a config.json that says float32, so that the weights load back as
+    float32 for CPU inference. `half` converts `model` in place. Returns the dtype the weights were written in."""
+    if half:
+        model.half()
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), **save_kwargs)
+    for f in out_dir.glob("*.safetensors"):
+        f.chmod(0o644)  # written through a private temporary file; a shipped model must be readable by all
+    config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    config.pop("torch_dtype", None)
+    config["dtype"] = "float32"
+    write_json(out_dir / "config.json", config)
+    return dtype
+
+
+def dev_metrics(values: dict[str, Any], keys: dict[str, str], name: str = "") -> dict[str, float]:
+    """The metrics `keys` (the evaluator's key -> the report's name), rounded to 4 places, out of an evaluator's
+    result or a trainer's log, where the evaluator's `name` (and in the log "eval_") comes before each key."""
+    prefixes = (f"eval_{name}_", f"{name}_") if name else ("eval_", "")
+    out = {}
+    for key, short in keys.items():
+        for prefix in prefixes:
+            if prefix + key in values:
+                out[short] = round(float(values[prefix + key]), 4)
+                break
+    return out
+
+
+def per_evaluation(history: list[dict[str, Any]], keys: dict[str, str], name: str = "") -> list[dict[str, Any]]:
+    """Epoch, step and the `dev_metrics` of each evaluation in a trainer's log history."""
+    return [{"epoch": h.get("epoch"), "step": h.get("step"), **m} for h in history if (m := dev_metrics(h, keys, name))]
 
 
 def machine() -> dict[str, Any]:

@@ -4,10 +4,13 @@
    them) or from a BEIR split (each judged-relevant document, title and text, is a positive).
 2. hard negatives: the top candidates of each query from the user's index (`index`, hybrid search), or
    by BM25 over the positives' pool when no index is given; a candidate the cross-encoder scores at or
-   above the query's own positive (less `fn_margin`) is dropped as a likely unlabelled positive.
-3. loss: CachedMultipleNegativesRankingLoss: every other positive and negative in the batch is a
-   negative too, and the gradient cache lets a large batch fit where 16 would (mini-batches of
-   `mini_batch_size`).
+   above the query's own positive (less `fn_margin`) is dropped as a likely unlabelled positive. No
+   positive of a query is ever one of its negatives. Every pair trains on `hard_negatives` of them: the
+   loss needs as many for each pair, so a pair that found fewer is filled up with passages drawn at
+   random (seeded) from the pool, and a pool too small for that is an error.
+3. loss: CachedMultipleNegativesRankingLoss on (query, positive, negative_1 .. negative_N): every other
+   positive and negative in the batch is a negative too, and the gradient cache lets a large batch fit
+   where 16 would (mini-batches of `mini_batch_size`).
 4. dev: a held-out share of the training queries (or a BEIR dev split) ranked over their relevant
    documents plus a seeded sample of the rest; nDCG@10 and Recall@100 before training and after each
    epoch; the best epoch is kept.
@@ -23,30 +26,33 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadArgument, CorpusError, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
+from .cards import model_card
 from .common import (
     check_settings,
+    dev_metrics,
+    finish,
     machine,
+    per_evaluation,
     progress_callback,
     resume_point,
+    run_trainer,
     schedule_args,
-    step_of,
-    stopped_note,
     time_limit_callback,
-    write_json,
+    training_summary,
 )
-from .reranker import Example, bm25_candidates, read_pairs
+from .reranker import Example, bm25_candidates, complete_negatives, positives_of, read_pairs
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
 DEV_NAME = "dev"
+DEV_METRICS = {"cosine_ndcg@10": "ndcg@10", "cosine_recall@100": "recall@100", "cosine_mrr@10": "mrr@10"}
 MINE_DEPTH = 30  # candidates looked at per query when mining
 _RESUMABLE = {"epochs", "out_dir", "resume", "keep_checkpoints", "eval_steps", "time_limit"}
 
@@ -79,6 +85,7 @@ def mine_negatives(
     n: int,
     index: str | Path | None = None,
     pool: list[str] | None = None,
+    relevant: dict[str, set[str]] | None = None,
     reranker: Any = None,
     fn_margin: float = 0.0,
     seed: int = 42,
@@ -87,11 +94,13 @@ def mine_negatives(
     """Give each example up to `n` hard negatives, in place; returns counts of what was mined and dropped.
 
     Candidates come from `index` (hybrid search; whole documents) or, without one, BM25 over `pool`.
-    Texts equal to one of the query's positives never count. With `reranker`, a candidate scoring at or
-    above the positive less `fn_margin` is dropped as a likely false negative."""
-    positives: dict[str, set[str]] = {}
+    Texts equal to one of the query's positives (`relevant`: every positive of each query, by default
+    those among `examples`) never count, not even among the negatives an example came with. With
+    `reranker`, a candidate scoring at or above the positive less `fn_margin` is dropped as a likely
+    false negative."""
+    positives = relevant if relevant is not None else positives_of(examples)
     for ex in examples:
-        positives.setdefault(ex.query, set()).add(ex.positive)
+        ex.negatives = [t for t in ex.negatives if t not in positives.get(ex.query, ()) and t != ex.positive]
     queries = list(dict.fromkeys(ex.query for ex in examples))
     candidates: dict[str, list[str]] = {}
     if index is not None:
@@ -110,7 +119,8 @@ def mine_negatives(
     stats = {"mined": 0, "dropped_as_false_negatives": 0, "without_negatives": 0}
     with progress("checking negatives", len(examples) if reranker is not None else 0, "queries") as advance:
         for i, ex in enumerate(examples):
-            cands = [c for c in candidates.get(ex.query, []) if c not in positives[ex.query] and c not in ex.negatives]
+            own = positives.get(ex.query, set()) | {ex.positive}
+            cands = [c for c in candidates.get(ex.query, []) if c not in own and c not in ex.negatives]
             cands = cands[: max(n * 3, n)]  # the hardest few, a little more than needed for the filter
             if reranker is not None and cands:
                 scores = reranker.score(ex.query, [ex.positive, *cands])
@@ -158,8 +168,9 @@ def train_encoder(
     time_limit: float | None = None,
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
-    """Fine-tune `base` on (query, positive[, negative]) with cached multiple-negatives ranking loss;
-    returns the report also written to OUT/report.json. See the module docstring for each step.
+    """Fine-tune `base` on (query, positive, `hard_negatives` negatives) with cached multiple-negatives ranking
+    loss; returns the report also written to OUT/report.json. See the module docstring for each step: a pair
+    that finds fewer than `hard_negatives` is filled up with random passages, never one of its query's positives.
     `time_limit` (minutes) ends training early, evaluated and checkpointed, so that the same call resumes it."""
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "progress"}
     check_settings({**settings, "stride": 0, "layer_lr_decay": None, "dev_limit": None})
@@ -207,6 +218,7 @@ def train_encoder(
             dev_triples = [t for t in triples if t[0] in held]
             qids = [q for q in qids if q not in held]
         keep = set(qids)
+        relevant = positives_of([Example(text, corpus[d]) for _, text, d in [*triples, *dev_triples]])
         train = [Example(text, corpus[d]) for q, text, d in triples if q in keep]
         dev_q = {q: text for q, text, _ in dev_triples}
         dev_rel = {}
@@ -214,6 +226,7 @@ def train_encoder(
             dev_rel.setdefault(q, set()).add(d)
     else:
         examples = read_pairs(pairs)  # type: ignore[arg-type]
+        relevant = positives_of(examples)
         rng.shuffle(examples)
         if limit is not None:
             examples = examples[:limit]
@@ -227,22 +240,28 @@ def train_encoder(
     if not train:
         raise CorpusError("no training pairs left after holding out the dev split; give more pairs or --dev-fraction 0")
 
-    # 2. hard negatives, filtered by the cross-encoder
+    # 2. hard negatives, filtered by the cross-encoder; a pair short of them is filled up from the pool
     ce = None
     if hard_negatives and filter_negatives:
         from ..models.reranker import load_reranker
 
         ce = load_reranker(reranker)
-    mined = mine_negatives(train, n=hard_negatives, index=index, pool=list(corpus.values()) if not index else None,
-                           reranker=ce, fn_margin=fn_margin, seed=seed, progress=progress) if hard_negatives else {}
+    mined: dict[str, int] = {}
     columns: dict[str, list[str]] = {"anchor": [ex.query for ex in train], "positive": [ex.positive for ex in train]}
     if hard_negatives:
-        with_neg = [ex for ex in train if ex.negatives]
-        if len(with_neg) < len(train):
-            log.warning("%d of %d pairs found no hard negative; they train on in-batch negatives only",
-                        len(train) - len(with_neg), len(train))
-        columns["negative"] = [ex.negatives[0] if ex.negatives else
-                               train[(i + 1) % len(train)].positive for i, ex in enumerate(train)]
+        mined = mine_negatives(train, n=hard_negatives, index=index, pool=list(corpus.values()) if not index else None,
+                               relevant=relevant, reranker=ce, fn_margin=fn_margin, seed=seed, progress=progress)
+        mined["filled_in"] = complete_negatives(train, hard_negatives, seed, pool=list(corpus.values()),
+                                                relevant=relevant)
+        short = sum(len(ex.negatives) < hard_negatives for ex in train)
+        if short:
+            raise CorpusError(f"{short} pairs cannot have {hard_negatives} negatives: there are too few passages "
+                              "besides their query's positives; lower --hard-negatives")
+        if mined["filled_in"]:
+            log.warning("%d negatives of %d pairs were filled in with random passages (too few hard ones found)",
+                        mined["filled_in"], len(train))
+        for j in range(hard_negatives):
+            columns[f"negative_{j + 1}"] = [ex.negatives[j] for ex in train]
     train_dataset = datasets.Dataset.from_dict(columns)
     data_seconds = time.perf_counter() - t0
 
@@ -264,7 +283,7 @@ def train_encoder(
             mrr_at_k=[10], map_at_k=[100], batch_size=2 * mini_batch_size, show_progress_bar=False,
         )
     best_metric = f"eval_{DEV_NAME}_cosine_ndcg@10"
-    before = _dev(evaluator(model)) if evaluator is not None and last is None else None
+    before = dev_metrics(evaluator(model), DEV_METRICS, DEV_NAME) if evaluator is not None and last is None else None
 
     # 5. arguments and trainer
     args = SentenceTransformerTrainingArguments(
@@ -281,11 +300,7 @@ def train_encoder(
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
                                          evaluator=evaluator, callbacks=[progress_callback(progress), stopper])
     trainer.remove_callback(PrinterCallback)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    write_json(checkpoints / "run.json", settings)
-    t1 = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=last)
-    train_seconds = time.perf_counter() - t1
+    output, train_seconds = run_trainer(trainer, checkpoints, settings, last)
 
     # 6. save the best model and evaluate what was saved
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +308,7 @@ def train_encoder(
     for f in out_dir.glob("*.safetensors"):
         f.chmod(0o644)
     saved = SentenceTransformer(str(out_dir), device="cuda" if cuda else "cpu", local_files_only=True)
-    after = _dev(evaluator(saved)) if evaluator is not None else None
+    after = dev_metrics(evaluator(saved), DEV_METRICS, DEV_NAME) if evaluator is not None else None
     history = trainer.state.log_history
     report = {
         "model": str(out_dir),
@@ -306,57 +321,38 @@ def train_encoder(
             "train_pairs": len(train),
             "dev_queries": len(dev_q),
             "dev_corpus": len(evaluator.corpus) if evaluator is not None else 0,
+            "negatives_per_pair": hard_negatives,
             "hard_negatives": mined,
             "negatives_from": str(index) if index else "BM25 over the training pool",
             "filtered_by": getattr(ce, "name", None),
             "seconds": round(data_seconds, 1),
         },
-        "steps": trainer.state.global_step,
-        "planned_steps": trainer.state.max_steps,
-        "stopped_by_time_limit": stopper.stopped_at is not None,
-        "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - step_of(last)), 3),
-        "train_loss": output.training_loss,
+        **training_summary(trainer, output, seconds=train_seconds, resumed_from=last, stopper=stopper),
         "dev_before": before,
-        "dev_per_evaluation": [{"epoch": h.get("epoch"), "step": h.get("step"), **_dev(h)} for h in history
-                               if best_metric in h],
+        "dev_per_evaluation": per_evaluation(history, DEV_METRICS, DEV_NAME),
         "dev_after": after,
         "machine": machine(),
     }
-    write_json(out_dir / "report.json", report)
-    (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
-    if not keep_checkpoints and stopper.stopped_at is None:  # a run its time limit stopped keeps them to resume
-        shutil.rmtree(checkpoints, ignore_errors=True)
+    finish(out_dir, report, _model_card(report), keep=keep_checkpoints, work=(checkpoints,))
     return report
 
 
-def _dev(values: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, name in (("cosine_ndcg@10", "ndcg@10"), ("cosine_recall@100", "recall@100"), ("cosine_mrr@10", "mrr@10")):
-        for prefix in (f"eval_{DEV_NAME}_", f"{DEV_NAME}_"):
-            if prefix + key in values:
-                out[name] = round(float(values[prefix + key]), 4)
-    return out
-
-
 def _model_card(r: dict[str, Any]) -> str:
-    b, a = r["dev_before"] or {}, r["dev_after"] or {}
-    dev = (f"dev nDCG@10 {b.get('ndcg@10', float('nan')):.4f} before, {a.get('ndcg@10', float('nan')):.4f} after "
-           f"({r['data']['dev_queries']} queries over {r['data']['dev_corpus']} documents)") if a else "no dev split"
-    return f"""---
-base_model: {r["base"]}
-tags: [sentence-transformers, sentence-similarity, bertsearch]
----
-
-# Bi-encoder fine-tuned by bertsearch
-
-Fine-tuned from `{r["base"]}` on {r["data"]["train_pairs"]} (query, positive) pairs from
-`{r["data"]["source"]}` with {r["loss"]["name"]} (mini-batches of {r["loss"]["mini_batch_size"]}), hard negatives
-from {r["data"]["negatives_from"]}{", filtered by " + r["data"]["filtered_by"] if r["data"]["filtered_by"] else ""}.
-
-Result: {dev}. {r["steps"]} steps in {r["train_seconds"]:.0f} s on {r["machine"]["device"]}.{stopped_note(r)}
-
-The training data's licence applies to this model; the base model keeps its own.
-
-Settings: `{json.dumps(r["settings"])}`
-"""
+    b, a, d = r["dev_before"] or {}, r["dev_after"] or {}, r["data"]
+    score = "not evaluated (no dev split)"
+    if a:
+        score = (f"nDCG@10 {b.get('ndcg@10', float('nan')):.4f} before training, {a['ndcg@10']:.4f} after "
+                 f"({d['dev_queries']} queries over {d['dev_corpus']} documents)")
+    negatives = ""
+    if d["negatives_per_pair"]:
+        negatives = (f", each with {d['negatives_per_pair']} hard negative(s) from {d['negatives_from']}"
+                     + (f", filtered by {d['filtered_by']}" if d["filtered_by"] else ""))
+    return model_card(
+        r,
+        title="Bi-encoder fine-tuned by bertsearch",
+        tags=["sentence-transformers", "sentence-similarity", "bertsearch"],
+        about=f"Fine-tuned from `{r['base']}` on {d['train_pairs']} (query, positive) pairs from `{d['source']}`"
+        f"{negatives}, with {r['loss']['name']} (mini-batches of {r['loss']['mini_batch_size']}).",
+        score=score,
+        licence="The training data's licence applies to this model; the base model keeps its own.",
+    )

@@ -14,9 +14,6 @@ import json
 import logging
 import math
 import random
-import re
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +21,22 @@ from ..chunking import sentence_starts
 from ..errors import BadArgument, CorpusError
 from ..evaluation.beir import ProgressFactory, no_progress
 from ..evaluation.squad import Example, evaluate_examples, evaluate_squad, load_squad
+from .cards import model_card
 from .common import (
-    RUN_FILE,
     check_settings,
+    finish,
     machine,
+    per_evaluation,
     progress_callback,
     resume_point,
+    run_trainer,
+    save_weights,
     schedule_args,
-    step_of,
-    stopped_note,
     time_limit_callback,
+    training_summary,
     write_json,
 )
+from .layers import layer_decay_optimizer, layer_depth
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ _RESUMABLE = {
     "dataloader_workers",
     "time_limit",
 }
-_LAYER = re.compile(r"\.layer\.(\d+)\.")
 # a run recorded before --unanswerable existed trained on the questions alone
 _BEFORE_UNANSWERABLE = {"unanswerable": 0.0}
 
@@ -158,33 +158,8 @@ def _without_answer_sentences(ex: Example) -> str:
     return "".join(kept).strip() if len(kept) < len(bounds) else ""
 
 
-def layer_depth(name: str, num_layers: int) -> int:
-    """0 for embeddings, 1..num_layers for encoder layers, num_layers + 1 for the head and the rest."""
-    m = _LAYER.search(name)
-    if m:
-        return int(m.group(1)) + 1
-    return 0 if "embeddings" in name else num_layers + 1
-
-
-def param_groups(
-    model: Any, *, lr: float, weight_decay: float, no_decay: set[str], layer_lr_decay: float | None
-) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases and LayerNorm; with `layer_lr_decay`, a parameter at depth d
-    learns at lr * decay ** (num_layers + 1 - d), so the head gets lr and lower layers less. Frozen
-    parameters are included too, so that gradual unfreezing only needs to flip requires_grad."""
-    num_layers = model.config.num_hidden_layers
-    groups: dict[tuple[float, float], list[Any]] = {}
-    for name, p in model.named_parameters():
-        depth = layer_depth(name, num_layers)
-        group_lr = lr * layer_lr_decay ** (num_layers + 1 - depth) if layer_lr_decay is not None else lr
-        decay = 0.0 if name in no_decay else weight_decay
-        groups.setdefault((group_lr, decay), []).append(p)
-    return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
-
-
 def _trainer_classes() -> tuple[Any, Any]:
     """The Trainer subclass and the unfreezing callback, built on first use so that importing this module stays cheap."""
-    import torch
     from transformers import Trainer, TrainerCallback
 
     from ..models.reader import ExtractiveReader
@@ -207,19 +182,7 @@ def _trainer_classes() -> tuple[Any, Any]:
 
         def create_optimizer(self, model: Any = None) -> Any:
             if self.optimizer is None:
-                groups = param_groups(
-                    self.model,
-                    lr=self.args.learning_rate,
-                    weight_decay=self.args.weight_decay,
-                    no_decay=set(self.model.state_dict()) - set(self.get_decay_parameter_names(self.model)),
-                    layer_lr_decay=self.layer_lr_decay,
-                )
-                self.optimizer = torch.optim.AdamW(
-                    groups,
-                    lr=self.args.learning_rate,
-                    betas=(self.args.adam_beta1, self.args.adam_beta2),
-                    eps=self.args.adam_epsilon,
-                )
+                self.optimizer = layer_decay_optimizer(self, self.layer_lr_decay)
             return self.optimizer
 
         def evaluate(
@@ -327,19 +290,19 @@ def train_reader(
     from ..models.reader import SETTINGS_FILE, load_reader
 
     check_settings(
-        dict(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            warmup_ratio=warmup_ratio,
-            max_length=max_length,
-            stride=stride,
-            layer_lr_decay=layer_lr_decay,
-            limit=limit,
-            dev_limit=dev_limit,
-            eval_steps=eval_steps,
-            time_limit=time_limit,
-        )
+        {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "warmup_ratio": warmup_ratio,
+            "max_length": max_length,
+            "stride": stride,
+            "layer_lr_decay": layer_lr_decay,
+            "limit": limit,
+            "dev_limit": dev_limit,
+            "eval_steps": eval_steps,
+            "time_limit": time_limit,
+        }
     )
     if not 0 <= unanswerable <= 1:
         raise BadArgument(f"unanswerable must be a fraction in [0, 1], not {unanswerable}")
@@ -450,11 +413,7 @@ def train_reader(
     trainer.remove_callback(PrinterCallback)
 
     # 5. train, from the latest checkpoint when there is one
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    write_json(checkpoints / RUN_FILE, settings)
-    t0 = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=last)
-    train_seconds = time.perf_counter() - t0
+    output, train_seconds = run_trainer(trainer, checkpoints, settings, last)
     history = trainer.state.log_history
 
     # 6. save the best model (float16 weights), the tokenizer and the reader settings
@@ -487,28 +446,16 @@ def train_reader(
         "train_windows": len(train_features),
         "windows_without_answer": unanswered,
         "skipped_long_questions": too_long,
-        "steps": trainer.state.global_step,
-        "planned_steps": trainer.state.max_steps,
-        "stopped_by_time_limit": stopper.stopped_at is not None,
-        "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - step_of(last)), 3),
-        "train_loss": output.training_loss,
+        **training_summary(trainer, output, seconds=train_seconds, resumed_from=last, stopper=stopper),
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "dev_per_evaluation": [
-            {"epoch": h.get("epoch"), "step": h.get("step"), "exact_match": h["eval_exact_match"], "f1": h["eval_f1"]}
-            for h in history
-            if "eval_f1" in h
-        ],
+        "dev_per_evaluation": per_evaluation(history, {"exact_match": "exact_match", "f1": "f1"}),
         "dev": _scores(final),
         "v2_dev": _scores(v2),
         "machine": machine(),
         "command": _command(settings),
         "earlier_stages": history_of_base,
     }
-    write_json(out_dir / "report.json", report)
-    (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
-    if not keep_checkpoints and stopper.stopped_at is None:  # a run its time limit stopped keeps them to resume
-        shutil.rmtree(checkpoints, ignore_errors=True)
+    finish(out_dir, report, _model_card(report), keep=keep_checkpoints, work=(checkpoints,))
     return report
 
 
@@ -517,14 +464,7 @@ def save_reader(model: Any, tokenizer: Any, out_dir: Path, settings: dict[str, A
     load back as float32 for CPU inference, the tokenizer, and bertsearch.json."""
     from ..models.reader import SETTINGS_FILE
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.half().save_pretrained(str(out_dir))
-    for f in out_dir.glob("*.safetensors"):
-        f.chmod(0o644)  # written through a private temporary file; a shipped model must be readable by all
-    config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
-    config.pop("torch_dtype", None)
-    config["dtype"] = "float32"
-    write_json(out_dir / "config.json", config)
+    save_weights(model, out_dir)
     tokenizer.save_pretrained(str(out_dir))
     write_json(out_dir / SETTINGS_FILE, settings)
 
@@ -563,11 +503,6 @@ def _unseen(examples: list[Example], stages: list[dict[str, Any]], *, base: str,
         raise BadArgument(f"--unseen: {base} has already trained on every question of {train_path}")
     log.info("%d questions left out (%s trained on them), %d unseen", len(examples) - len(left), base, len(left))
     return left
-
-
-def _threads(m: dict[str, Any]) -> str:
-    n = m.get("torch_threads")
-    return f", {n} torch thread{'s' if n != 1 else ''}" if n else ""
 
 
 def _scores(result: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -628,17 +563,16 @@ def _unanswerable_line(r: dict[str, Any]) -> str:
     if not sum(made.values()):
         return ""
     return (
-        f"\nBeside its questions it trained on {sum(made.values())} copies paired with a context that cannot answer "
+        f"Beside its questions it trained on {sum(made.values())} copies paired with a context that cannot answer "
         f"them, labelled no answer (`--unanswerable {r['settings']['unanswerable']}`): "
         f"{made.get('answer_sentences_removed', 0)} with the answer's sentences cut out of the paragraph, "
-        f"{made.get('other_paragraph', 0)} with another paragraph of the same article.\n"
+        f"{made.get('other_paragraph', 0)} with another paragraph of the same article."
     )
 
 
 def _model_card(r: dict[str, Any]) -> str:
     s = r["settings"]
     dev = r["dev"] or {}
-    rows = [f"| {k} | {v} |" for k, v in s.items() if k not in {"out_dir", "progress"}]
     score = (
         f"EM {dev['exact_match']:.1f} / F1 {dev['f1']:.1f} on the first {dev['total']} questions of "
         f"{Path(s['dev_path']).name}"
@@ -647,8 +581,8 @@ def _model_card(r: dict[str, Any]) -> str:
     )
     v2 = r["v2_dev"]
     v2_line = (
-        f"\nOn {Path(s['v2_dev_path']).name} (first {v2['total']} questions) the best no-answer threshold is "
-        f"{v2['best_f1_thresh']:.3f} (best F1 {v2['best_f1']:.1f}); bertsearch.json records it.\n"
+        f"On {Path(s['v2_dev_path']).name} (first {v2['total']} questions) the best no-answer threshold is "
+        f"{v2['best_f1_thresh']:.3f} (best F1 {v2['best_f1']:.1f}); bertsearch.json records it."
         if v2
         else ""
     )
@@ -674,7 +608,7 @@ def _model_card(r: dict[str, Any]) -> str:
             + " |"
         )
         stage_table = (
-            f"\n## Stages\n\n{total} training questions in all"
+            f"## Stages\n\n{total} training questions in all"
             + ("" if s.get("unseen") and all(st.get("unseen") for st in stages[1:]) else " (some seen more than once)")
             + ".\n\n"
             "| stage | questions | steps | time | dev EM / F1 after it |\n|---|---|---|---|---|\n"
@@ -690,41 +624,29 @@ def _model_card(r: dict[str, Any]) -> str:
         )
         stage_table = ""
         reproduce = r["command"]
-    return f"""---
-license: cc-by-sa-4.0
-base_model: {origin}
-tags: [question-answering, extractive-qa, bertsearch]
-datasets: [squad]
----
-
-# Extractive reader for bertsearch
-
-A span-extraction (start/end logits) head fine-tuned from `{origin}` on SQuAD
-{trained}, with bertsearch's own training code.
-
-Dev score: {score}.
-{v2_line}{_unanswerable_line(r)}
-Weights are float16 safetensors; `config.json` says float32 so they load back as float32 for CPU inference.
-`bertsearch.json` holds the reader settings (window, stride, longest answer, no-answer threshold).
-
-## Data and licence
-
-SQuAD (Rajpurkar et al., 2016) is licensed CC BY-SA 4.0; a model trained on it is shared under the same
-licence. The base model keeps its own licence.
-
-## Training
-
-{r["steps"]} steps in {r["train_seconds"]:.0f} s ({r["seconds_per_step"]} s/step) on {r["machine"]["device"]}
-({r["machine"]["processor"]}, {r["machine"]["cpus"]} CPUs{_threads(r["machine"])}), torch {r["machine"]["torch"]}, transformers
-{r["machine"]["transformers"]}. Final training loss {r["train_loss"]:.4f}.{stopped_note(r)}
-
-| setting | value |
-|---|---|
-{chr(10).join(rows)}
-{stage_table}
-## Reproduce
-
-```
-{reproduce}
-```
-"""
+    return model_card(
+        r,
+        title="Extractive reader for bertsearch",
+        tags=["question-answering", "extractive-qa", "bertsearch"],
+        base=origin,
+        datasets=["squad"],
+        card_licence="cc-by-sa-4.0",
+        about=f"A span-extraction (start/end logits) head fine-tuned from `{origin}` on SQuAD\n{trained}, with "
+        "bertsearch's own training code.",
+        score=score,
+        notes="\n\n".join(
+            p
+            for p in (
+                v2_line,
+                _unanswerable_line(r),
+                ("Weights are float16 safetensors; `config.json` says float32 so they load back as float32 for CPU "
+                "inference.\n`bertsearch.json` holds the reader settings (window, stride, longest answer, no-answer "
+                "threshold)."),
+            )
+            if p
+        ),
+        licence="SQuAD (Rajpurkar et al., 2016) is licensed CC BY-SA 4.0; a model trained on it is shared under the "
+        "same\nlicence. The base model keeps its own licence.",
+        history=stage_table,
+        reproduce=reproduce,
+    )

@@ -26,14 +26,12 @@ float16 safetensors (read back as float32), the tokenizer, bertsearch.json, repo
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import math
 import random
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,20 +39,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadArgument, CorpusError, MissingDependency
+from ..errors import BadArgument, CorpusError, MalformedRecord, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
+from .cards import model_card
 from .common import (
-    RUN_FILE,
     check_settings,
+    dev_metrics,
+    finish,
     machine,
+    per_evaluation,
     progress_callback,
     resume_point,
+    run_trainer,
+    save_weights,
     schedule_args,
-    step_of,
-    stopped_note,
     time_limit_callback,
-    write_json,
+    training_summary,
 )
+from .layers import layer_decay_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ DEV_NEGATIVES = 9
 MAX_FP16_LOGIT_DIFF = 0.25  # float16 weights ship unless they move a logit more than this (rankings barely move)
 """Candidates per dev question: its paragraph and up to this many hard negatives."""
 DEV_NAME = "squad_dev"
+DEV_METRICS = {"ndcg@10": "ndcg@10", "mrr@10": "mrr@10", "map": "map"}
 WORK_DIR = "work"
 PAIRS_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 # settings a resumed run may change: more epochs, another dev set, where it writes
@@ -301,73 +304,73 @@ def _text(value: Any, key: str, where: str) -> str:
 
 
 def _jsonl_pairs(path: Path) -> Iterator[tuple[str, str, list[str]]]:
-    with open(path, encoding="utf-8", errors="strict") as f:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except ValueError as e:
-                    raise CorpusError(f"{where}: invalid JSON ({e})") from None
-                if not isinstance(obj, dict):
-                    raise CorpusError(f"{where}: expected a JSON object with query, positive and negatives")
-                negs = obj.get("negatives", obj.get("negative", []))
-                negs = [negs] if isinstance(negs, str) else negs
-                if not isinstance(negs, list):
-                    raise CorpusError(f"{where}: 'negatives' must be a list of strings")
-                yield (
-                    _text(obj.get("query"), "query", where),
-                    _text(obj.get("positive"), "positive", where),
-                    [_text(n, "negatives", where) for n in negs],
-                )
-        except UnicodeDecodeError:
-            raise CorpusError(f"{path}:{lineno + 1}: not UTF-8 text") from None
+    from ..readers.jsonl import iter_json_lines
+
+    for lineno, obj in iter_json_lines(path):
+        where = f"{path}:{lineno}"
+        if isinstance(obj, MalformedRecord):
+            raise CorpusError(f"{where}: {obj.problem}")
+        if not isinstance(obj, dict):
+            raise CorpusError(f"{where}: expected a JSON object with query, positive and negatives")
+        negs = obj.get("negatives", obj.get("negative", []))
+        negs = [negs] if isinstance(negs, str) else negs
+        if not isinstance(negs, list):
+            raise CorpusError(f"{where}: 'negatives' must be a list of strings")
+        yield (
+            _text(obj.get("query"), "query", where),
+            _text(obj.get("positive"), "positive", where),
+            [_text(n, "negatives", where) for n in negs],
+        )
 
 
 def _delimited_pairs(path: Path, delimiter: str) -> Iterator[tuple[str, str, list[str]]]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise CorpusError(f"{path} is empty; it needs a header row with query and positive columns")
-        names = [h.strip().lower() for h in header]
-        if "query" not in names or "positive" not in names:
-            raise CorpusError(f"{path}:1: the header needs 'query' and 'positive' columns, found {header}")
-        q_col, p_col = names.index("query"), names.index("positive")
-        n_cols = [i for i, h in enumerate(names) if h.startswith("negative")]
-        line = reader.line_num
-        try:
-            for row in reader:
-                where, line = f"{path}:{line + 1}", reader.line_num
-                if not any(cell.strip() for cell in row):
-                    continue
-                if len(row) != len(header):
-                    raise CorpusError(f"{where}: {len(row)} fields, but the header has {len(header)}")
-                negs = [row[i] for i in n_cols if row[i].strip()]
-                yield _text(row[q_col], "query", where), _text(row[p_col], "positive", where), negs
-        except UnicodeDecodeError:
-            raise CorpusError(f"{path}:{line + 1}: not UTF-8 text") from None
-        except csv.Error as e:
-            raise CorpusError(f"{path}:{reader.line_num}: {e}") from None
+    from ..readers.delimited import iter_rows
+
+    columns: tuple[int, int, list[int]] | None = None
+    for item in iter_rows(path, delimiter=delimiter):
+        if isinstance(item, MalformedRecord):
+            raise CorpusError(f"{item.source}:{item.line}: {item.problem}")
+        header, line, row = item
+        if columns is None:
+            names = [h.lower() for h in header]
+            if "query" not in names or "positive" not in names:
+                raise CorpusError(f"{path}:1: the header needs 'query' and 'positive' columns, found {header}")
+            columns = names.index("query"), names.index("positive"), [i for i, h in enumerate(names) if h.startswith("negative")]
+        q_col, p_col, n_cols = columns
+        where = f"{path}:{line}"
+        negs = [row[i] for i in n_cols if row[i].strip()]
+        yield _text(row[q_col], "query", where), _text(row[p_col], "positive", where), negs
 
 
-def complete_negatives(examples: list[Example], negatives: int, seed: int) -> int:
-    """Bring each example to `negatives` negatives, in place: a seeded sample of its own when it has more,
-    other examples' positives (never one of the same query) when it has fewer. Returns how many were added."""
-    pool = list(dict.fromkeys(ex.positive for ex in examples))
+def positives_of(examples: list[Example]) -> dict[str, set[str]]:
+    """Every positive of each query."""
     relevant: dict[str, set[str]] = {}
     for ex in examples:
         relevant.setdefault(ex.query, set()).add(ex.positive)
+    return relevant
+
+
+def complete_negatives(
+    examples: list[Example],
+    negatives: int,
+    seed: int,
+    *,
+    pool: list[str] | None = None,
+    relevant: dict[str, set[str]] | None = None,
+) -> int:
+    """Bring each example to `negatives` negatives, in place: a seeded sample of its own when it has more,
+    passages drawn from `pool` (by default the examples' positives) when it has fewer, never one of the
+    query's positives (`relevant`: by default those among the examples) nor one it has. An example stays
+    short only when the pool runs out. Returns how many were added."""
+    pool = list(dict.fromkeys(pool if pool is not None else (ex.positive for ex in examples)))
+    relevant = relevant if relevant is not None else positives_of(examples)
     added = 0
     for i, ex in enumerate(examples):
         rng = random.Random(f"{seed}:{i}")
         if len(ex.negatives) > negatives:
             ex.negatives = rng.sample(ex.negatives, negatives)
         elif len(ex.negatives) < negatives:
-            taken = set(ex.negatives) | relevant[ex.query]
+            taken = set(ex.negatives) | relevant.get(ex.query, set()) | {ex.positive}
             need = negatives - len(ex.negatives)
             for p in rng.sample(pool, min(len(pool), need + len(taken))):
                 if need and p not in taken:
@@ -451,22 +454,6 @@ def detect_train_format(path: str | Path) -> str:
 
 
 # -- training ----------------------------------------------------------------------------------------
-
-
-def layer_lr_mapping(model: Any, lr: float, decay: float) -> dict[str, float]:
-    """Layer-wise learning-rate decay as sentence-transformers' `learning_rate_mapping` (regex -> lr): encoder
-    layer i of L learns at lr * decay ** (L - i), the embeddings at lr * decay ** (L + 1), the head at lr."""
-    num_layers = int(model.model.config.num_hidden_layers)
-    mapping = {r"\.embeddings\.": lr * decay ** (num_layers + 1)}
-    mapping.update({rf"\.layer\.{i}\.": lr * decay ** (num_layers - i) for i in range(num_layers)})
-    names = [n for n, _ in model.named_parameters()]
-    missing = [pattern for pattern in mapping if not any(re.search(pattern, n) for n in names)]
-    if missing:
-        raise BadArgument(
-            "layer-wise LR decay needs BERT-style parameter names (embeddings, encoder.layer.N); "
-            f"the base model has none matching {missing[0]}"
-        )
-    return mapping
 
 
 def train_reranker(
@@ -619,7 +606,6 @@ def train_reranker(
             bf16=bf16,
             seed=seed,
         ),
-        learning_rate_mapping=layer_lr_mapping(model, lr, layer_lr_decay) if layer_lr_decay is not None else {},
         data_seed=seed,
     )
 
@@ -634,13 +620,11 @@ def train_reranker(
         callbacks=[progress_callback(progress), stopper],
     )
     trainer.remove_callback(PrinterCallback)  # it prints logs to stdout, which carries data
+    if layer_lr_decay is not None:  # the trainer uses an optimizer it is given instead of making its own
+        trainer.optimizer = layer_decay_optimizer(trainer, layer_lr_decay)
 
     # 7. train, from the latest checkpoint when there is one
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    write_json(checkpoints / RUN_FILE, settings)
-    t0 = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=last)
-    train_seconds = time.perf_counter() - t0
+    output, train_seconds = run_trainer(trainer, checkpoints, settings, last)
     history = trainer.state.log_history
 
     # 8. save the best model as float16 safetensors whose config says float32, and check it reads back so
@@ -648,8 +632,7 @@ def train_reranker(
     best = trainer.model
     reference = best.predict(check_pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
     fp32_state = {k: v.detach().clone() for k, v in best.state_dict().items()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights = _save(best.half(), out_dir)
+    weights = save_weights(best, out_dir, create_model_card=False)  # the card is ours, written after evaluation
     saved = CrossEncoder(str(out_dir), device="cuda" if cuda else "cpu", local_files_only=True)
     dtype = str(next(saved.parameters()).dtype).replace("torch.", "")
     again = saved.predict(check_pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
@@ -657,14 +640,14 @@ def train_reranker(
     if dtype != "float32" or diff > MAX_FP16_LOGIT_DIFF:
         log.warning("float16 weights read back as %s, logits off by up to %.4f: saving float32 instead", dtype, diff)
         best.float().load_state_dict(fp32_state)
-        weights = _save(best, out_dir)
+        weights = save_weights(best, out_dir, half=False, create_model_card=False)
         saved = CrossEncoder(str(out_dir), device="cuda" if cuda else "cpu", local_files_only=True)
     check_cross_encoder(str(out_dir), out_dir)
     reranker_json = {"max_length": max_length, "stride": stride, "scores": "logits"}
     (out_dir / SETTINGS_FILE).write_text(json.dumps(reranker_json, indent=2) + "\n", encoding="utf-8")
 
     # 9. evaluate what was saved
-    final = _metrics(evaluator(saved)) if evaluator is not None else None
+    final = dev_metrics(evaluator(saved), DEV_METRICS, DEV_NAME) if evaluator is not None else None
 
     report = {
         "model": str(out_dir),
@@ -687,51 +670,15 @@ def train_reranker(
             "dev_windowing": dev_windowing,
             "seconds": round(data_seconds, 1),
         },
-        "steps": trainer.state.global_step,
-        "planned_steps": trainer.state.max_steps,
-        "stopped_by_time_limit": stopper.stopped_at is not None,
-        "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(train_seconds / max(1, trainer.state.global_step - step_of(last)), 3),
-        "train_loss": output.training_loss,
+        **training_summary(trainer, output, seconds=train_seconds, resumed_from=last, stopper=stopper),
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "dev_per_evaluation": [
-            {"epoch": h.get("epoch"), "step": h.get("step"), **_metrics(h)} for h in history if best_metric in h
-        ],
+        "dev_per_evaluation": per_evaluation(history, DEV_METRICS, DEV_NAME),
         "dev": final,
         "machine": machine(),
         "command": _command(settings),
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "README.md").write_text(_model_card(report), encoding="utf-8")
-    if not keep_checkpoints and stopper.stopped_at is None:  # a run its time limit stopped keeps them to resume
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    finish(out_dir, report, _model_card(report), keep=keep_checkpoints, work=(checkpoints, work))
     return report
-
-
-def _save(model: Any, out_dir: Path) -> str:
-    """Save a CrossEncoder with its tokenizer; config.json says float32 so that it loads back as float32."""
-    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    model.save_pretrained(str(out_dir), create_model_card=False)  # the card is ours, written after evaluation
-    for f in out_dir.glob("*.safetensors"):
-        f.chmod(0o644)  # written through a private temporary file; a shipped model must be readable by all
-    config_file = out_dir / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config.pop("torch_dtype", None)
-    config["dtype"] = "float32"
-    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return dtype
-
-
-def _metrics(values: dict[str, Any]) -> dict[str, float]:
-    """nDCG@10, MRR@10 and MAP from evaluator or trainer-log keys (prefixed with eval_ and the dev name)."""
-    out = {}
-    for key in ("ndcg@10", "mrr@10", "map"):
-        for prefix in (f"eval_{DEV_NAME}_", f"{DEV_NAME}_"):
-            if prefix + key in values:
-                out[key] = round(float(values[prefix + key]), 4)
-                break
-    return out
 
 
 def _check(s: dict[str, Any]) -> None:
@@ -777,7 +724,6 @@ def _model_card(r: dict[str, Any]) -> str:
     s = r["settings"]
     d = r["data"]
     dev = r["dev"]
-    rows = [f"| {k} | {v} |" for k, v in s.items() if k != "out_dir"]
     per_eval = "\n".join(
         f"| {e['epoch']:.2f} | {e['step']} | {e.get('ndcg@10', float('nan')):.4f} | {e.get('mrr@10', float('nan')):.4f} |"
         for e in r["dev_per_evaluation"]
@@ -801,52 +747,26 @@ def _model_card(r: dict[str, Any]) -> str:
                 f"{d['negatives']} negatives")
         licence = "The training pairs carry their own licence; the base model keeps its own licence."
         card_licence = "other"
-    return f"""---
-license: {card_licence}
-base_model: {r['base']}
-tags: [cross-encoder, reranker, text-ranking, bertsearch]
----
-
-# Cross-encoder reranker for bertsearch
-
-A one-logit relevance head on the encoder of `{r['base']}`, fine-tuned with bertsearch's own training code
-(sentence-transformers CrossEncoderTrainer, {r['loss']['name']} with pos_weight {r['loss']['pos_weight']}) on
+    return model_card(
+        r,
+        title="Cross-encoder reranker for bertsearch",
+        tags=["cross-encoder", "reranker", "text-ranking", "bertsearch"],
+        card_licence=card_licence,
+        about=f"""A one-logit relevance head on the encoder of `{r['base']}`, fine-tuned with bertsearch's own training
+code (sentence-transformers CrossEncoderTrainer, {r['loss']['name']} with pos_weight {r['loss']['pos_weight']}) on
 {data}. Input: a query and a passage in at most {s['max_length']} word pieces; bertsearch scores longer passages
 in windows overlapping by {s['stride']} word pieces and keeps the best. Scores are raw logits: higher is more
-relevant.
-
-Dev score: {score}.
-
-| epoch | step | nDCG@10 | MRR@10 |
+relevant.""",
+        score=score,
+        notes=f"""| epoch | step | nDCG@10 | MRR@10 |
 |---|---|---|---|
 {per_eval}
 
 Weights are {r['weights']['dtype']} safetensors; `config.json` says float32 so they load back as float32 for CPU
 inference (largest logit difference to the float32 model: {r['weights']['max_logit_diff_vs_fp32']}).
-`bertsearch.json` holds the window settings.
-
-## Data and licence
-
-{licence}
-
-## Training
-
-{r['steps']} steps in {r['train_seconds']:.0f} s ({r['seconds_per_step']} s/step) on {r['machine']['device']}
-({r['machine']['processor']}, {r['machine']['cpus']} CPUs), torch {r['machine']['torch']}, transformers
-{r['machine']['transformers']}, sentence-transformers {r['machine']['sentence_transformers']}. Final training loss
-{r['train_loss']:.4f}.{stopped_note(r)}
-
-| setting | value |
-|---|---|
-{chr(10).join(rows)}
-
-## Reproduce
-
-```
-{r['command']}
-```
-
-## Use
+`bertsearch.json` holds the window settings.""",
+        licence=licence,
+        use=f"""## Use
 
 ```
 bertsearch search "your question" --index indexes/mine --rerank --reranker {r['model']}
@@ -855,5 +775,5 @@ bertsearch search "your question" --index indexes/mine --rerank --reranker {r['m
 ```python
 from bertsearch.models.reranker import load_reranker
 scores = load_reranker("{r['model']}").score("your question", ["passage one", "passage two"])
-```
-"""
+```""",
+    )
