@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .retrieval import MODES
+from .search.fusion import MODES
 
 
 def read_queries(path: str | Path) -> list[str]:
@@ -93,7 +93,7 @@ def run_benchmark(
                     t = time.perf_counter()
                     out = run(q)
                     times.append((time.perf_counter() - t) * 1000)
-                    for stage, sec in (out if isinstance(out, dict) else ix.last_timings).items():
+                    for stage, sec in (out if isinstance(out, dict) else out.timings).items():
                         per_stage.setdefault(stage, []).append(sec * 1000)
                 latency[name] = {
                     "p50_ms": round(percentile(times, 50), 2),

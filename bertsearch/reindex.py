@@ -21,52 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadArgument, IndexNotFound, ModelMismatch
+from .store.swap import COMPLETE, recover, retired_path, staging_path
 
 log = logging.getLogger(__name__)
-
-COMPLETE = ".complete"  # written into the staging folder once it holds everything: the swap may finish
-
-
-def staging_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.reindex"
-
-
-def retired_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.retired"
-
-
-def recover(path: Path) -> None:
-    """Finish or undo a swap that a crash cut between its two renames (the index folder is missing)."""
-    old, new = retired_path(path), staging_path(path)
-    if path.exists() or not old.exists():
-        return
-    if (new / COMPLETE).exists():
-        log.warning("finishing the re-index of %s that was cut off during its swap", path)
-        _mark_retired(old, "re-indexed")  # before anyone can open the new one: a writer still on the old fails
-        new.rename(path)
-        (path / COMPLETE).unlink(missing_ok=True)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        log.warning("restoring %s: a re-index was cut off during its swap", path)
-        old.rename(path)
-        _mark_retired(path, None)
-
-
-def _mark_retired(path: Path, why: str | None) -> None:
-    """Set (or with None, clear) the store's retired mark."""
-    from .store import Store
-
-    store = Store(path / Store.FILE)
-    try:
-        with store.transaction(bump=False, retired_ok=True) as c:
-            if why is None:
-                c.execute("DELETE FROM meta WHERE key = 'retired'")
-            else:
-                c.execute("INSERT INTO meta(key, value) VALUES ('retired', ?) "
-                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (why,))
-    finally:
-        store.close()
-
 
 def reindex(
     path: str | Path,

@@ -49,6 +49,14 @@ class Hit:
         return asdict(self)
 
 
+class Hits(list):
+    """The hits of one search, best first (a list of `Hit`), with each stage's time in seconds in `timings`."""
+
+    def __init__(self, hits: Any = (), timings: dict[str, float] | None = None) -> None:
+        super().__init__(hits)
+        self.timings: dict[str, float] = dict(timings or {})
+
+
 @dataclass
 class IndexReport:
     """What an `add` did. `empty` counts documents with no text (a stored one whose text became empty is

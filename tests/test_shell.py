@@ -11,8 +11,8 @@ import pytest
 from fakes import WordReader, WordReranker
 from rich.console import Console
 
-from bertsearch import shell as sh
-from bertsearch.shell import Settings, Shell
+from bertsearch.cli import interactive as sh
+from bertsearch.cli.interactive import Settings, Shell
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..errors import BadArgument, BertsearchError, CorruptIndex, ModelNotFound, from_sqlite
+from ..errors import BadArgument, BertsearchError, CorruptIndex, from_sqlite
 from .options import (
     ann_option,
     corpus_options,
@@ -258,7 +258,7 @@ def search(
         if q.strip():
             q, kept = ix.cut_query(q, mode)
         hits = ix.search(q, k=k, mode=mode, where=where, rerank=rerank or reranker is not None)
-        timings = ix.last_timings
+        timings = hits.timings
     if as_json:
         render.print_json(
             {"query": q, "mode": mode, "k": k, "where": where, "rerank": "rerank" in timings, "timings": timings,
@@ -309,9 +309,8 @@ def ask(
 
     q = " ".join(question)
     with Index.open(index_path, model=model, reranker=reranker, reader=reader) as ix:
-        if threshold is not None:
-            ix.reader.no_answer_threshold = threshold
-        result = ix.ask(q, k=k, passages=passages, mode=mode, where=where, rerank=not no_rerank)
+        result = ix.ask(q, k=k, passages=passages, mode=mode, where=where, rerank=not no_rerank,
+                        threshold=threshold if threshold is not None else "default")
     if as_json:
         render.print_json(result.to_dict())
     else:
@@ -364,9 +363,9 @@ def shell(
 
     from rich.console import Console
 
-    from .. import shell as sh
     from ..filters import parse
     from . import render
+    from . import interactive as sh
 
     if where is not None:
         parse(where)  # a bad --where fails before the models load
@@ -374,12 +373,9 @@ def shell(
     ix, why, seconds = sh.load(index_path, render.err, model=model, reranker=reranker, reader=reader, rerank=rerank,
                                answer=answer, precision=precision, gpu=gpu)
     with ix:
-        if threshold is not None and why["answer"] is None:
-            try:
-                ix.reader.no_answer_threshold = threshold  # the reader's weights load lazily, ':answer on' included
-            except ModelNotFound:
-                pass  # no reader to set it on; ':answer on' says why
-        session = sh.Shell(ix, console, sh.Settings(mode=mode, k=k, rerank=rerank, answer=answer, where=where),
+        settings = sh.Settings(mode=mode, k=k, rerank=rerank, answer=answer, where=where,
+                               threshold=threshold if threshold is not None else "default")
+        session = sh.Shell(ix, console, settings,
                            can_rerank=why["rerank"], can_answer=why["answer"])
         sh.banner(ix, why, seconds, console)
         sh.run(session, history=Path(history) if history else sh.history_path())

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..retrieval import MODES
+from ..search.fusion import MODES
 
 F = Callable[..., Any]
 

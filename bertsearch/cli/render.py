@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from ..retrieval import query_words
+from ..search.fusion import query_words
 from ..snippets import snippet
 from ..types import Answer, AskResult, Hit
 

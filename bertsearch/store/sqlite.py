@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,62 +51,100 @@ class Store:
         self.path = Path(path)
         self.timeout = timeout
         self._closed = False
-        conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        self._local = threading.local()  # one connection per thread: a connection is one transaction at a time
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # writers of this process take turns before asking SQLite's lock
+        self._local.conn = self._connect(migrate_schema=True)
+
+    def _connect(self, *, migrate_schema: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            migrate(conn)
+            if migrate_schema:
+                migrate(conn)
         except sqlite3.DatabaseError as e:
             conn.close()
             raise from_sqlite(e, str(self.path)) from None
         except BaseException:
             conn.close()
             raise
-        self.db = sqlite_utils.Database(conn)
+        with self._conns_lock:
+            if self._closed:
+                conn.close()
+                raise IndexClosed(str(self.path.parent))
+            self._conns.append(conn)
+        return conn
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """This thread's connection (made on first use), so that threads sharing the store never share a
+        transaction: each reads its own snapshot, and a writer's transaction is its own."""
         if self._closed:
             raise IndexClosed(str(self.path.parent))
-        return self.db.conn
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return sqlite_utils.Database(self.conn)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def close(self) -> None:
-        if not self._closed:
+        """Close every thread's connection. Using the store afterwards raises `IndexClosed`."""
+        with self._conns_lock:
+            if self._closed:
+                return
             self._closed = True
-            self.db.conn.close()
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
 
     @contextmanager
     def transaction(self, *, bump: bool = True, retired_ok: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction, taking the write lock up front. `bump` marks chunks as changed, which
         makes the derived vector index stale. A store retired by a re-index (its folder replaced while
-        this process held it open) takes no more writes: they would be lost with it."""
+        this process held it open) takes no more writes: they would be lost with it. Threads of one
+        process take turns (a lock) before SQLite's own lock, which other processes wait on."""
+        conn = self.conn
+        if conn.in_transaction:  # a read snapshot of this thread: a write cannot start inside it
+            raise RuntimeError("a write transaction cannot start inside a read snapshot of the same thread")
+        if not self._write_lock.acquire(timeout=self.timeout):
+            raise IndexBusy(f"{self.path.parent} is being written by another thread (waited {self.timeout:.0f}s); "
+                            "try again when it finishes")
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):
-                raise IndexBusy(
-                    f"{self.path.parent} is being written by another process (waited {self.timeout:.0f}s); "
-                    "try again when it finishes"
-                ) from None
-            raise
-        if not retired_ok:
-            row = self.conn.execute("SELECT value FROM meta WHERE key = 'retired'").fetchone()
-            if row is not None:
-                self.conn.execute("ROLLBACK")
-                raise IndexBusy(f"this copy of the index was replaced ({row[0]}) while it was open; run the command again")
-        try:
-            yield self.conn
-            if bump:
-                self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):
+                    raise IndexBusy(
+                        f"{self.path.parent} is being written by another process (waited {self.timeout:.0f}s); "
+                        "try again when it finishes"
+                    ) from None
+                raise
+            if not retired_ok:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'retired'").fetchone()
+                if row is not None:
+                    conn.execute("ROLLBACK")
+                    raise IndexBusy(f"this copy of the index was replaced ({row[0]}) while it was open; run the command again")
+            try:
+                yield conn
+                if bump:
+                    conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -24,11 +24,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from .errors import BertsearchError
-from .filters import parse as parse_filter
-from .retrieval import MODES, query_words
-from .snippets import match_spans
-from .types import AskResult, Hit
+from ..errors import BertsearchError
+from ..filters import parse as parse_filter
+from ..search.fusion import MODES, query_words
+from ..snippets import match_spans
+from ..types import AskResult, Hit
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class Settings:
     answer: bool = True
     where: str | None = None
     passages: int = 5
+    threshold: float | str | None = "default"  # the reader's no-answer margin (see Index.ask)
 
 
 class Shell:
@@ -234,12 +235,13 @@ class Shell:
         s = self.settings
         self.last_query = text
         if s.answer:
-            result = self.index.ask(text, k=3, passages=s.passages, hits=s.k, mode=s.mode, where=s.where, rerank=s.rerank)
+            result = self.index.ask(text, k=3, passages=s.passages, hits=s.k, mode=s.mode, where=s.where, rerank=s.rerank,
+                                    threshold=s.threshold)
             hits, timings = result.hits, result.timings
             render_answer(result, self.console)
         else:
             hits = self.index.search(text, k=s.k, mode=s.mode, where=s.where, rerank=s.rerank)
-            timings, result = dict(self.index.last_timings), None
+            timings, result = hits.timings, None
         self.last_hits = hits
         self.last = {
             "query": text,
@@ -249,7 +251,7 @@ class Shell:
             "abstained": result.abstained if result else None,
             "hits": [h.to_dict() for h in hits],
         }
-        from .cli import render
+        from . import render
 
         render.hits(text, hits, "rerank" if "rerank" in timings else s.mode, self.console)
         render.stage_times(timings, self.console)
@@ -258,7 +260,7 @@ class Shell:
 def render_answer(result: AskResult, console: Console) -> None:
     """The best answer with its span highlighted in its passage, other answers on one line each; or an
     honest "no answer found"."""
-    from .cli.render import answer_in_context
+    from .render import answer_in_context
 
     if result.abstained or not result.answers:
         console.print("[bold]no answer found[/bold] [dim]in the top passages; the closest documents follow[/dim]")
@@ -376,8 +378,8 @@ def load(
 ) -> tuple[Any, dict[str, str | None], float]:
     """Open the index and load every model it will use, showing each step; returns the index, why a
     model is unavailable (name -> reason, None when it loaded) and the seconds it all took."""
-    from .engine import Index
-    from .errors import ModelNotFound
+    from ..engine import Index
+    from ..errors import ModelNotFound
 
     t0 = time.perf_counter()
     why: dict[str, str | None] = {"rerank": None, "answer": None}

@@ -1,0 +1,209 @@
+"""Ingestion: documents -> chunks that fit the encoder -> vectors -> one store transaction per batch.
+
+`Ingest.add` is what `Index.add` runs. Unchanged documents (by content hash) cost no encoder work; a document
+whose text became empty leaves the index; an id read twice keeps its last record; with `prune`, what the
+corpus no longer holds is deleted once all of it is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .chunking import chunk_spans
+from .config import IndexConfig
+from .errors import BadArgument
+from .models import Encoder
+from .store import Store, StoredDocument
+from .types import Document, IndexReport
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+DocLike = Document | dict[str, Any]
+
+
+class Ingest:
+    """Writes documents into `store`, embedded by `encoder`, chunked by `config`."""
+
+    def __init__(self, path: Path, store: Store, config: IndexConfig, encoder: Encoder) -> None:
+        self.path = path
+        self.store = store
+        self.config = config
+        self.encoder = encoder
+
+    def add(
+        self,
+        docs: Iterable[DocLike],
+        *,
+        batch_size: int = 128,
+        encode_batch_size: int = 32,
+        on_progress: Progress | None = None,
+        prune: bool = False,
+    ) -> IndexReport:
+        """See `Index.add`."""
+        if batch_size < 1:
+            raise BadArgument(f"batch size must be > 0, got {batch_size}")
+        report = IndexReport()
+        t0 = time.perf_counter()
+        seen: set[str] = set()  # every id read so far: a duplicate is noticed across batches, and --prune needs them
+        for batch in batched(docs, batch_size):
+            self._add_batch(batch, report, encode_batch_size, seen)
+            if on_progress is not None:
+                on_progress(len(batch))
+        if prune:
+            if not seen:
+                n = self.store.counts()["documents"]
+                if n:
+                    raise BadArgument(
+                        f"read 0 documents, so --prune would delete all {n} documents of {self.path}; nothing was "
+                        "deleted. Check the corpus path and its --format (and --id-field/--text-field)"
+                    )
+            gone = [i for i in self.store.ids() if i not in seen]
+            report.deleted += self.store.delete(gone) if gone else 0
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _add_batch(self, batch: list[DocLike], report: IndexReport, encode_batch_size: int, seen: set[str]) -> None:
+        by_id: dict[str, Document] = {}
+        emptied: list[str] = []
+        for raw in batch:
+            report.read += 1
+            doc = as_document(raw)
+            if doc.id in seen:
+                report.duplicates += 1
+                if report.duplicates <= 20:
+                    log.warning("document id %s appears more than once in the corpus; the later one is kept", doc.id)
+                by_id.pop(doc.id, None)
+                if doc.id in emptied:
+                    emptied.remove(doc.id)
+            seen.add(doc.id)
+            if not doc.text.strip():
+                report.empty += 1
+                emptied.append(doc.id)  # a stored document whose text is now empty leaves the index
+                continue
+            by_id[doc.id] = doc
+        if emptied:
+            gone = self.store.existing(emptied)
+            if gone:
+                report.deleted += self.store.delete(gone)
+                log.warning("%d documents now have no text and were removed from the index: %s", len(gone),
+                            ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
+            for i in sorted(set(emptied) - set(gone))[:5]:
+                log.warning("document %s has no text; skipped", i)
+        docs = list(by_id.values())
+        stored = self.store.hashes([d.id for d in docs])
+        todo: list[tuple[Document, str]] = []
+        same: list[Document] = []
+        for d in docs:
+            h = content_hash(d)
+            if stored.get(d.id) == h:
+                same.append(d)
+                continue
+            if d.id in stored:
+                report.replaced += 1
+            else:
+                report.added += 1
+            todo.append((d, h))
+        if same:  # unchanged text: no encoder work, but metadata may have changed
+            changed = self.store.update_metadata({d.id: d.metadata for d in same})
+            report.metadata_updated += changed
+            report.unchanged += len(same) - changed
+        if not todo:
+            return
+        items, inputs = self._chunk([d for d, _ in todo], [h for _, h in todo], report)
+        xb = self.encoder.encode(inputs, batch_size=encode_batch_size)  # (n_chunks, dim)
+        pos = 0
+        for item in items:
+            item.vectors = xb[pos : pos + len(item.chunks)]
+            pos += len(item.chunks)
+        self.store.write(items, dtype=self.config.vector_dtype)
+        report.chunks += len(inputs)
+
+    def _chunk(self, docs: list[Document], hashes: list[str], report: IndexReport) -> tuple[list[StoredDocument], list[str]]:
+        """Chunks of each document and the encoder input of each chunk (title, newline, chunk text).
+
+        The chunker counts word pieces of the whole text; a chunk on its own can tokenize longer (a cut inside a
+        word, a tokenizer that marks word starts), so each input is counted again as the model will read it, and a
+        document with an input too long is chunked again on a smaller budget. What still does not fit is counted
+        in `report.truncated`: the model would read only its first window."""
+        enc = self.encoder
+        window = min(self.config.max_tokens, enc.max_tokens) - enc.special_tokens
+        text_spans = enc.token_spans([d.text for d in docs])
+        title_lens = [len(s) for s in enc.token_spans([d.title for d in docs])]
+        items: list[StoredDocument] = []
+        inputs: list[str] = []
+        for d, h, spans, n_title in zip(docs, hashes, text_spans, title_lens):
+            prefix = ""
+            budget = window
+            if d.title and n_title <= min(self.config.title_tokens, window // 4):
+                prefix, budget = d.title + "\n", window - n_title
+            elif d.title:
+                report.long_titles += 1
+            for attempt in range(4):
+                chunks = chunk_spans(d.text, spans, budget, min(self.config.overlap, budget // 2 - 1))
+                texts = [prefix + d.text[c.start : c.end] for c in chunks]
+                longest = max(input_tokens(enc, texts), default=0) - enc.special_tokens  # as the model reads it
+                smaller = min(budget - 1, budget * window // max(longest, 1))
+                if longest <= window or smaller < 4:
+                    break
+                budget = smaller
+            if longest > window:
+                report.truncated += sum(n > window + enc.special_tokens for n in input_tokens(enc, texts))
+                log.warning("document %s: a chunk is longer than the %d word pieces %s reads even on a smaller "
+                            "budget; the model reads only its start", d.id, window, self.config.model)
+            items.append(StoredDocument(d, h, chunks, np.zeros((0, self.config.dim), dtype=np.float32)))
+            inputs.extend(texts)
+        return items, inputs
+
+
+def input_tokens(enc: Encoder, texts: list[str]) -> list[int]:
+    """Word pieces the encoder reads for each text, special tokens included."""
+    count = getattr(enc, "input_tokens", None)
+    if count is not None:
+        return list(count(texts))
+    return [len(s) + enc.special_tokens for s in enc.token_spans(texts)]
+
+
+def content_hash(doc: Document) -> str:
+    """What decides whether a document must be re-embedded: its title and text."""
+    return hashlib.sha256(f"{doc.title}\x00{doc.text}".encode()).hexdigest()
+
+
+def as_document(raw: DocLike) -> Document:
+    if isinstance(raw, Document):
+        doc = raw
+    elif isinstance(raw, dict):
+        known = {"id", "_id", "text", "title", "metadata"}
+        doc_id = raw.get("id", raw.get("_id"))
+        meta = dict(raw.get("metadata") or {})
+        meta.update({k: v for k, v in raw.items() if k not in known})
+        doc = Document(id=doc_id, text=raw.get("text"), title=raw.get("title") or "", metadata=meta)  # type: ignore[arg-type]
+    else:
+        raise BadArgument(f"a document must be a dict or bertsearch.Document, got {type(raw).__name__}")
+    if isinstance(doc.id, int) and not isinstance(doc.id, bool):
+        doc.id = str(doc.id)
+    if not isinstance(doc.id, str) or not doc.id:
+        raise BadArgument(f"every document needs a non-empty string 'id'; got {doc.id!r}")
+    if not isinstance(doc.text, str):
+        raise BadArgument(f"document {doc.id} needs a string 'text'; got {type(doc.text).__name__}")
+    if not isinstance(doc.title, str):
+        doc.title = str(doc.title)
+    return doc
+
+
+def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

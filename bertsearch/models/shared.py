@@ -1,0 +1,210 @@
+"""Models shared by threads: one inference worker per model that batches the calls of concurrent callers.
+
+A fast tokenizer must not be called from two threads at once ("Already borrowed"), and on a CPU one model call
+over 16 queries costs far less than 16 calls over one. So every call of a shared model goes to its worker thread:
+calls that arrive while the worker is busy are run together, as one model call, when it is free. A caller waits
+for its own part of the result; an error is raised in the caller whose input caused it (a failing batch is run
+again call by call to find it).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class Batcher(Generic[In, Out]):
+    """Runs `fn(items) -> results` (one result per item) on one worker thread, for every caller.
+
+    `call(items)` queues the items and waits for their results. The worker takes what is queued, up to
+    `max_items` items (a larger call runs alone), runs `fn` once over all of it, and hands each caller its
+    results. The thread starts on the first call and ends with `close()`."""
+
+    def __init__(self, fn: Callable[[list[In]], Sequence[Out]], *, max_items: int = 64, name: str = "model") -> None:
+        self.fn = fn
+        self.max_items = max_items
+        self.name = name
+        self._queue: queue.SimpleQueue[tuple[list[In], Future] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.calls = 0  # model calls made (for tests and measurements)
+        self.batched = 0  # caller calls served
+
+    def call(self, items: list[In]) -> list[Out]:
+        if not items:
+            return []
+        if self._thread is None or not self._thread.is_alive():
+            self._start()
+        fut: Future = Future()
+        self._queue.put((list(items), fut))
+        return fut.result()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._closed:
+                raise RuntimeError(f"the {self.name} worker is closed")
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=f"bertsearch-{self.name}", daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        with self._start_lock:
+            self._closed = True
+            if self._thread is not None and self._thread.is_alive():
+                self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            n = len(job[0])
+            while n < self.max_items:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                jobs.append(nxt)
+                n += len(nxt[0])
+            self._serve(jobs)
+
+    def _serve(self, jobs: list[tuple[list[In], Future]]) -> None:
+        items = [x for its, _ in jobs for x in its]
+        try:
+            results = self.fn(items)
+            self.calls += 1
+        except BaseException as e:  # noqa: BLE001 - handed to the callers, never lost in the worker
+            if len(jobs) == 1:
+                jobs[0][1].set_exception(e)
+                return
+            for one in jobs:  # find whose input failed: the others still get their results
+                self._serve([one])
+            return
+        self.batched += len(jobs)
+        pos = 0
+        for its, fut in jobs:
+            fut.set_result(results[pos : pos + len(its)])
+            pos += len(its)
+
+
+class SharedEncoder:
+    """An encoder (see `models.base.Encoder`) that threads can share: `encode` goes through a batching worker,
+    and the tokenizer's calls take the same lock as the worker's model calls."""
+
+    def __init__(self, inner: Any, *, max_items: int = 64) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._lock = threading.RLock()
+        self._batcher: Batcher[str, np.ndarray] = Batcher(self._encode, max_items=max_items, name="encoder")
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return self.inner.encode(texts)
+
+    def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        if len(texts) > self._batcher.max_items:  # ingestion: a large call runs alone, in the caller's thread
+            with self._lock:
+                return self.inner.encode(texts, batch_size=batch_size)
+        rows = self._batcher.call(list(texts))
+        return np.stack(rows) if len(rows) else np.zeros((0, self.dim), dtype=np.float32)
+
+    def __getattr__(self, name: str) -> Any:  # dim, max_tokens, special_tokens, fingerprint, token_spans, ...
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            with self._lock:
+                return getattr(self.inner, name)
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+    @property
+    def dim(self) -> int:
+        with self._lock:
+            return self.inner.dim
+
+    @property
+    def max_tokens(self) -> int:
+        with self._lock:
+            return self.inner.max_tokens
+
+    @property
+    def special_tokens(self) -> int:
+        with self._lock:
+            return self.inner.special_tokens
+
+    def close(self) -> None:
+        self._batcher.close()
+
+
+class SharedReranker:
+    """A cross-encoder that threads can share: the (query, passages) of concurrent callers are scored in one
+    `score_batch` call by its worker."""
+
+    def __init__(self, inner: Any, *, max_items: int = 16) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._batcher: Batcher[tuple[str, list[str]], np.ndarray] = Batcher(self._score, max_items=max_items,
+                                                                           name="reranker")
+
+    def _score(self, jobs: list[tuple[str, list[str]]]) -> list[np.ndarray]:
+        score_batch = getattr(self.inner, "score_batch", None)
+        if score_batch is None:
+            return [self.inner.score(q, ps) for q, ps in jobs]
+        return list(score_batch([q for q, _ in jobs], [ps for _, ps in jobs]))
+
+    def score(self, query: str, passages: list[str], *, batch_size: int = 32) -> np.ndarray:
+        return self._batcher.call([(query, list(passages))])[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def close(self) -> None:
+        self._batcher.close()
+
+
+class SharedReader:
+    """An extractive reader that threads can share: the questions of concurrent callers are read in one
+    `read_batch` call by its worker."""
+
+    def __init__(self, inner: Any, *, max_items: int = 8) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._batcher: Batcher[tuple[str, list[str], int | None], list] = Batcher(self._read, max_items=max_items,
+                                                                               name="reader")
+
+    def _read(self, jobs: list[tuple[str, list[str], int | None]]) -> list[list]:
+        read_batch = getattr(self.inner, "read_batch", None)
+        per = {p for _, _, p in jobs}
+        if read_batch is None or len(per) != 1:
+            return [self.inner.read(q, ps, per_passage=p) for q, ps, p in jobs]
+        return list(read_batch([q for q, _, _ in jobs], [ps for _, ps, _ in jobs], per_passage=per.pop()))
+
+    def read(self, question: str, passages: list[str], *, per_passage: int | None = None, **kwargs: Any) -> list:
+        if kwargs:  # settings the worker does not batch over: read directly
+            return self.inner.read(question, passages, per_passage=per_passage, **kwargs)
+        return self._batcher.call([(question, list(passages), per_passage)])[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def close(self) -> None:
+        self._batcher.close()

@@ -1,0 +1,1 @@
+"""Search: first-stage retrieval and fusion, cross-encoder reranking, and answers from the reader."""

@@ -1,0 +1,214 @@
+"""First-stage retrieval: dense (the vector index), lexical (FTS5 BM25) and their fusion, over one snapshot of
+the store, with filters applied before ranking. No model is loaded here that the mode does not need."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import numpy as np
+
+from .. import filters
+from ..errors import BadArgument, BadQuery
+from ..filters import Filter
+from ..types import Hit
+from . import fusion
+
+log = logging.getLogger(__name__)
+
+
+class Retriever:
+    """Searches `store` and the vector cache `vectors` with `encoder`; `exact_subset`: a filtered dense search is
+    exact over the stored vectors when at most this many chunks match."""
+
+    def __init__(self, store: Any, vectors: Any, encoder: Any, config: Any, *, exact_subset: int = 20_000) -> None:
+        self.store = store
+        self.vectors = vectors
+        self.encoder = encoder
+        self.config = config
+        self.exact_subset = exact_subset
+
+    def search(self, queries: list[str], k: int, mode: str, depth: int, where: str | Filter | None) -> list[list[Hit]]:
+        """The top `k` documents of each query (already checked and cut, see `check_queries`); `depth` candidates
+        from each of dense and lexical go into hybrid fusion. One snapshot of the store: a writer committing
+        meanwhile changes nothing seen half-way."""
+        flt = self.filter(where)
+        with self.store.snapshot():
+            return self._batch_search(queries, k, mode, depth, flt)
+
+    def filter(self, where: str | Filter | None) -> Filter | None:
+        """A filter parsed, its metadata fields checked against those the stored documents have: a field no
+        document has (often a typo, or another case) would match nothing in silence."""
+        if where is None:
+            return None
+        flt = filters.parse(where) if isinstance(where, str) else where
+        known: set[str] | None = None
+        for f in filters.fields(flt):
+            if f.column:
+                continue
+            known = self.store.fields() if known is None else known
+            if f.path[0] in known or (not known and self.store.counts()["documents"] == 0):
+                continue  # (an empty index matches nothing anyway)
+            same = sorted(k for k in known if k.lower() == f.path[0].lower())
+            hint = (f"did you mean {', '.join(repr(k) for k in same)}? Field names are case-sensitive" if same else
+                    "fields are: " + (", ".join(sorted(known)[:20]) if known else "none (no document has metadata)"))
+            raise BadQuery(f"no document has the field {f.path[0]!r} that the filter names; {hint}")
+        return flt
+
+    def check_queries(self, queries: list[str], k: int, mode: str) -> list[str]:
+        if isinstance(queries, str):
+            raise BadArgument("batch_search takes a list of queries; use search() for one")
+        if k < 1:
+            raise BadArgument(f"k must be > 0, got {k}")
+        if mode not in fusion.MODES:
+            raise BadArgument(f"unknown search mode {mode!r}; use one of {', '.join(fusion.MODES)}")
+        for q in queries:
+            if not isinstance(q, str) or not q.strip():
+                raise BadQuery("empty query; give some words to search for")
+        return [self.cut_query(q, mode)[0] for q in queries]
+
+    def cut_query(self, query: str, mode: str = "hybrid") -> tuple[str, int | None]:
+        """`query` cut to what the encoder reads (its window of word pieces; in lexical mode, as many words),
+        and how many words were kept, or None when nothing was cut. Every stage sees the cut query: a longer one
+        would cost the full-text search and the cross-encoder much and change nothing the encoder sees."""
+        window = self.config.max_tokens - 2
+        words = list(re.finditer(r"\S+", query))
+        end = words[window - 1].end() if len(words) > window else len(query)
+        if mode != "lexical":
+            spans = self.encoder.token_spans([query[:end]])[0]
+            window = min(self.config.max_tokens, self.encoder.max_tokens) - self.encoder.special_tokens
+            if len(spans) > window:
+                end = spans[window - 1][1]
+        if end >= len(query.rstrip()):
+            return query, None
+        kept = len(query[:end].split())
+        log.warning("query of %d words cut to its first %d words, the %d word pieces the model reads",
+                    len(words), kept, window)
+        return query[:end], kept
+
+    def _batch_search(self, queries: list[str], k: int, mode: str, depth: int, flt: Filter | None) -> list[list[Hit]]:
+        n = max(k, depth) if mode == "hybrid" else k
+        cands: list[dict[int, fusion.Candidate]] = [{} for _ in queries]
+        if mode in ("dense", "hybrid"):
+            for qi, ranked in enumerate(self._dense(queries, n, flt)):
+                for r, (doc, cid, score, doc_id) in enumerate(ranked, start=1):
+                    c = cands[qi].setdefault(doc, fusion.Candidate(doc, cid, doc_id))
+                    c.scores["dense"], c.ranks["dense"] = score, r
+        if mode in ("lexical", "hybrid"):
+            for qi, q in enumerate(queries):
+                for r, (doc, score, doc_id) in enumerate(self.store.bm25(q, n, flt), start=1):
+                    c = cands[qi].setdefault(doc, fusion.Candidate(doc))
+                    c.scores["lexical"], c.ranks["lexical"] = score, r
+                    c.doc_id = doc_id
+        results = []
+        for q, cs in zip(queries, cands):
+            if mode == "hybrid":
+                rankings = {
+                    s: [d for d, _ in sorted(((c.doc, c.ranks[s]) for c in cs.values() if s in c.ranks), key=lambda x: x[1])]
+                    for s in ("dense", "lexical")
+                }
+                top = fusion.rrf(rankings, k, {c.doc: c.doc_id for c in cs.values()})
+                for r, (doc, score) in enumerate(top, start=1):
+                    cs[doc].scores["hybrid"], cs[doc].ranks["hybrid"] = score, r
+                ordered = [cs[doc] for doc, _ in top]
+            else:
+                ordered = sorted(cs.values(), key=lambda c: c.ranks[mode])[:k]
+            results.append(self._hits(q, ordered, mode))
+        return results
+
+    def _dense(self, queries: list[str], k: int, flt: Filter | None = None) -> list[list[tuple[int, int, float, str]]]:
+        vi = self.vectors.current()
+        allowed = None
+        if flt is not None:
+            allowed = self.store.chunk_ids_where(flt)
+            if len(allowed) <= self.exact_subset:  # small subset: exact search over its stored vectors
+                return self._dense_exact(queries, k, allowed)
+        # A vector index behind the store (another process wrote since it was built, see `vectors`) misses the
+        # chunks written since, which have larger ids: they are searched exactly beside it, from the store.
+        stale = vi.generation != self.store.generation()
+        new_ids, new_xb = self.store.chunks_after(vi.max_id, self.config.dim, self.config.vector_dtype) if stale else (None, None)
+        if new_ids is not None and allowed is not None:
+            keep = np.isin(new_ids, allowed)
+            new_ids, new_xb = new_ids[keep], new_xb[keep]
+        if vi.count == 0 and not (new_ids is not None and len(new_ids)):
+            return [[] for _ in queries]
+        xq = self.encoder.encode(queries)  # (nq, dim)
+        kc = min(vi.count, max(4 * k, 64))
+        while True:
+            if kc > 0:
+                D, I = vi.search(xq, kc, allowed)  # (nq, kc) each
+            else:
+                D, I = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            if stale:  # chunks deleted or replaced since the index was built are gone from the store
+                live = set(self.store.chunk_doc_ids(np.unique(I[I >= 0]).tolist()))
+                gone = ~np.isin(I, list(live)) | (I < 0)
+                D, I = np.where(gone, -np.inf, D), np.where(gone, -1, I)
+            if self.config.ann != "flat":
+                D, I = self._rescore(xq, I)
+            if new_ids is not None and len(new_ids):
+                D = np.concatenate([D, xq @ new_xb.T], axis=1)  # (nq, kc + n_new)
+                I = np.concatenate([I, np.broadcast_to(new_ids, (len(queries), len(new_ids)))], axis=1)
+                order = np.argsort(-D, axis=1, kind="stable")
+                D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+            chunk_doc = self.store.chunk_doc_ids(np.unique(I[I >= 0]).tolist())
+            out = [fusion.best_chunk_per_doc(D[i], I[i], chunk_doc, k) for i in range(len(queries))]
+            if kc >= vi.count or all(len(o) >= k for o in out):
+                return out
+            kc = min(vi.count, kc * 4)  # many chunks of few documents: look deeper
+
+    def _dense_exact(self, queries: list[str], k: int, ids: np.ndarray) -> list[list[tuple[int, int, float, str]]]:
+        if len(ids) == 0:
+            return [[] for _ in queries]
+        xq = self.encoder.encode(queries)  # (nq, dim)
+        xb = self.store.chunk_vectors(ids.tolist(), self.config.dim, self.config.vector_dtype)  # (n, dim)
+        D = xq @ xb.T  # (nq, n)
+        order = np.argsort(-D, axis=1, kind="stable")
+        chunk_doc = self.store.chunk_doc_ids(ids.tolist())
+        return [fusion.best_chunk_per_doc(D[i, order[i]], ids[order[i]], chunk_doc, k) for i in range(len(queries))]
+
+    def _rescore(self, xq: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner products for an approximate index's candidates, from the stored vectors."""
+        ids = np.unique(I[I >= 0])
+        if not len(ids):
+            return np.full(I.shape, -np.inf, dtype=np.float32), I
+        xb = self.store.chunk_vectors(ids.tolist(), self.config.dim, self.config.vector_dtype)  # (n, dim)
+        pos = np.searchsorted(ids, np.where(I >= 0, I, ids[0] if len(ids) else 0))  # (nq, kc)
+        D = np.einsum("qd,qkd->qk", xq, xb[pos]) if len(ids) else np.zeros(I.shape, dtype=np.float32)
+        D = np.where(I >= 0, D, -np.inf)
+        order = np.argsort(-D, axis=1, kind="stable")
+        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+
+    def _hits(self, query: str, cands: list[fusion.Candidate], mode: str) -> list[Hit]:
+        docs = self.store.documents([c.doc for c in cands])
+        need = [c.doc for c in cands if c.chunk is None]
+        chunks_by_doc = self.store.doc_chunks(need) if need else {}
+        words = fusion.query_words(query)
+        spans = self.store.chunk_docs([c.chunk for c in cands if c.chunk is not None])
+        hits = []
+        for rank, c in enumerate(cands, start=1):
+            d = docs.get(c.doc)
+            if d is None:  # deleted since the search began
+                continue
+            if c.chunk is None:
+                c.chunk = fusion.best_lexical_chunk(d["text"], chunks_by_doc.get(c.doc, []), words)
+                start, end = next(((a, b) for cid, a, b in chunks_by_doc.get(c.doc, []) if cid == c.chunk), (0, len(d["text"])))
+            else:
+                _, start, end = spans[c.chunk]
+            hits.append(
+                Hit(
+                    rank=rank,
+                    doc_id=d["id"],
+                    score=c.scores[mode],
+                    title=d["title"],
+                    text=d["text"][start:end],
+                    chunk_id=c.chunk,
+                    start=start,
+                    end=end,
+                    scores=dict(c.scores),
+                    ranks=dict(c.ranks),
+                    metadata=d["metadata"],
+                )
+            )
+        return hits
+
