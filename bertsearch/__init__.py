@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import BertsearchError
-from .types import Answer, AskResult, Document, Hit, IndexReport
+from .types import Answer, AskResult, Document, Hit, Hits, IndexReport
 
 __version__ = "0.1.0"
-__all__ = ["Answer", "AskResult", "BertsearchError", "Document", "Hit", "Index", "IndexReport", "open_index", "__version__"]
+__all__ = ["Answer", "AskResult", "BertsearchError", "Document", "Hit", "Hits", "Index", "IndexReport", "connect", "open_index",
+           "__version__"]
 
 
 def open_index(path: str, **kwargs: Any) -> Any:
@@ -23,6 +24,14 @@ def open_index(path: str, **kwargs: Any) -> Any:
     from .engine import Index
 
     return Index.open(path, **kwargs)
+
+
+def connect(url: str, *, key: str | None = None, **kwargs: Any) -> Any:
+    """A remote index served by `bertsearch serve` at `url`, with the calls of `Index` (search, batch_search, ask,
+    get, add, delete, info); `key` is the write key, or the read key when reads need one."""
+    from .service.client import RemoteIndex
+
+    return RemoteIndex(url, key=key, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -586,11 +586,13 @@ def train() -> None:
 
 
 def _register() -> None:
+    from .serve import serve_command
     from .eval_squad import squad_command
     from .train_encoder import encoder_command
     from .train_reader import reader_command
     from .train_reranker import reranker_command
 
+    cli.add_command(serve_command)
     eval.add_command(squad_command)
     train.add_command(reader_command)
     train.add_command(reranker_command)

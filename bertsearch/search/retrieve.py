@@ -75,9 +75,10 @@ class Retriever:
         window = self.config.max_tokens - 2
         words = list(re.finditer(r"\S+", query))
         end = words[window - 1].end() if len(words) > window else len(query)
-        if mode != "lexical":
+        pieces = min(self.config.max_tokens, self.encoder.max_tokens) - self.encoder.special_tokens
+        if mode != "lexical" and len(query[:end].encode("utf-8")) > pieces:  # (a word piece is at least one byte)
+            window = pieces
             spans = self.encoder.token_spans([query[:end]])[0]
-            window = min(self.config.max_tokens, self.encoder.max_tokens) - self.encoder.special_tokens
             if len(spans) > window:
                 end = spans[window - 1][1]
         if end >= len(query.rstrip()):

@@ -1,0 +1,63 @@
+"""`bertsearch serve`: the HTTP service over one index (see bertsearch.service)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..errors import MissingDependency
+from .options import index_option
+
+
+@click.command("serve")
+@index_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="A file of 'write=KEY' and 'read=KEY' lines (else $BERTSEARCH_WRITE_KEY, $BERTSEARCH_READ_KEY).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let pages from ORIGIN call the API from a browser (repeatable; default: none).")
+@click.option("--max-pending", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests in progress or waiting at once; beyond, 503 with Retry-After.")
+def serve_command(index_path: str, host: str, port: int, key_file: str | None, cors_origins: tuple[str, ...],
+                  max_pending: int) -> None:
+    """Serve an index over HTTP: search, ask, documents, and a search page at /.
+
+    Reads are open unless a read key is set; writes need the write key and are refused without one.
+    Keys come from the environment or --key-file, never from the command line. The API is listed at /docs.
+
+    \b
+    bertsearch serve --index indexes/demo
+    BERTSEARCH_WRITE_KEY=... bertsearch serve --index indexes/demo --host 0.0.0.0 --port 8080
+    curl -s localhost:8000/search -H 'content-type: application/json' -d '{"query": "northern lights", "k": 5}'
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependency("bertsearch[service]", "bertsearch serve") from None
+    from ..engine import Index
+    from ..service.app import Keys, create_app
+    from . import render
+
+    keys = Keys.load(dict(os.environ), key_file)
+    _one_thread_per_search()
+    ix = Index.open(index_path)  # a missing or damaged index fails here, before the server starts
+    try:
+        app = create_app(ix, keys=keys, cors_origins=cors_origins, max_pending=max_pending)
+        reads = "reads need the read key" if keys.read else "reads open"
+        writes = "writes need the write key" if keys.write else "writes refused (no write key)"
+        render.err.print(f"serving {index_path} on http://{host}:{port}/ ({reads}, {writes}); Ctrl-C stops")
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    finally:
+        ix.close()
+
+
+def _one_thread_per_search() -> None:
+    """Concurrent requests are the service's parallelism: a FAISS search on many OpenMP threads at once from many
+    requests oversubscribes the cores, so each search runs on one (the encoder keeps its own threads)."""
+    try:
+        import faiss
+    except ImportError:
+        return
+    faiss.omp_set_num_threads(1)

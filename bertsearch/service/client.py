@@ -1,0 +1,148 @@
+"""A program's view of a remote index: the calls of `Index` over the HTTP API of `bertsearch serve`.
+
+>>> ix = bertsearch.connect("http://127.0.0.1:8000")          # or key="..." for writes (or a read key)
+>>> ix.search("northern lights", k=5)[0].doc_id
+>>> ix.ask("when did Alexander Fleming discover penicillin").answers[0].text
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import BertsearchError, MissingDependency
+from ..types import Answer, AskResult, Document, Hit, Hits, IndexReport
+
+
+class RemoteError(BertsearchError):
+    """The server refused a request or failed: `status` is its HTTP status, the message its own."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"{message} (HTTP {status})")
+
+
+class RemoteIndex:
+    """An index served at `url`. `key`: the write key (for writes) or the read key (when reads need one).
+    `client`: an `httpx.Client` to use instead of a new one (tests pass one bound to the app itself)."""
+
+    def __init__(self, url: str, *, key: str | None = None, timeout: float = 60.0, client: Any = None) -> None:
+        try:
+            import httpx
+        except ImportError:
+            raise MissingDependency("httpx", "bertsearch.connect") from None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = client if client is not None else httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self._headers = headers
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RemoteIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", *, where: str | None = None, rerank: bool = False,
+               rerank_depth: int | None = None, rerank_penalty: float | None = None) -> Hits:
+        body = {"query": query, "k": k, "mode": mode, "where": where, "rerank": rerank, "rerank_depth": rerank_depth,
+                "rerank_penalty": rerank_penalty}
+        return _hits(self._call("POST", "/search", body))
+
+    def batch_search(self, queries: list[str], k: int = 10, mode: str = "hybrid", *, where: str | None = None,
+                     rerank: bool = False) -> list[Hits]:
+        data = self._call("POST", "/search/batch", {"queries": list(queries), "k": k, "mode": mode, "where": where,
+                                                     "rerank": rerank})
+        return [_hits(r) for r in data["results"]]
+
+    def ask(self, question: str, *, k: int = 3, passages: int = 5, mode: str = "hybrid", where: str | None = None,
+            rerank: bool = True, hits: int | None = None, threshold: float | str | None = "default") -> AskResult:
+        body: dict[str, Any] = {"question": question, "k": k, "passages": passages, "mode": mode, "where": where,
+                                "rerank": rerank, "hits": hits}
+        if threshold != "default":
+            body["threshold"] = threshold
+        data = self._call("POST", "/ask", body)
+        return AskResult(question=data["question"], answers=[Answer(**a) for a in data["answers"]],
+                         hits=[Hit(**h) for h in data["hits"]], abstained=data["abstained"], timings=data["timings"])
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"/documents/{_quote(doc_id)}")
+        except RemoteError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def info(self) -> dict[str, Any]:
+        return self._call("GET", "/info")
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def add(self, docs: Iterable[Document | dict[str, Any]], *, replace: bool = True, batch_size: int = 500) -> IndexReport:
+        """Add documents; stored ids are replaced (with `replace=False` a stored id is refused, and that batch is
+        not written). Sent `batch_size` documents a request."""
+        total = IndexReport()
+        batch: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            data = self._call("PUT" if replace else "POST", "/documents", {"documents": batch})
+            for name in ("read", "added", "replaced", "unchanged", "metadata_updated", "empty", "duplicates",
+                         "deleted", "chunks", "truncated"):
+                setattr(total, name, getattr(total, name) + data[name])
+            total.seconds += data["seconds"]
+            batch.clear()
+
+        for d in docs:
+            batch.append(_as_dict(d))
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+        return total
+
+    def delete(self, ids: Iterable[str] = (), *, where: str | None = None, dry_run: bool = False) -> int:
+        data = self._call("POST", "/documents/delete", {"ids": list(ids) or None, "where": where, "dry_run": dry_run})
+        return len(data["would_delete"]) if dry_run else data["deleted"]
+
+    def to_delete(self, ids: Iterable[str] = (), *, where: str | None = None) -> list[str]:
+        data = self._call("POST", "/documents/delete", {"ids": list(ids) or None, "where": where, "dry_run": True})
+        return data["would_delete"]
+
+    # -- the wire -----------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        import httpx
+
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if v is not None}
+        try:
+            r = self._http.request(method, path, json=body, headers=self._headers)
+        except httpx.HTTPError as e:
+            raise RemoteError(0, f"cannot reach the server ({e}); is 'bertsearch serve' running there?") from None
+        if r.status_code >= 400:
+            try:
+                message = r.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = r.text[:200] or r.reason_phrase
+            raise RemoteError(r.status_code, message)
+        return r.json()
+
+
+def _hits(data: dict[str, Any]) -> Hits:
+    return Hits([Hit(**h) for h in data["hits"]], data["timings"])
+
+
+def _as_dict(d: Document | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(d, Document):
+        return {"id": d.id, "text": d.text, "title": d.title, "metadata": d.metadata}
+    return json.loads(json.dumps(d, default=str))
+
+
+def _quote(doc_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(doc_id, safe="")

@@ -1,0 +1,91 @@
+"""`bertsearch serve` as a real process: it starts, answers, refuses what it must, and SIGTERM lets requests finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(index, port, env=None):
+    env = {**os.environ, **(env or {})}
+    env.pop("BERTSEARCH_READ_KEY", None)
+    return subprocess.Popen([sys.executable, "-m", "bertsearch", "serve", "--index", str(index), "--port", str(port)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_ready(base, proc, timeout=180):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("not ready")
+
+
+@pytest.fixture
+def built(tmp_path, corpus_file):
+    ix = tmp_path / "ix"
+    subprocess.run([sys.executable, "-m", "bertsearch", "index", str(corpus_file), "--index", str(ix), "--model", "hashing"],
+                   check=True, capture_output=True)
+    return ix
+
+
+def test_serve_refuses_a_missing_index_and_a_bad_key_before_listening(tmp_path, built):
+    r = subprocess.run([sys.executable, "-m", "bertsearch", "serve", "--index", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no index at" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "bertsearch", "serve", "--index", str(built)], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "BERTSEARCH_WRITE_KEY": "short"})
+    assert r.returncode == 1 and "at least 16" in r.stderr
+
+
+@pytest.mark.model
+def test_sigterm_lets_requests_in_flight_finish(built):
+    port = _port()
+    base = f"http://127.0.0.1:{port}"
+    key = "k" * 24
+    proc = _serve(built, port, {"BERTSEARCH_WRITE_KEY": key})
+    try:
+        _wait_ready(base, proc)  # the shipped reranker and reader are loaded: an ask takes a while
+        r = httpx.put(f"{base}/documents", json=[{"id": "glacier", "text": "Glaciers carve valleys."}],
+                      headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200 and r.json()["added"] == 1
+        codes: list[int] = []
+
+        def ask():
+            codes.append(httpx.post(f"{base}/ask", json={"question": "when did Fleming discover penicillin", "passages": 4},
+                                    timeout=120).status_code)
+
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join()
+        assert proc.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
+        assert codes == [200, 200, 200, 200]
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

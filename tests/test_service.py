@@ -1,0 +1,232 @@
+"""The HTTP service: the API through FastAPI's test client, its errors, keys and limits, and the remote client."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+from fakes import WordReader, WordReranker
+from fastapi.testclient import TestClient
+
+import bertsearch
+from bertsearch.service import schemas
+from bertsearch.service.app import Keys, create_app
+from bertsearch.service.client import RemoteError, RemoteIndex
+
+WRITE = "w" * 24
+READ = "r" * 24
+
+
+@pytest.fixture
+def ix(tmp_path, docs):
+    index = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    index.add(docs)
+    index._reranker = WordReranker("fleming")
+    index._reader = WordReader("1928")
+    yield index
+    index.close()
+
+
+@pytest.fixture
+def client(ix):
+    with TestClient(create_app(ix, keys=Keys(write=WRITE), warm=False)) as c:
+        yield c
+
+
+def auth(key=WRITE):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def error_of(r, status):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["status"] == status and body["error"]["message"]
+    return body["error"]["message"]
+
+
+def test_search_get_and_post_agree_and_carry_timings(client):
+    a = client.get("/search", params={"q": "northern lights", "k": 2}).json()
+    b = client.post("/search", json={"query": "northern lights", "k": 2}).json()
+    assert [h["doc_id"] for h in a["hits"]] == [h["doc_id"] for h in b["hits"]]
+    assert a["hits"][0]["doc_id"] == "aurora" and set(a["timings"]) == {"retrieve"} and a["k"] == 2
+    r = client.post("/search", json={"query": "penicillin", "mode": "lexical", "where": "year = 1928", "rerank": True})
+    body = r.json()
+    assert [h["doc_id"] for h in body["hits"]] == ["penicillin"] and "rerank" in body["timings"]
+
+
+def test_batch_search_and_ask(client):
+    r = client.post("/search/batch", json={"queries": ["northern lights", "volcano lava"], "k": 1})
+    assert [res["hits"][0]["doc_id"] for res in r.json()["results"]] == ["aurora", "volcano"]
+    a = client.post("/ask", json={"question": "when did Fleming discover penicillin"}).json()
+    assert not a["abstained"] and a["answers"][0]["text"] == "1928" and a["answers"][0]["doc_id"] == "penicillin"
+    assert set(a["timings"]) == {"retrieve", "rerank", "read"}
+    none = client.post("/ask", json={"question": "piano keys hammer", "mode": "lexical", "passages": 1}).json()
+    assert none["abstained"] and none["answers"] == []
+
+
+def test_curl_style_json_without_a_content_type(client):
+    r = client.post("/ask", content=json.dumps({"question": "when did Fleming discover penicillin"}),
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and r.json()["answers"][0]["text"] == "1928"
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"query": "   "}, 400, "empty query"),
+    ({"query": ""}, 422, "query"),
+    ({"query": "x", "k": 10**6}, 422, "less than or equal to 100"),
+    ({"query": "x", "k": 0}, 422, "k"),
+    ({"query": "x", "mode": "fuzzy"}, 422, "mode"),
+    ({"query": "x" * (schemas.MAX_QUERY_CHARS + 1)}, 422, "query"),
+    ({"query": "x", "where": "year >>= 3"}, 400, "bad filter"),
+    ({"query": "x", "where": "Year > 3"}, 400, "did you mean 'year'"),
+    ({"query": "x", "surprise": 1}, 422, "surprise"),
+])
+def test_bad_searches_get_a_4xx_that_says_what_to_fix(client, body, status, words):
+    assert words in error_of(client.post("/search", json=body), status)
+
+
+def test_malformed_json_huge_body_wrong_method_unknown_path(client):
+    assert "not valid JSON" in error_of(client.post("/search", content=b'{"query": ', headers={"content-type": "application/json"}), 422)
+    big = b'{"query": "' + b"x" * (schemas.MAX_BODY_BYTES + 10) + b'"}'
+    assert "limit" in error_of(client.post("/search", content=big, headers={"content-type": "application/json"}), 413)
+    r = client.patch("/search")
+    error_of(r, 405)
+    assert r.headers["allow"] == "GET, POST"
+    assert "/docs" in error_of(client.get("/nowhere"), 404)
+    assert "not UTF-8" in error_of(client.put("/documents", content=b"\xff\xfe", headers={**auth(), "content-type": "application/json"}), 400)
+
+
+def test_writes_need_the_write_key(client, ix):
+    docs = {"documents": [{"id": "new", "text": "Glaciers carve valleys."}]}
+    assert "Authorization: Bearer" in error_of(client.put("/documents", json=docs), 401)
+    assert "not the write key" in error_of(client.put("/documents", json=docs, headers=auth("x" * 24)), 403)
+    error_of(client.post("/documents/delete", json={"ids": ["piano"]}), 401)
+    error_of(client.delete("/documents/piano", headers=auth(READ)), 403)
+    assert ix.store.counts()["documents"] == 4
+
+
+def test_writes_refused_when_the_server_has_no_write_key(ix):
+    with TestClient(create_app(ix, warm=False)) as c:
+        assert "BERTSEARCH_WRITE_KEY" in error_of(c.put("/documents", json={"documents": [{"id": "a", "text": "b"}]},
+                                                        headers=auth()), 403)
+
+
+def test_a_read_key_closes_reads_but_not_health(ix):
+    with TestClient(create_app(ix, keys=Keys(write=WRITE, read=READ), warm=False)) as c:
+        error_of(c.get("/search", params={"q": "aurora"}), 401)
+        assert c.get("/search", params={"q": "aurora"}, headers=auth(READ)).status_code == 200
+        assert c.get("/search", params={"q": "aurora"}, headers=auth(WRITE)).status_code == 200
+        assert c.get("/health").json() == {"status": "ok"} and c.get("/ready").status_code == 200
+
+
+def test_documents_add_upsert_get_delete(client, ix):
+    r = client.post("/documents", json=[{"id": "glacier", "title": "Glacier", "text": "Glaciers carve valleys.", "year": 2001}],
+                    headers=auth())
+    assert r.status_code == 200 and r.json()["added"] == 1 and r.json()["documents"] == 5
+    assert "already stored" in error_of(client.post("/documents", json={"documents": [{"id": "glacier", "text": "x"}]},
+                                                    headers=auth()), 409)
+    ndjson = "\n".join(json.dumps(d) for d in [{"id": "glacier", "text": "Glaciers are rivers of ice."},
+                                                {"id": "fjord", "text": "A fjord is a long narrow inlet."}])
+    r = client.put("/documents", content=ndjson, headers={**auth(), "content-type": "application/x-ndjson"})
+    assert (r.json()["replaced"], r.json()["added"]) == (1, 1)
+    got = client.get("/documents/glacier").json()
+    assert got["text"] == "Glaciers are rivers of ice." and got["metadata"] == {}
+    assert client.post("/search", json={"query": "narrow inlet", "k": 1}).json()["hits"][0]["doc_id"] == "fjord"
+    r = client.put("/documents/fjord", json={"text": "A fjord is carved by a glacier.", "region": "Norway"}, headers=auth())
+    assert r.json()["replaced"] == 1 and client.get("/documents/fjord").json()["metadata"] == {"region": "Norway"}
+    dry = client.post("/documents/delete", json={"where": "topic = 'science'", "dry_run": True}, headers=auth()).json()
+    assert sorted(dry["would_delete"]) == ["aurora", "volcano"] and dry["deleted"] == 0 and dry["documents"] == 6
+    assert "not both" in error_of(client.post("/documents/delete", json={"ids": ["piano"], "where": "topic = 'x'"},
+                                              headers=auth()), 400)
+    assert client.post("/documents/delete", json={"where": "topic = 'science'"}, headers=auth()).json()["deleted"] == 2
+    assert client.delete("/documents/piano", headers=auth()).json()["deleted"] == 1
+    error_of(client.delete("/documents/piano", headers=auth()), 404)
+    error_of(client.get("/documents/piano"), 404)
+    assert "line 2" in error_of(client.put("/documents", content='{"id": "a", "text": "b"}\n{oops',
+                                           headers={**auth(), "content-type": "application/x-ndjson"}), 400)
+    assert "documents.0.text" in error_of(client.put("/documents", json=[{"id": "a"}], headers=auth()), 422)
+    assert ix.store.counts()["documents"] == 3 and ix.check()["ok"]
+
+
+def test_two_writers_at_once_both_land(client, ix):
+    results: list[int] = []
+
+    def write(n):
+        docs = [{"id": f"{n}-{i}", "text": f"writer {n} document {i} about rivers"} for i in range(40)]
+        results.append(client.put("/documents", json=docs, headers=auth()).status_code)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200, 200] and ix.store.counts()["documents"] == 4 + 80
+
+
+def test_overload_answers_503_with_retry_after(ix):
+    app = create_app(ix, warm=False, max_pending=1)
+    release = threading.Event()
+    entered = threading.Event()
+
+    @app.get("/slow")
+    def slow() -> dict:
+        entered.set()
+        release.wait(5)
+        return {}
+
+    with TestClient(app) as c:
+        t = threading.Thread(target=lambda: c.get("/slow"))
+        t.start()
+        assert entered.wait(5)
+        r = c.get("/search", params={"q": "aurora"})
+        release.set()
+        t.join()
+    assert "busy" in error_of(r, 503) and r.headers["retry-after"] == "1"
+
+
+def test_info_and_openapi_state_the_limits(client):
+    info = client.get("/info").json()
+    assert info["documents"] == 4 and info["writable"] is True and info["limits"]["k"] == schemas.MAX_K
+    spec = client.get("/openapi.json").json()
+    k = spec["components"]["schemas"]["SearchRequest"]["properties"]["k"]
+    assert k["maximum"] == schemas.MAX_K
+    assert "403" in spec["paths"]["/documents"]["put"]["responses"]
+    assert "application/x-ndjson" in spec["paths"]["/documents"]["put"]["requestBody"]["content"]
+
+
+def test_the_remote_client_makes_the_calls_of_index(client, ix):
+    remote = RemoteIndex("http://testserver", key=WRITE, client=client)
+    local = ix.search("northern lights", k=3)
+    hits = remote.search("northern lights", k=3)
+    assert [h.doc_id for h in hits] == [h.doc_id for h in local] and hits[0].text == local[0].text
+    assert "retrieve" in hits.timings
+    assert [r[0].doc_id for r in remote.batch_search(["volcano lava", "piano"], k=1)] == ["volcano", "piano"]
+    answer = remote.ask("when did Fleming discover penicillin")
+    assert answer.answers[0].text == "1928" and not answer.abstained
+    report = remote.add([{"id": "glacier", "text": "Glaciers carve valleys."}])
+    assert report.added == 1 and remote.get("glacier")["text"] == "Glaciers carve valleys." and remote.get("nope") is None
+    assert remote.to_delete(where="topic = 'science'") == ["aurora", "volcano"]
+    assert remote.delete(["glacier"]) == 1 and remote.info()["documents"] == 4
+    with pytest.raises(RemoteError, match="empty query") as e:
+        remote.search("  ")
+    assert e.value.status == 400
+    reader_only = RemoteIndex("http://testserver", client=client)
+    with pytest.raises(RemoteError, match="write key"):
+        reader_only.add([{"id": "x", "text": "y"}])
+
+
+def test_keys_come_from_the_environment_or_a_file(tmp_path):
+    keys = Keys.load({"BERTSEARCH_WRITE_KEY": WRITE})
+    assert (keys.write, keys.read) == (WRITE, None)
+    f = tmp_path / "keys"
+    f.write_text(f"# keys\nread={READ}\nwrite={WRITE}\n")
+    keys = Keys.load({}, f)
+    assert (keys.write, keys.read) == (WRITE, READ)
+    with pytest.raises(bertsearch.BertsearchError, match="at least 16"):
+        Keys.load({"BERTSEARCH_WRITE_KEY": "short"})
+    f.write_text("writer=abc\n")
+    with pytest.raises(bertsearch.BertsearchError, match="keys:1"):
+        Keys.load({}, f)
