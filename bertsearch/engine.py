@@ -513,12 +513,12 @@ def _mirror_config(path: Path, config: IndexConfig) -> None:
     """Keep config.json (for people and tools; the store holds the truth) in step, atomically."""
     text = config.to_json() + "\n"
     try:
-        if path.exists() and path.read_text() == text:
+        if path.exists() and path.read_bytes() == text.encode():
             return
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
-    except OSError as e:
+    except OSError as e:  # a read-only folder: the store still holds the truth
         log.warning("could not write %s (%s)", path, e)
 
 

@@ -84,6 +84,9 @@ def from_sqlite(e: Exception, db: str) -> BertsearchError:
         return BertsearchError(f"cannot write to {db} ({msg}); make {folder} writable, or only search it")
     if "locked" in low or "busy" in low:
         return IndexBusy(f"{folder} is being written by another process ({msg}); try again when it finishes")
-    if "unable to open" in low or "disk i/o" in low:
-        return BertsearchError(f"cannot read {db} ({msg}); check the folder's permissions and the disk")
+    if "disk i/o" in low:
+        return BertsearchError(f"reading or writing {db} failed ({msg}): the disk may be full or failing; nothing "
+                               "committed was lost. Free some space, check the disk, and run the command again")
+    if "unable to open" in low:
+        return BertsearchError(f"cannot open {db} ({msg}); check that {folder} exists and its permissions")
     return CorruptIndex(db, msg)

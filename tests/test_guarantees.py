@@ -424,3 +424,88 @@ def test_14_vector_file_temporary_names_do_not_collide(tmp_path):
     assert VectorIndex.load(path, generation=meta["generation"], spec="flat").count == 50
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == ["vectors.faiss.json.tmp", "vectors.faiss.tmp"]
     assert not dead.exists()
+
+
+# -- found by the fault soak (scripts/soak.py) ----------------------------------------------------------
+
+
+def test_soak_garbage_config_json_is_rewritten_not_a_traceback(run, corpus_file, tmp_path):
+    ix = tmp_path / "ix"
+    run("index", corpus_file, "--index", ix, "--model", "hashing")
+    (ix / "config.json").write_bytes(bytes(range(256)) * 2)  # not even UTF-8
+    r = run("search", "aurora", "--index", ix, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["hits"][0]["doc_id"] == "aurora"
+    assert json.loads((ix / "config.json").read_text())["model"] == "hashing:64"  # the mirror is written again
+
+
+def test_soak_a_retired_folder_left_after_a_swap_blocks_nothing(run, corpus_file, tmp_path):
+    ix = tmp_path / "ix"
+    run("index", corpus_file, "--index", ix, "--model", "hashing")
+    left = tmp_path / ".ix.retired"  # a re-index killed after its swap, before it removed the old folder
+    left.mkdir()
+    (left / "config.json").write_text("{}")
+    r = run("reindex", "--index", ix, "--model", "hashing:32", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["to_model"] == "hashing:32" and not left.exists()
+
+
+def _limited(limit: int):
+    import resource
+    import signal
+
+    def pre():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return pre
+
+
+def test_soak_a_full_disk_is_one_line_naming_the_index(corpus_file, tmp_path):
+    import subprocess
+    import sys
+
+    ix = tmp_path / "ix"
+    big = _jsonl(tmp_path / "big.jsonl", [{"id": f"d{i}", "text": f"document {i} " + "word " * 300} for i in range(300)])
+    subprocess.run([sys.executable, "-m", "bertsearch", "index", str(corpus_file), "--index", str(ix), "--model", "hashing"],
+                   check=True, capture_output=True)
+    size = (ix / "store.db").stat().st_size
+    r = subprocess.run([sys.executable, "-m", "bertsearch", "add", str(big), "--index", str(ix)], capture_output=True,
+                       text=True, preexec_fn=_limited(size + 100_000), timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(lines) == 1, r.stderr
+    assert str(ix) in lines[0] and ("full" in lines[0] or "disk" in lines[0]) and "damaged" not in lines[0]
+    with bertsearch.open_index(ix) as index:  # what was committed before is all there
+        assert {"aurora", "penicillin", "volcano", "piano"} <= set(index.store.ids()) and index.check()["ok"]
+
+
+def test_soak_a_read_only_index_is_searched_and_refuses_writes(tmp_path, corpus_file):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv is None:
+        pytest.skip("as root, file modes bind only with setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"] if os.geteuid() == 0 else []
+    ix = tmp_path / "ix"
+    subprocess.run([sys.executable, "-m", "bertsearch", "index", str(corpus_file), "--index", str(ix), "--model", "hashing"],
+                   check=True, capture_output=True)
+    for f in ix.iterdir():
+        f.chmod(0o444)
+    ix.chmod(0o555)
+    try:
+        def cli(*args):
+            return subprocess.run([*prefix, sys.executable, "-m", "bertsearch", *args, "--index", str(ix)],
+                                  capture_output=True, text=True, timeout=120)
+
+        r = cli("search", "northern lights", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["hits"][0]["doc_id"] == "aurora"
+        assert cli("check").returncode == 0
+        r = cli("delete", "--id", "aurora")
+        assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        ix.chmod(0o755)
+        for f in ix.iterdir():
+            f.chmod(0o644)

@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -32,13 +33,14 @@ class Group(click.Group):
     """Turns a bertsearch error into one line on stderr and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        index = _index_arg(ctx)  # (click consumes the arguments as it invokes)
         try:
             return super().invoke(ctx)
         except BertsearchError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
         except sqlite3.DatabaseError as e:  # the store failed under a command: damage, a full disk, read-only
-            err = from_sqlite(e, os.path.join(_index_arg(ctx), "store.db"))
+            err = from_sqlite(e, os.path.join(index, "store.db"))
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
@@ -48,7 +50,9 @@ class Group(click.Group):
 
 def _index_arg(ctx: click.Context) -> str:
     """The --index a command line names (for messages about a failure that carries no path)."""
-    args = [*getattr(ctx, "protected_args", []), *ctx.args]
+    with warnings.catch_warnings():  # click 8.2 deprecates protected_args (9.0 folds them into args)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        args = [*getattr(ctx, "protected_args", []), *ctx.args]
     for i, a in enumerate(args):
         if a == "--index" and i + 1 < len(args):
             return args[i + 1]
@@ -586,12 +590,15 @@ def train() -> None:
 
 
 def _register() -> None:
+    from .backup import backup_command, restore_command
     from .serve import serve_command
     from .eval_squad import squad_command
     from .train_encoder import encoder_command
     from .train_reader import reader_command
     from .train_reranker import reranker_command
 
+    cli.add_command(backup_command)
+    cli.add_command(restore_command)
     cli.add_command(serve_command)
     eval.add_command(squad_command)
     train.add_command(reader_command)

@@ -111,6 +111,7 @@ class SharedEncoder:
         self.inner = inner
         self.name = inner.name
         self._lock = threading.RLock()
+        self._cache: dict[str, int] = {}
         self._batcher: Batcher[str, np.ndarray] = Batcher(self._encode, max_items=max_items, name="encoder")
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -138,18 +139,23 @@ class SharedEncoder:
 
     @property
     def dim(self) -> int:
-        with self._lock:
-            return self.inner.dim
+        return self._fixed("dim")
 
     @property
     def max_tokens(self) -> int:
-        with self._lock:
-            return self.inner.max_tokens
+        return self._fixed("max_tokens")
 
     @property
     def special_tokens(self) -> int:
-        with self._lock:
-            return self.inner.special_tokens
+        return self._fixed("special_tokens")
+
+    def _fixed(self, name: str) -> int:
+        """A property of the model that never changes, read once (some cost a tokenizer call)."""
+        value = self._cache.get(name)
+        if value is None:
+            with self._lock:
+                value = self._cache[name] = getattr(self.inner, name)
+        return value
 
     def close(self) -> None:
         self._batcher.close()

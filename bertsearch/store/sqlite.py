@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import logging
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,12 +20,13 @@ import numpy as np
 import sqlite_utils
 
 from ..config import IndexConfig
-from ..errors import IndexBusy, IndexClosed, from_sqlite
+from ..errors import BertsearchError, IndexBusy, IndexClosed, from_sqlite
 from ..filters import Filter
 from ..types import Chunk, Document
-from .migrations import migrate
+from .migrations import SCHEMA_VERSION, migrate
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,9 +58,12 @@ class Store:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._write_lock = threading.Lock()  # writers of this process take turns before asking SQLite's lock
+        self.read_only = False  # set when the folder cannot be written: the store is searched, never written
         self._local.conn = self._connect(migrate_schema=True)
 
     def _connect(self, *, migrate_schema: bool = False) -> sqlite3.Connection:
+        if self.read_only:
+            return self._register(self._connect_read_only())
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -67,10 +73,40 @@ class Store:
                 migrate(conn)
         except sqlite3.DatabaseError as e:
             conn.close()
+            if self.path.exists() and not _writable(self.path.parent):  # a read-only folder: the index still reads
+                self.read_only = True
+                return self._register(self._connect_read_only())
             raise from_sqlite(e, str(self.path)) from None
         except BaseException:
             conn.close()
             raise
+        return self._register(conn)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection to a store in a folder this process cannot write. SQLite's WAL mode needs to write beside
+        the database even to read, so the store is opened as immutable: nobody can change it while the folder is
+        read-only. A write-ahead log not yet folded into the database would go unread, so it is refused."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise BertsearchError(
+                f"{self.path.parent} is read-only and holds writes not yet folded into store.db ({wal.name}); make "
+                "the folder writable and run any bertsearch command on it once, then it can be read read-only"
+            )
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, timeout=self.timeout,
+                               isolation_level=None, check_same_thread=False)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise from_sqlite(e, str(self.path)) from None
+        if version < SCHEMA_VERSION:
+            conn.close()
+            raise BertsearchError(f"{self.path.parent} was made by an older bertsearch and is read-only: make the "
+                                  "folder writable once so that its store can be upgraded")
+        log.info("%s is read-only: searching it, no writes", self.path.parent)
+        return conn
+
+    def _register(self, conn: sqlite3.Connection) -> sqlite3.Connection:
         with self._conns_lock:
             if self._closed:
                 conn.close()
@@ -114,6 +150,9 @@ class Store:
         this process held it open) takes no more writes: they would be lost with it. Threads of one
         process take turns (a lock) before SQLite's own lock, which other processes wait on."""
         conn = self.conn
+        if self.read_only:
+            raise BertsearchError(f"cannot write to {self.path.parent}: the folder is read-only; make it writable, "
+                                  "or only search it")
         if conn.in_transaction:  # a read snapshot of this thread: a write cannot start inside it
             raise RuntimeError("a write transaction cannot start inside a read snapshot of the same thread")
         if not self._write_lock.acquire(timeout=self.timeout):
@@ -122,13 +161,13 @@ class Store:
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
                 if "locked" in str(e) or "busy" in str(e):
                     raise IndexBusy(
                         f"{self.path.parent} is being written by another process (waited {self.timeout:.0f}s); "
                         "try again when it finishes"
                     ) from None
-                raise
+                raise from_sqlite(e, str(self.path)) from None
             if not retired_ok:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'retired'").fetchone()
                 if row is not None:
@@ -139,9 +178,11 @@ class Store:
                 if bump:
                     conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 conn.execute("COMMIT")
+            except sqlite3.DatabaseError as e:  # a full disk, a read-only file, damage: said with this store's path
+                _rollback(conn)
+                raise from_sqlite(e, str(self.path)) from None
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         finally:
             self._write_lock.release()
@@ -339,7 +380,8 @@ class Store:
         """Problems in the store: SQLite integrity, FTS in step with documents, chunks and vectors sane."""
         problems = [r[0] for r in self.conn.execute("PRAGMA quick_check") if r[0] != "ok"]
         try:
-            self.conn.execute("INSERT INTO documents_fts(documents_fts, rank) VALUES ('integrity-check', 1)")
+            if not self.read_only:  # (FTS5's check is written as an INSERT: a read-only store cannot run it)
+                self.conn.execute("INSERT INTO documents_fts(documents_fts, rank) VALUES ('integrity-check', 1)")
         except sqlite3.DatabaseError as e:
             problems.append(f"full-text index out of step with documents ({e})")
         size = dim * np.dtype(dtype).itemsize
@@ -373,3 +415,21 @@ class Store:
             part = values[i : i + 500]
             rows.extend(self.conn.execute(sql.format(",".join("?" * len(part))), part).fetchall())
         return rows
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is still open (SQLite may have rolled back already, after an I/O error)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError:
+            pass
+
+
+def _writable(folder: Path) -> bool:
+    """Whether this process can create files in `folder` (as root, modes are checked by trying)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False

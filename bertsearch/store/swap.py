@@ -25,8 +25,13 @@ def retired_path(path: Path) -> Path:
 
 
 def recover(path: Path) -> None:
-    """Finish or undo a swap that a crash cut between its two renames (the index folder is missing)."""
+    """Finish or undo a swap that a crash cut between its two renames (the index folder is missing), or remove
+    the old folder that a crash after the swap left beside the index."""
     old, new = retired_path(path), staging_path(path)
+    if path.exists() and old.exists():  # a swap that finished, cut off before it removed the old folder
+        log.warning("removing %s, left by a re-index or restore that was cut off after its swap", old)
+        shutil.rmtree(old, ignore_errors=True)
+        return
     if path.exists() or not old.exists():
         return
     if (new / COMPLETE).exists():
