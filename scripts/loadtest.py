@@ -29,6 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 QUERIES = ROOT / "corpora" / "wiki-demo" / "queries.tsv"
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,7 +161,7 @@ def main() -> int:
         top = max(clients)
         ratio = round(by[("search", top)]["qps"] / by[("search", 1)]["qps"], 2) if by[("search", 1)]["qps"] else None
         print(f"hybrid search: {top} clients give {ratio}x the queries/s of one")
-    out = {"machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.processor() or platform.platform()}",
+    out = {"machine": f"{cpu_model()}, {os.cpu_count()} cpus, {platform.machine()}",
            "index": args.index, "ready_s": round(ready_s, 1), "results": results, "search_scaling": ratio,
            "date": time.strftime("%Y-%m-%d")}
     if args.json:

@@ -89,3 +89,18 @@ def test_sigterm_lets_requests_in_flight_finish(built):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_short_load_test_on_loopback_has_no_errors(built, tmp_path):
+    """scripts/loadtest.py --quick: 1 and 4 clients for search and ask, capped in count and time (docs/service.md
+    has the full run's figures)."""
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "loadtest.py"
+    out = tmp_path / "load.json"
+    r = subprocess.run([sys.executable, str(script), "--index", str(built), "--quick", "--clients", "1,4",
+                        "--endpoints", "search", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == 2 and all(x["errors"] == 0 and x["requests"] > 0 for x in results)
