@@ -28,13 +28,15 @@ from .search import qa
 from .search import rerank as reranking
 from .search.qa import ANSWER_SCORINGS, rank_answers
 from .search.rerank import rerank_order
-from .search.retrieve import Retriever
+from .search.retrieve import PAGE_STARTS, Retriever, page_at
 from .store import Store
 from .store.swap import recover
 from .types import AskResult, Hits, IndexReport
 from .vectors.cache import VectorCache
 
 log = logging.getLogger(__name__)
+
+_UNLOADED: Any = object()
 
 
 class Index:
@@ -74,18 +76,19 @@ class Index:
         self.retriever = Retriever(store, self.vectors, self.encoder, config)
         self.ingest = Ingest(path, store, config, self.encoder)
         self.background_rebuild = False  # writes rebuild the vector index in a background thread (the service)
-        # chosen with the shipped cross-encoder on squad-dev-retrieval and SciFact's train claims (README,
-        # "Reranking and answers"): the top DEPTH re-scored, each losing PENALTY logits per place it stood below the
+        # chosen with the shipped cross-encoder on squad-dev-retrieval and SciFact's train claims (docs/measurements/
+        # rerank-and-answers.md): the top DEPTH re-scored, each losing PENALTY logits per place it stood below the
         # first stage's top, so that a confident cross-encoder decides and an unsure one defers to the first stage
         self.rerank_depth = 20  # candidates the cross-encoder re-scores
         self.rerank_penalty = 0.75  # logits per first-stage place (0: the cross-encoder's order alone)
         # how answers from different passages compare (see rank_answers), chosen by `eval ask` on squad-dev-retrieval
-        # (README, "Reranking and answers"): margin plus half the passage's cross-encoder score, F1 33.7 against
+        # (docs/measurements/rerank-and-answers.md): margin plus half the passage's cross-encoder score, F1 33.7 against
         # 24.7 for raw span scores at the shipped threshold, 59.8 against 44.5 never abstaining
         self.answer_scoring = "margin"
         self.answer_passage_weight = 0.5
         self._reranker: Any = None
         self._reader: Any = None
+        self._calibration: Any = _UNLOADED
         self._models_lock = threading.Lock()  # a model loads once, whichever thread asks first
         self._reranker_name: str | None = reranker
         self._reader_name: str | None = reader
@@ -218,14 +221,16 @@ class Index:
         encode_batch_size: int = 32,
         on_progress: Progress | None = None,
         prune: bool = False,
+        keep: set[str] | None = None,
     ) -> IndexReport:
         """Add documents, replacing those whose id is already stored. Unchanged ones cost no encoder work.
 
-        With `prune`, documents stored but absent from `docs` are deleted once all of `docs` is read
-        (so an interrupted run deletes nothing, and a `docs` that holds nothing deletes nothing: it is refused).
+        With `prune`, documents stored but absent from `docs` (and from `keep`) are deleted once all of `docs`
+        is read (so an interrupted run deletes nothing, and a `docs` that holds nothing deletes nothing: it is
+        refused).
         """
         report = self.ingest.add(docs, batch_size=batch_size, encode_batch_size=encode_batch_size,
-                                 on_progress=on_progress, prune=prune)
+                                 on_progress=on_progress, prune=prune, keep=keep)
         t0 = time.perf_counter()
         self._vectors_changed()
         report.seconds += time.perf_counter() - t0
@@ -252,7 +257,9 @@ class Index:
         docs = read_corpus(source, format, fields=fields, on_error=on_error, stats=stats)
         if prune and on_error == "skip":
             raise BadArgument("--prune with --on-error skip could delete documents whose records are malformed; use one or the other")
-        report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune)
+        # files that are there but could not be read this time (binary now, damaged, a package missing) keep
+        # their stored copies: a prune deletes only what the corpus no longer holds
+        report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune, keep=stats.present)
         report.skipped = stats.skipped
         report.errors = list(stats.errors)
         report.skipped_files = dict(stats.skipped_files)
@@ -393,23 +400,24 @@ class Index:
         where: str | Filter | None = None,
         rerank: bool = True,
         hits: int | None = None,
-        threshold: float | str | None = "default",
+        min_confidence: float | None = None,
         rerank_depth: int | None = None,
         rerank_penalty: float | None = None,
     ) -> AskResult:
         """Answer a question from the index: retrieve, rerank, then read the best `passages` chunks.
 
-        Returns up to `k` answers located in their documents (character offsets), the hits (the top
-        `hits`, default `passages`, of which the reader read the first `passages`), and each stage's
-        time. When the reader judges that no passage holds an answer, `answers` is empty and
-        `abstained` is True: an honest "no answer" rather than an invented one. `threshold` is the reader's
-        no-answer margin for this call: "default" (the reader's own), a number (abstain when "no answer" beats
-        the best span by more), or None (answer whenever a span is found).
+        Returns up to `k` different answers located in their documents (character offsets), each with a
+        `confidence` in [0, 1] (the calibrated probability that it is right), the result's `no_answer_probability`
+        (that the corpus holds no answer), the hits (the top `hits`, default `passages`, of which the reader read
+        the first `passages`), and each stage's time. An answer is given when its confidence reaches
+        `min_confidence` (default: the calibration's, chosen on held-apart questions; 0 answers whenever a span
+        is found); otherwise `answers` is empty, `abstained` is True, and `best_candidate` says how close the best
+        candidate came: an honest "no answer" rather than an invented one.
         """
         if k < 1 or passages < 1 or (hits is not None and hits < 1):
             raise BadArgument(f"k, passages and hits must be > 0, got {k}, {passages} and {hits}")
-        if isinstance(threshold, str) and threshold != "default":
-            raise BadArgument(f"threshold must be a number, None or 'default', got {threshold!r}")
+        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+            raise BadArgument(f"min_confidence is a probability, from 0 to 1; got {min_confidence}")
         question = self.retriever.check_queries([question], 1, mode)[0]
         found = self.search(question, k=max(passages, hits or passages), mode=mode, where=where, rerank=rerank,
                             rerank_depth=rerank_depth, rerank_penalty=rerank_penalty)
@@ -418,17 +426,32 @@ class Index:
         t0 = time.perf_counter()
         reader = self.reader
         spans = reader.read(question, [h.text for h in read], per_passage=k) if read else []
-        spans = rank_answers(spans, read, scoring=self.answer_scoring, passage_weight=self.answer_passage_weight)[:k]
+        ranked = qa.distinct(rank_answers(spans, read, scoring=self.answer_scoring,
+                                          passage_weight=self.answer_passage_weight))[:k]
         timings["read"] = time.perf_counter() - t0
-        if not read:
-            abstained = True
-        elif threshold == "default":
-            abstained = reader.abstains(spans)
-        else:
-            abstained = qa.abstains(spans, threshold)
-        answers = [] if abstained else [qa.locate(read[s.passage], s) for s in spans]
-        shown = found[: hits or passages]
-        return AskResult(question=question, answers=answers, hits=shown, abstained=abstained, timings=timings)
+        judged = qa.judge(ranked, read, self.calibration, min_confidence)
+        candidates = [qa.locate(read[sp.passage], sp, confidence=c) for sp, c in zip(ranked, judged.confidences)]
+        for a in candidates:
+            if any(h.page is not None for h in read):  # documents with pages: the answer's own page
+                doc = self.store.document(a.doc_id)
+                a.page = page_at((doc or {}).get("metadata", {}).get(PAGE_STARTS), a.start)
+        answers = [] if judged.abstained else [a for a in candidates if a.confidence is None or a.confidence >= judged.min_confidence]
+        return AskResult(question=question, answers=answers, hits=found[: hits or passages], abstained=judged.abstained,
+                         timings=timings, no_answer_probability=judged.no_answer,
+                         best_candidate=candidates[0] if judged.abstained and candidates else None,
+                         min_confidence=judged.min_confidence)
+
+    @property
+    def calibration(self) -> Any:
+        """The answers' confidence calibration (beside the reader's weights; see `search.confidence`), or None."""
+        if self._calibration is _UNLOADED:
+            from .models.reader import DEFAULT_READER, DEFAULT_READER_PATH
+            from .search import confidence
+
+            name = self._reader_name
+            path = DEFAULT_READER_PATH if name in (None, DEFAULT_READER) else getattr(self.reader, "path", None)
+            self._calibration = confidence.load(path)
+        return self._calibration
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -46,8 +46,10 @@ class Ingest:
         encode_batch_size: int = 32,
         on_progress: Progress | None = None,
         prune: bool = False,
+        keep: set[str] | None = None,
     ) -> IndexReport:
-        """See `Index.add`."""
+        """See `Index.add`. `keep`: ids a prune leaves alone although `docs` did not hold them (filled while `docs`
+        is read: files that are there but could not be read this time)."""
         if batch_size < 1:
             raise BadArgument(f"batch size must be > 0, got {batch_size}")
         report = IndexReport()
@@ -65,7 +67,8 @@ class Ingest:
                         f"read 0 documents, so --prune would delete all {n} documents of {self.path}; nothing was "
                         "deleted. Check the corpus path and its --format (and --id-field/--text-field)"
                     )
-            gone = [i for i in self.store.ids() if i not in seen]
+            keep = keep if keep is not None else set()
+            gone = [i for i in self.store.ids() if i not in seen and i not in keep]
             report.deleted += self.store.delete(gone) if gone else 0
         report.seconds = time.perf_counter() - t0
         return report

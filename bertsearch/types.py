@@ -31,6 +31,8 @@ class Hit:
 
     `scores` holds the score of every stage that saw the document ("dense": cosine,
     "lexical": BM25, "hybrid": reciprocal-rank fusion) and `ranks` its 1-based rank there.
+    `page` is the 1-based page the chunk starts on, for a document with pages (a PDF: its metadata's
+    "page_starts", which `metadata` here leaves out), else None.
     """
 
     rank: int
@@ -44,6 +46,7 @@ class Hit:
     scores: dict[str, float] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    page: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +125,10 @@ class Answer:
     """The passage the answer was read from (the hit's chunk text)."""
     context_start: int = 0
     """Where `context` starts in the document, so the span is `context[start - context_start : end - context_start]`."""
+    confidence: float | None = None
+    """The calibrated probability that the answer is right (None where no calibration is available)."""
+    page: int | None = None
+    """The page the answer is on, for a document with pages (a PDF)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,14 +136,20 @@ class Answer:
 
 @dataclass
 class AskResult:
-    """What `Index.ask` found: answers best first (empty when the reader abstained), the hits read,
-    and the seconds each stage took ("retrieve", "rerank", "read")."""
+    """What `Index.ask` found: answers best first (empty when it abstained), the hits read, the seconds each
+    stage took ("retrieve", "rerank", "read"), and how sure it is."""
 
     question: str
     answers: list[Answer]
     hits: list[Hit]
     abstained: bool
     timings: dict[str, float] = field(default_factory=dict)
+    no_answer_probability: float | None = None
+    """The calibrated probability that the corpus holds no answer to the question."""
+    best_candidate: Answer | None = None
+    """When abstaining: the best candidate there was, with its confidence (how close it came)."""
+    min_confidence: float | None = None
+    """The confidence an answer had to reach."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -331,13 +331,18 @@ def test_11_folder_with_latin1_binary_and_other_files(run, tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["added"] == 2
-    assert report["skipped_files"] == {"binary": 1, ".pdf": 1, ".png": 1}
+    assert report["skipped_files"] == {"binary": 1, "damaged .pdf": 1, ".png": 1}
     assert report["decoded_as"] == {"cp1252": ["cafe.txt"]}
     with bertsearch.open_index(ix) as index:
         assert index.get("cafe.txt")["text"] == "Le café est ouvert. Crème brûlée."
     r = run("index", folder, "--index", ix)
     assert r.exit_code == 0
     assert "not UTF-8" in r.stderr and "cafe.txt" in r.stderr and "3 files skipped" in r.stderr
+    (folder / "plain.md").write_bytes(b"\x00binary now")  # there, but unreadable this time: its copy stays
+    r = run("index", folder, "--index", ix, "--prune", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == 0
+    with bertsearch.open_index(ix) as index:
+        assert index.get("plain.md")["text"].startswith("# Plain")
 
 
 # -- 12: a very long query ---------------------------------------------------------------------------------

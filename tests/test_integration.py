@@ -93,14 +93,14 @@ def test_the_shipped_reranker_puts_the_answering_article_first(demo_index):
 
 
 def test_the_shipped_reader_answers_and_locates_the_span(demo_index):
-    # threshold None: whatever the margin, this test checks the span itself
-    result = demo_index.ask("when did Alexander Fleming discover penicillin", k=2, threshold=None)
+    # min_confidence 0: whatever the confidence, this test checks the span itself
+    result = demo_index.ask("when did Alexander Fleming discover penicillin", k=2, min_confidence=0)
     assert not result.abstained
     a = result.answers[0]
     assert "1928" in a.text and demo_index.get(a.doc_id)["text"][a.start : a.end] == a.text
 
 
-def test_ask_threshold_decides_between_an_answer_and_no_answer(tmp_path):
+def test_min_confidence_decides_between_an_answer_and_no_answer(tmp_path):
     ix = tmp_path / "ix"
     runner = CliRunner()
     docs = tmp_path / "docs.jsonl"
@@ -108,7 +108,27 @@ def test_ask_threshold_decides_between_an_answer_and_no_answer(tmp_path):
                                 "in 1928 when he noticed mould killing bacteria."}) + "\n")
     assert runner.invoke(cli, ["index", str(docs), "--index", str(ix)]).exit_code == 0
     q = ["ask", "who", "discovered", "penicillin", "--index", str(ix), "--json"]
-    sure = json.loads(runner.invoke(cli, [*q, "--threshold", "100"]).stdout)
+    sure = json.loads(runner.invoke(cli, [*q, "--min-confidence", "0"]).stdout)
     assert not sure["abstained"] and "Fleming" in sure["answers"][0]["text"]
-    never = json.loads(runner.invoke(cli, [*q, "--threshold", "-100"]).stdout)
+    p = sure["answers"][0]["confidence"]
+    assert 0 < p < 1 and 0 <= sure["no_answer_probability"] <= 1
+    never = json.loads(runner.invoke(cli, [*q, "--min-confidence", "1"]).stdout)
     assert never["abstained"] and never["answers"] == []
+    assert "Fleming" in never["best_candidate"]["text"] and never["best_candidate"]["confidence"] == p
+    r = runner.invoke(cli, q[:-1] + ["--min-confidence", "1"])
+    assert "no answer found" in r.stdout and "--min-confidence" in r.stdout
+
+
+def test_the_shipped_calibration_answers_the_demo_questions_and_declines_what_the_index_does_not_hold(demo_index):
+    """The README's questions are answered at the default confidence; one the index cannot answer is declined,
+    with its best candidate and the probability that the index holds no answer."""
+    fleming = demo_index.ask("when did Alexander Fleming discover penicillin")
+    assert not fleming.abstained and fleming.answers[0].text == "1928"
+    assert fleming.answers[0].confidence >= fleming.min_confidence > 0 and fleming.no_answer_probability < 0.5
+    aurora = demo_index.ask("what causes the northern lights")
+    assert not aurora.abstained and "particles" in aurora.answers[0].text
+    cup = demo_index.ask("which team won the 1998 FIFA World Cup final")
+    assert cup.abstained and cup.answers == [] and cup.no_answer_probability > 0.5
+    assert cup.best_candidate is not None and cup.best_candidate.confidence < cup.min_confidence
+    texts = [a.text.lower() for a in demo_index.ask("who discovered penicillin", k=3, min_confidence=0).answers]
+    assert len(texts) == len(set(texts)) and not any(a in b for a in texts for b in texts if a != b)

@@ -364,7 +364,7 @@ def make_folder(root: Path) -> Path:
         encoding="utf-8",
     )
     (root / "sub" / "z.markdown").write_text("## Only level two\ntext\n", encoding="utf-8")
-    (root / "ignored.pdf").write_bytes(b"%PDF-1.4")
+    (root / "ignored.odt").write_bytes(b"PK\x03\x04")  # an extension bertsearch does not read
     (root / ".hidden.txt").write_text("hidden")
     (root / ".git").mkdir()
     (root / ".git" / "x.txt").write_text("hidden too")
@@ -402,7 +402,7 @@ def test_folder_skips_binary_and_reads_latin1_with_a_fallback(tmp_path):
     assert docs["latin1.txt"].metadata["encoding"] == "cp1252" and "encoding" not in docs["bom.txt"].metadata
     assert docs["bom.txt"].text == "with bom"
     assert stats.read == 6 and stats.skipped == 0 and stats.errors == []
-    assert stats.skipped_files == {"binary": 1, ".jpg": 1, ".pdf": 1} and stats.decoded_as == {"cp1252": ["latin1.txt"]}
+    assert stats.skipped_files == {"binary": 1, ".jpg": 1, ".odt": 1} and stats.decoded_as == {"cp1252": ["latin1.txt"]}
 
 
 def test_folder_unreadable_file_is_a_record_error_named_without_a_line(tmp_path, monkeypatch):

@@ -62,7 +62,7 @@ def test_threads_search_and_ask_while_a_writer_adds_replaces_and_deletes(tmp_pat
                 elif kind == 1:
                     hits = ix.search(q, k=5, mode=mode, rerank=True, rerank_depth=10)
                 else:
-                    result = ix.ask(q, k=2, passages=3, mode=mode, threshold=None)
+                    result = ix.ask(q, k=2, passages=3, mode=mode, min_confidence=0)
                     hits = result.hits
                     assert result.abstained or all("harbor" == a.text for a in result.answers)
                 consistent(hits)
@@ -152,9 +152,9 @@ def test_per_call_settings_leave_the_index_alone(index):
     index._reranker = WordReranker("piano")
     index._reader = WordReader("piano")
     index.search("keys", k=3, rerank=True, rerank_depth=2, rerank_penalty=0.0)
-    index.ask("keys", threshold=None)
+    index.ask("keys", min_confidence=0)
     assert (index.rerank_depth, index.rerank_penalty) == (20, 0.75)
-    with pytest.raises(bertsearch.BertsearchError, match="threshold"):
-        index.ask("keys", threshold="strict")
+    with pytest.raises(bertsearch.BertsearchError, match="probability"):
+        index.ask("keys", min_confidence=2)
     with pytest.raises(bertsearch.BertsearchError, match="rerank depth"):
         index.search("keys", rerank=True, rerank_depth=0)

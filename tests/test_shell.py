@@ -35,7 +35,7 @@ def test_a_query_shows_the_answer_first_then_the_hits_and_stage_times(session, c
     assert session.execute("who discovered penicillin")
     out = said(console)
     assert out.index("answer: Alexander Fleming") < out.index(" 1. Penicillin")
-    assert "(Penicillin, score" in out and "retrieve " in out and "rerank " in out and "read " in out
+    assert "(Penicillin, confidence " in out and "retrieve " in out and "rerank " in out and "read " in out
     assert session.last_hits[0].doc_id == "penicillin" and len(session.last_hits) == 3
 
 
@@ -281,25 +281,25 @@ def test_a_narrow_terminal_wraps_instead_of_breaking(tmp_path, corpus_file):
 
 
 @pytest.mark.model
-def test_threshold_decides_whether_the_shell_answers(tmp_path, corpus_file):
-    """The shipped reader under the shell's --threshold: one that never abstains answers, one that always
-    abstains says so, both over the same question and index."""
+def test_min_confidence_decides_whether_the_shell_answers(tmp_path, corpus_file):
+    """The shipped reader under the shell's --min-confidence: 0 answers, 1 abstains and says so, both over the
+    same question and index."""
     import subprocess
 
     ix = tmp_path / "ix"
     cli = [sys.executable, "-m", "bertsearch"]
     subprocess.run([*cli, "index", str(corpus_file), "--index", str(ix)], check=True, capture_output=True)
 
-    def shell(threshold: str) -> str:
-        r = subprocess.run([*cli, "shell", "--index", str(ix), "--no-rerank", "-k", "1", "--threshold", threshold],
+    def shell(bar: str) -> str:
+        r = subprocess.run([*cli, "shell", "--index", str(ix), "--no-rerank", "-k", "1", "--min-confidence", bar],
                            input="who discovered penicillin\n", check=False, capture_output=True, text=True,
                            timeout=200, env={**os.environ, "NO_COLOR": "1"})
         assert r.returncode == 0, r.stderr
         return r.stdout
 
-    always = shell("1000")
+    always = shell("0")
     assert "answer: " in always and "Fleming" in always
-    never = shell("-1000")
+    never = shell("1")
     assert "no answer found" in never and "answer: " not in never
 
 

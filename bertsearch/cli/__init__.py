@@ -19,12 +19,12 @@ from .options import (
     index_option,
     json_option,
     k_option,
+    min_confidence_option,
     mode_option,
     model_option,
     precision_option,
     reader_option,
     reranker_option,
-    threshold_option,
     where_option,
 )
 
@@ -131,7 +131,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
             render.err.print(f"  {n} {label}")
     if report.skipped_files:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(report.skipped_files.items()))
-        render.err.print(f"  {sum(report.skipped_files.values())} files skipped, not text bertsearch reads ({kinds})")
+        render.err.print(f"  {sum(report.skipped_files.values())} files skipped, with no text bertsearch could read ({kinds})")
     for encoding, names in report.decoded_as.items():
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         render.err.print(f"  {len(names)} files not UTF-8, read as {encoding}: {shown}")
@@ -150,7 +150,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
 @precision_option
 @json_option
 def index(source: str, index_path: str, **kwargs: Any) -> None:
-    """Index a corpus: a JSONL or CSV/TSV file, a folder of .txt/.md/.html files, or a BEIR folder.
+    """Index a corpus: a JSONL or CSV/TSV file, a folder of .txt/.md/.html/.pdf/.docx/.epub files, or a BEIR folder.
 
     Creates the index if needed. Re-indexing is incremental: documents whose text is unchanged cost
     no encoder work, changed ones are replaced, and with --prune vanished ones are deleted.
@@ -283,7 +283,7 @@ def search(
 @click.option("--no-rerank", is_flag=True, help="Read the first-stage results without cross-encoder reranking.")
 @reranker_option
 @reader_option
-@threshold_option
+@min_confidence_option
 @json_option
 def ask(
     question: tuple[str, ...],
@@ -296,7 +296,7 @@ def ask(
     no_rerank: bool,
     reranker: str | None,
     reader: str | None,
-    threshold: float | None,
+    min_confidence: float | None,
     as_json: bool,
 ) -> None:
     """Answer a question from an index: retrieve, rerank, and extract answer spans.
@@ -314,7 +314,7 @@ def ask(
     q = " ".join(question)
     with Index.open(index_path, model=model, reranker=reranker, reader=reader) as ix:
         result = ix.ask(q, k=k, passages=passages, mode=mode, where=where, rerank=not no_rerank,
-                        threshold=threshold if threshold is not None else "default")
+                        min_confidence=min_confidence)
     if as_json:
         render.print_json(result.to_dict())
     else:
@@ -333,7 +333,7 @@ def ask(
 @reader_option
 @click.option("--history", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="History file (default: $BERTSEARCH_HISTORY or $XDG_STATE_HOME/bertsearch/history).")
-@threshold_option
+@min_confidence_option
 @gpu_option
 @precision_option
 def shell(
@@ -347,7 +347,7 @@ def shell(
     reranker: str | None,
     reader: str | None,
     history: str | None,
-    threshold: float | None,
+    min_confidence: float | None,
     gpu: bool | None,
     precision: str,
 ) -> None:
@@ -361,15 +361,15 @@ def shell(
     \b
     bertsearch shell --index indexes/demo
     bertsearch shell --index indexes/demo --mode dense --no-rerank
-    bertsearch shell --index indexes/demo --threshold 0      # answer whenever a span beats "no answer"
+    bertsearch shell --index indexes/demo --min-confidence 0   # answer whenever the reader finds a span
     """
     from pathlib import Path
 
     from rich.console import Console
 
     from ..filters import parse
-    from . import render
     from . import interactive as sh
+    from . import render
 
     if where is not None:
         parse(where)  # a bad --where fails before the models load
@@ -377,8 +377,7 @@ def shell(
     ix, why, seconds = sh.load(index_path, render.err, model=model, reranker=reranker, reader=reader, rerank=rerank,
                                answer=answer, precision=precision, gpu=gpu)
     with ix:
-        settings = sh.Settings(mode=mode, k=k, rerank=rerank, answer=answer, where=where,
-                               threshold=threshold if threshold is not None else "default")
+        settings = sh.Settings(mode=mode, k=k, rerank=rerank, answer=answer, where=where, min_confidence=min_confidence)
         session = sh.Shell(ix, console, settings,
                            can_rerank=why["rerank"], can_answer=why["answer"])
         sh.banner(ix, why, seconds, console)
@@ -591,8 +590,8 @@ def train() -> None:
 
 def _register() -> None:
     from .backup import backup_command, restore_command
-    from .serve import serve_command
     from .eval_squad import squad_command
+    from .serve import serve_command
     from .train_encoder import encoder_command
     from .train_reader import reader_command
     from .train_reranker import reranker_command
@@ -715,33 +714,87 @@ def eval_beir(
 
 
 @eval.command("ask")
-@click.argument("dataset", type=click.Path(path_type=str))
-@click.option("--answers", "answers_file", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="SQuAD JSON holding the gold answers of DATASET's questions (by question id).")
-@click.option("--split", default="test", show_default=True, help="Which qrels/SPLIT.tsv names the questions.")
+@click.argument("dataset", type=click.Path(exists=True, path_type=str))
+@click.option("--answers", "answers_file", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Closed corpus: the SQuAD JSON holding the gold answers of DATASET's questions (by question id).")
+@click.option("--adversarial", "squad_v20", default=None, type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="Open corpus: SQuAD v2.0 dev, whose unanswerable questions on indexed articles are a third case.")
+@click.option("--fit", "fit_to", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Open corpus: fit the answers' confidence calibration on the dev split and write it here "
+                   "(else the reader's own is measured).")
+@click.option("--records", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Open corpus: the per-question records (reused when present: an interrupted run resumes).")
+@click.option("--reliability", "plot", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Open corpus: draw the test split's reliability diagram to this PNG.")
+@click.option("--per-case", default="400,300,200", show_default=True, metavar="A,O,V",
+              help="Open corpus: questions per split that are answerable, out of corpus, adversarial.")
+@click.option("--split", default="test", show_default=True, help="Closed corpus: which qrels/SPLIT.tsv names the questions.")
 @mode_option
-@click.option("--index", "index_path", default=None, help="Index folder to build or reuse (default: indexes/beir-DATASET-MODEL).")
+@click.option("--index", "index_path", default=None, help="Index folder to build or reuse.")
 @model_option
 @click.option("--passages", type=click.IntRange(min=1), default=5, show_default=True, help="Top passages the reader reads.")
-@click.option("--no-rerank", is_flag=True, help="Read the first-stage results without cross-encoder reranking.")
-@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Evaluate a seeded sample of N questions.")
+@click.option("--no-rerank", is_flag=True, help="Closed corpus: read the first-stage results without reranking.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Closed corpus: evaluate a seeded sample of N questions.")
 @reranker_option
 @reader_option
 @precision_option
 @json_option
-def eval_ask(dataset: str, answers_file: str, no_rerank: bool, as_json: bool, **kwargs: Any) -> None:
-    """Evaluate question answering end to end: retrieve, rerank and read over the whole corpus.
+def eval_ask(dataset: str, answers_file: str | None, squad_v20: str | None, fit_to: str | None, records: str | None,
+             plot: str | None, per_case: str, no_rerank: bool, as_json: bool, **kwargs: Any) -> None:
+    """Evaluate question answering end to end: retrieve, rerank and read over a whole corpus.
 
-    Scores the best answer by SQuAD's exact match and F1 for each way of comparing answers across
-    passages (raw span score, lead over the passage's no-answer score, plus a share of the passage's
-    cross-encoder score), all from one reading of the passages.
+    Open corpus (DATASET is SQuAD v1.1 dev's JSON): the articles are dealt into an indexed and an absent half,
+    each split into dev and test; questions whose article is indexed are answerable, the others are out of
+    corpus. Reports, on the test split, F1 on the answerable (an abstention scores 0), how often each case gets
+    "no answer", wrong answers, and the expected calibration error of the answers' confidence; --fit fits that
+    calibration (and the default --min-confidence) on the dev split.
+
+    Closed corpus (DATASET is a BEIR folder of SQuAD questions, with --answers): EM and F1 for each way of
+    comparing answers across passages, from one reading of the passages.
 
     \b
+    bertsearch eval ask ../shared/data/squad/dev-v1.1.json --adversarial ../shared/data/squad/dev-v2.0.json
+    bertsearch eval ask ../shared/data/squad/dev-v1.1.json --fit confidence.json --reliability reliability.png
     bertsearch eval ask ../shared/data/squad-dev-retrieval --answers ../shared/data/squad/dev-v1.1.json
     """
-    from ..evaluation.ask import evaluate_ask
     from . import render
 
+    if dataset.endswith(".json"):
+        from ..evaluation.open_ask import evaluate_open_corpus
+
+        try:
+            a, o, v = (int(x) for x in per_case.split(","))
+        except ValueError:
+            raise BadArgument(f"--per-case takes three whole numbers, e.g. 400,300,200; got {per_case!r}") from None
+        index_kwargs = {k: kwargs[k] for k in ("index_path", "model", "reranker", "reader", "precision")}
+        r = evaluate_open_corpus(dataset, squad_v20=squad_v20, records=records, fit_to=fit_to, plot=plot,
+                                 per_case={"answerable": a, "out_of_corpus": o, "adversarial": v},
+                                 progress=render.progress, passages=kwargs["passages"], **index_kwargs)
+        if as_json:
+            render.print_json(r)
+            return
+        t = r["test"]
+        render.out.print(f"open corpus, test split (min confidence {r['min_confidence']:.2f}; calibration: {r['calibration']})")
+        for case in ("answerable", "out_of_corpus", "adversarial"):
+            if case in t:
+                c = t[case]
+                render.out.print(f"  {case:<14} {c['questions']:>4} questions  F1 {c['f1']:5.1f}  EM {c['exact_match']:5.1f}  "
+                                 f"no answer {100 * c['no_answer']:5.1f}%  answered wrongly {100 * c['answered_wrongly']:5.1f}%")
+        render.out.print(f"  expected calibration error {t['calibration']['ece']:.3f} over {t['calibration']['questions']} questions")
+        if r.get("test_before_calibration"):
+            b = r["test_before_calibration"]
+            render.out.print("  before (the reader's raw margin at " + f"{r['reader_threshold']:.2f}): " + ", ".join(
+                f"{case} F1 {c['f1']:.1f} abstained {100 * c['abstained']:.1f}%" for case, c in b.items()))
+        if r.get("plot"):
+            render.out.print(f"  reliability diagram: {r['plot']}")
+        return
+    if answers_file is None:
+        raise BadArgument(f"{dataset} is a BEIR folder: give --answers SQUAD_JSON with its questions' gold answers "
+                          "(or pass SQuAD v1.1 dev's JSON itself for the open-corpus evaluation)")
+    from ..evaluation.ask import evaluate_ask
+
+    kwargs["index_path"] = kwargs.pop("index_path")
     r = evaluate_ask(dataset, answers_file, rerank=not no_rerank, progress=render.progress, **kwargs)
     if as_json:
         render.print_json(r)

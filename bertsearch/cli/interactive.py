@@ -71,7 +71,7 @@ class Settings:
     answer: bool = True
     where: str | None = None
     passages: int = 5
-    threshold: float | str | None = "default"  # the reader's no-answer margin (see Index.ask)
+    min_confidence: float | None = None  # answer when the answer's confidence reaches it (None: the calibration's)
 
 
 class Shell:
@@ -236,7 +236,7 @@ class Shell:
         self.last_query = text
         if s.answer:
             result = self.index.ask(text, k=3, passages=s.passages, hits=s.k, mode=s.mode, where=s.where, rerank=s.rerank,
-                                    threshold=s.threshold)
+                                    min_confidence=s.min_confidence)
             hits, timings = result.hits, result.timings
             render_answer(result, self.console)
         else:
@@ -260,20 +260,20 @@ class Shell:
 def render_answer(result: AskResult, console: Console) -> None:
     """The best answer with its span highlighted in its passage, other answers on one line each; or an
     honest "no answer found"."""
-    from .render import answer_in_context
+    from .render import answer_in_context, confidence_words, no_answer_line
 
     if result.abstained or not result.answers:
-        console.print("[bold]no answer found[/bold] [dim]in the top passages; the closest documents follow[/dim]")
+        console.print(no_answer_line(result) + " [dim]the closest documents follow[/dim]")
         return
     best, *others = result.answers
     head = Text()
     head.append("answer: ", style="bold")
     head.append(best.text, style="bold green")
-    head.append(f"  ({best.title or best.doc_id}, score {best.score:.2f})", style="dim")
+    head.append(f"  ({best.title or best.doc_id}, {confidence_words(best)})", style="dim")
     console.print(head)
     console.print(answer_in_context(best))
     for a in others:
-        console.print(Text(f"  also: {a.text}  ({a.title or a.doc_id}, score {a.score:.2f})", style="dim"))
+        console.print(Text(f"  also: {a.text}  ({a.title or a.doc_id}, {confidence_words(a)})", style="dim"))
     console.print()
 
 

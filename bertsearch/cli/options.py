@@ -37,13 +37,15 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
 
 
-def threshold_option(f: F) -> F:
+def min_confidence_option(f: F) -> F:
     return click.option(
-        "--threshold",
-        type=float,
+        "--min-confidence",
+        type=click.FloatRange(0, 1),
         default=None,
-        help="Say 'no answer' when the passage's no-answer score beats the best span by more than this "
-        "(default: the reader's, chosen on SQuAD 2.0 dev; lower abstains more).",
+        metavar="P",
+        help="Answer only when the answer's confidence (the calibrated probability that it is right) reaches P; "
+        "else say 'no answer' and how close the best candidate came (default: the calibration's, chosen on "
+        "held-apart questions; 0 answers whenever a span is found).",
     )(f)
 
 

@@ -109,7 +109,7 @@ def hits(query: str, results: list[Hit], mode: str, console: Console | None = No
         head = Text()
         head.append(f"{h.rank:>2}. ", style="bold")
         head.append(h.title or h.doc_id, style="bold cyan")
-        head.append(f"  [{h.doc_id}]", style="dim")
+        head.append(f"  [{h.doc_id}{page_label(h, ', ')}]", style="dim")
         label = "fused" if mode == "rerank" and "fused" in h.scores else mode  # the score that ordered the hits
         head.append(f"  {label} {h.score:.4f}", style="green")
         stages = " ".join(f"{s}={v:.3f}" for s, v in h.scores.items() if s != label)
@@ -123,23 +123,46 @@ def hits(query: str, results: list[Hit], mode: str, console: Console | None = No
         console.print(body)
 
 
+def page_label(h: Hit | Answer, sep: str = "") -> str:
+    """"page 3" for a hit on a document with pages (after `sep`), else ""."""
+    return f"{sep}page {h.page}" if h.page is not None else ""
+
+
 def answers(result: AskResult, console: Console | None = None, *, closest: int = 3, timings: bool = True) -> None:
-    """The answers first (or an honest "no answer found" and the `closest` documents), then timings."""
+    """The answers first, each with its confidence (or an honest "no answer found", how close the best candidate
+    came, and the `closest` documents), then timings."""
     console = console or out
     if result.abstained or not result.answers:
-        console.print("[bold]no answer found[/bold] in the top passages" + ("; the closest documents:" if closest else ""))
+        console.print(no_answer_line(result) + ("; the closest documents:" if closest else ""))
         for h in result.hits[:closest]:
-            console.print(f"  {h.rank}. {escape(h.title or h.doc_id)}  [dim]\\[{escape(h.doc_id)}][/dim]")
+            where = escape(h.doc_id + page_label(h, ", "))
+            console.print(f"  {h.rank}. {escape(h.title or h.doc_id)}  [dim]\\[{where}][/dim]")
     for i, a in enumerate(result.answers, start=1):
         head = Text()
         head.append(f"{i}. ", style="bold")
         head.append(a.text, style="bold green")
-        head.append(f"  score {a.score:.2f}", style="dim")
-        head.append(f"  from {a.title or a.doc_id} [{a.doc_id}] chars {a.start}-{a.end}", style="cyan")
+        head.append(f"  {confidence_words(a)}", style="dim")
+        head.append(f"  from {a.title or a.doc_id} [{a.doc_id}{page_label(a, ', ')}] chars {a.start}-{a.end}", style="cyan")
         console.print(head)
         console.print(answer_in_context(a, "    "))
     if timings:
         stage_times(result.timings, err)
+
+
+def confidence_words(a: Answer) -> str:
+    return f"confidence {a.confidence:.2f}" if a.confidence is not None else f"score {a.score:.2f}"
+
+
+def no_answer_line(result: AskResult) -> str:
+    """"no answer found", and why: the best candidate's confidence against the bar, and the option that moves it."""
+    line = "[bold]no answer found[/bold] in the top passages"
+    best = result.best_candidate
+    if best is not None and best.confidence is not None:
+        line += (f" [dim](best candidate {escape(repr(best.text))} at confidence {best.confidence:.2f}, under "
+                 f"{result.min_confidence:.2f}; --min-confidence lowers the bar)[/dim]")
+    if result.no_answer_probability is not None:
+        line += f" [dim](probability that the index holds none {result.no_answer_probability:.2f})[/dim]"
+    return line
 
 
 def answer_in_context(a: Answer, indent: str = "  ", around: int = 160) -> Text:

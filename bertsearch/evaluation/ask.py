@@ -42,11 +42,12 @@ def evaluate_ask(
 ) -> dict[str, Any]:
     """EM/F1 of the best answer `Index.ask` would give, per answer-scoring variant, on a seeded sample of
     `limit` judged questions; also how often the gold paragraph was among the passages read, how often
-    the reader abstained (an abstention scores 0: every SQuAD v1.1 question has an answer), and EM/F1 had
+    it abstained, by the calibrated confidence as `Index.ask` decides (an abstention scores 0: every SQuAD v1.1 question has an answer), and EM/F1 had
     it never abstained."""
     from ..engine import Index, rank_answers
     from ..readers import count_records
     from ..readers.beir import load_qrels, load_queries
+    from ..search.qa import distinct, judge
 
     dataset = Path(dataset)
     if not (dataset / "corpus.jsonl").is_file():
@@ -76,7 +77,7 @@ def evaluate_ask(
                 found += any(h.doc_id in qrels[q] for h in hits)
                 spans = ix.reader.read(queries[q], [h.text for h in hits], per_passage=3) if hits else []
                 for v in variants:
-                    ranked = rank_answers(spans, hits, scoring=v[0], passage_weight=v[1])
+                    ranked = distinct(rank_answers(spans, hits, scoring=v[0], passage_weight=v[1]))[:3]
                     if not ranked:
                         totals[v]["abstained"] += 1
                         continue
@@ -84,14 +85,14 @@ def evaluate_ask(
                     em, f = max(exact_match(text, g) for g in gold[q]), max(f1(text, g) for g in gold[q])
                     totals[v]["em_always"] += em  # as if the reader never abstained
                     totals[v]["f1_always"] += f
-                    if ix.reader.abstains(ranked):
+                    if judge(ranked, hits, ix.calibration, None).abstained:  # as `Index.ask` decides
                         totals[v]["abstained"] += 1
                         continue
                     totals[v]["exact_match"] += em
                     totals[v]["f1"] += f
                 advance(1)
         seconds = time.perf_counter() - t0
-        threshold = getattr(ix.reader, "no_answer_threshold", None)
+        threshold = ix.calibration.min_confidence if ix.calibration is not None else None
         reader_name = ix.reader.name
     n = len(qids)
     results = [
@@ -115,7 +116,7 @@ def evaluate_ask(
         "passages": passages,
         "gold_paragraph_read": round(found / n, 4),
         "reader": reader_name,
-        "no_answer_threshold": threshold,
+        "min_confidence": threshold,
         "variants": results,
         "seconds": round(seconds, 1),
         "seconds_per_question": round(seconds / n, 3),

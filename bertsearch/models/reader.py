@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,19 @@ log = logging.getLogger(__name__)
 DEFAULT_READER = "default"
 DEFAULT_READER_PATH = Path(__file__).resolve().parent.parent / "weights" / "reader"
 SETTINGS_FILE = "bertsearch.json"
-DEFAULTS: dict[str, Any] = {"max_length": 384, "stride": 128, "max_answer_tokens": 30, "no_answer_threshold": None}
+DEFAULTS: dict[str, Any] = {"max_length": 384, "stride": 128, "max_answer_tokens": 30, "no_answer_threshold": None,
+                            "sentence_spans": True}
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+_SENTENCE_INSIDE = re.compile(r"(?<=[a-z0-9)]{2}[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+"""A sentence end inside a span: a full stop (or ! or ?) after two lower-case letters or digits, space, and a
+capital; "U.S. Army", "Dr. Smith" and "3.5 m" are no sentence ends."""
+
+
+def crosses_sentence(passage: str, start: int, end: int) -> bool:
+    """Whether `passage[start:end]` runs from one sentence into the next."""
+    return _SENTENCE_INSIDE.search(passage, start, end) is not None
 
 
 def best_spans(
@@ -89,6 +101,7 @@ class ExtractiveReader:
             if max_answer_tokens is not None
             else saved.get("max_answer_tokens", DEFAULTS["max_answer_tokens"])
         )
+        self.sentence_spans = bool(saved.get("sentence_spans", DEFAULTS["sentence_spans"]))  # spans within a sentence
         threshold = no_answer_threshold if no_answer_threshold is not None else saved.get("no_answer_threshold")
         self.no_answer_threshold: float | None = float(threshold) if threshold is not None else None
         if self.max_length < 16:
@@ -207,13 +220,21 @@ class ExtractiveReader:
         log.debug("read %d passages as %d windows", len(pairs), len(windows))
         found: dict[tuple[int, int], dict[tuple[int, int], float]] = {}  # pair -> (start, end) -> best score
         null: dict[tuple[int, int], float] = {}
+        wanted = max(top_k, per_passage or 0)
         for w, start_logits, end_logits in self._logits(enc, batch_size):
             pair = pairs[windows[w]]
+            passage = passages_per_question[pair[0]][pair[1]]
             null[pair] = min(null.get(pair, float("inf")), float(start_logits[0] + end_logits[0]))
             spans = found.setdefault(pair, {})
-            for a, b, score in best_spans(
-                start_logits, end_logits, enc["offset_mapping"][w], enc.sequence_ids(w), self.max_answer_tokens, top_k
+            kept = 0
+            for a, b, score in best_spans(  # more than wanted: spans that run across sentences are passed over
+                start_logits, end_logits, enc["offset_mapping"][w], enc.sequence_ids(w), self.max_answer_tokens, 4 * wanted
             ):
+                if kept == wanted:
+                    break
+                if self.sentence_spans and crosses_sentence(passage, a, b):
+                    continue
+                kept += 1
                 if score > spans.get((a, b), float("-inf")):
                     spans[(a, b)] = score
         for (qi, pi), spans in found.items():

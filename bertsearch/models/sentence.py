@@ -81,8 +81,8 @@ class SentenceEncoder:
         return self._fingerprint
 
     def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
-        enc = self.model.tokenizer(
-            texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
+        enc = self.model.tokenizer(  # whole documents, longer than the window: the chunker cuts them (no warning)
+            texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False
         )
         return [[(int(a), int(b)) for a, b in offsets] for offsets in enc["offset_mapping"]]
 

@@ -1,5 +1,5 @@
-"""Corpus readers: turn a JSONL/CSV/TSV file, a folder of text files or a BEIR folder into a
-stream of `Document`s.
+"""Corpus readers: turn a JSONL/CSV/TSV file, a folder of text files and documents (PDF, Word, EPUB) or a
+BEIR folder into a stream of `Document`s.
 
 Everything is streamed (generators over open file handles), so a corpus larger than memory
 works. Each format's reader yields either a `Document` or a `MalformedRecord` value;
@@ -59,13 +59,19 @@ class Fields:
 @dataclass
 class ReadStats:
     """Counts filled in while a corpus is read: documents yielded, bad records skipped, and the
-    first `MAX_ERRORS_KEPT` problems as ``"file:line: problem"``."""
+    first `MAX_ERRORS_KEPT` problems as ``"file:line: problem"`` (or ``"file: problem"``: a bad record
+    without a line, or a file skipped for a fault of its own, such as a scanned or encrypted PDF)."""
 
     read: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
     skipped_files: dict[str, int] = field(default_factory=dict)
-    """Files a folder held that are not read, by kind: "binary", "too large", or an extension (".pdf")."""
+    """Files a folder held that are not read, by kind: "binary", "too large", an extension (".jpg"), a fault
+    ("encrypted .pdf", ".pdf without text", "damaged .docx") or a missing package
+    (".pdf (needs bertsearch[documents])")."""
+    present: set[str] = field(default_factory=set)
+    """Ids of files that are there but were not read (a binary file, a damaged PDF, a missing package): a prune
+    keeps their stored copies."""
     decoded_as: dict[str, list[str]] = field(default_factory=dict)
     """Files that are not UTF-8, by the encoding they were read with (names relative to the folder)."""
 
@@ -73,6 +79,21 @@ class ReadStats:
         self.skipped += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(f"{err.source}:{err.line}: {err.problem}" if err.line else f"{err.source}: {err.problem}")
+
+    def add_skipped(self, item: folder.Skipped) -> None:
+        """Count a file passed over by its kind; one at fault is named in `errors` too (it is not a bad record:
+        `skipped` is unchanged, and the run goes on whatever ``on_error`` says)."""
+        self.skipped_files[item.kind] = self.skipped_files.get(item.kind, 0) + 1
+        if item.id:
+            self.present.add(item.id)
+        if not item.problem:
+            log.debug("skipping %s (%s)", item.source, item.kind)
+            return
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(f"{item.source}: {item.problem}")
+            log.warning("skipping %s: %s", item.source, item.problem)
+        else:
+            log.debug("skipping %s: %s", item.source, item.problem)
 
 
 def _check_exists(path: Path) -> None:
@@ -91,6 +112,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     for suffixes, fmt in _SUFFIX_FORMATS:
         if name.endswith(suffixes):
             return fmt
+    if name.endswith(folder.SUFFIXES):
+        raise CorpusError(f"{path} is a single document; index the folder that holds it "
+                          f"('bertsearch index {p.parent}'), which reads its .pdf, .docx, .epub, .html, .md and "
+                          ".txt files")
     raise CorpusError(f"cannot tell the format of {path} from its name; {_FORMAT_HINT}")
 
 
@@ -150,8 +175,7 @@ def _stream(p: Path, fmt: str, fields: Fields, on_error: str, stats: ReadStats) 
     try:
         for item in records:
             if isinstance(item, folder.Skipped):
-                stats.skipped_files[item.kind] = stats.skipped_files.get(item.kind, 0) + 1
-                log.debug("skipping %s (%s)", item.source, item.kind)
+                stats.add_skipped(item)
                 continue
             if isinstance(item, MalformedRecord):
                 if on_error == "stop":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ..errors import BadArgument
 from ..types import Answer, Hit, Span
@@ -28,7 +29,7 @@ def rank_answers(spans: list[Span], hits: list[Hit], *, scoring: str = "span", p
     return sorted(out, key=lambda sp: (-sp.score, sp.passage, sp.start))
 
 
-def locate(hit: Hit, span: Span) -> Answer:
+def locate(hit: Hit, span: Span, *, confidence: float | None = None) -> Answer:
     """A reader span in a hit's chunk, located in the original document."""
     return Answer(
         text=span.text,
@@ -40,13 +41,54 @@ def locate(hit: Hit, span: Span) -> Answer:
         title=hit.title,
         context=hit.text,
         context_start=hit.start,
+        confidence=confidence,
     )
 
 
-def abstains(spans: list[Span], threshold: float | None) -> bool:
-    """No answer: there is no span, or `threshold` is set and "no answer" beats the best span by more."""
-    if not spans:
-        return True
-    if threshold is None:
-        return False
-    return spans[0].null_score - spans[0].score > threshold
+def distinct(ranked: list[Span]) -> list[Span]:
+    """`ranked` without the spans that repeat a better one: the same words (as SQuAD normalises them), words within
+    or around a better one's, or an overlap of it in the same passage. The answers shown are then different
+    answers, not copies of the first."""
+    from .confidence import normalize, same_answer
+
+    kept: list[Span] = []
+    seen: list[str] = []
+    for sp in ranked:
+        norm = f" {normalize(sp.text)} "
+        if any(same_answer(norm, s) for s in seen):  # the same words, or words of a better one ("1928", "in 1928")
+            continue
+        if any(k.passage == sp.passage and k.start < sp.end and sp.start < k.end for k in kept):
+            continue
+        kept.append(sp)
+        seen.append(norm)
+    return kept
+
+
+@dataclass
+class Judgement:
+    """Whether to answer: each candidate's confidence (None without a calibration), the probability that the
+    corpus holds no answer, the bar used, and the verdict."""
+
+    confidences: list[float | None]
+    no_answer: float | None
+    min_confidence: float
+    abstained: bool
+
+
+def judge(ranked: list[Span], hits: list[Hit], calibration: Any, min_confidence: float | None) -> Judgement:
+    """The confidence of each candidate in `ranked` (best first, see `distinct`), and whether to abstain: when
+    there is no candidate, or the best one's confidence is under `min_confidence` (default: the calibration's).
+    Without a calibration every candidate is answered (confidence None)."""
+    from . import confidence as conf
+
+    if calibration is None:
+        return Judgement([None] * len(ranked), None, min_confidence or 0.0, not ranked)
+    bar = min_confidence if min_confidence is not None else calibration.min_confidence
+    if not ranked:
+        return Judgement([], 1.0, bar, True)
+    rows = conf.features(ranked, hits)
+    reranked = any("rerank" in h.scores for h in hits)
+    models = calibration.models(reranked)
+    p = [round(float(x), 4) for x in models[0](rows)]
+    no_answer = round(float(models[1](rows[:1])[0]), 4)
+    return Judgement(p, no_answer, bar, p[0] < bar)

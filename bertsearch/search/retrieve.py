@@ -3,6 +3,8 @@ the store, with filters applied before ranking. No model is loaded here that the
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import re
 from typing import Any
@@ -196,6 +198,10 @@ class Retriever:
                 start, end = next(((a, b) for cid, a, b in chunks_by_doc.get(c.doc, []) if cid == c.chunk), (0, len(d["text"])))
             else:
                 _, start, end = spans[c.chunk]
+            metadata = d["metadata"]
+            page = page_at(metadata.get(PAGE_STARTS), start)
+            if PAGE_STARTS in metadata:  # a long list of offsets, of no use beside the page itself
+                metadata = {k: v for k, v in metadata.items() if k != PAGE_STARTS}
             hits.append(
                 Hit(
                     rank=rank,
@@ -208,8 +214,22 @@ class Retriever:
                     end=end,
                     scores=dict(c.scores),
                     ranks=dict(c.ranks),
-                    metadata=d["metadata"],
+                    metadata=metadata,
+                    page=page,
                 )
             )
         return hits
+
+
+PAGE_STARTS = "page_starts"
+"""The metadata key where a document with pages (a PDF, see `readers.documents`) keeps each page's start offset."""
+
+
+def page_at(starts: Any, offset: int) -> int | None:
+    """The 1-based page holding character `offset`, given each page's start (page 1 at 0, ascending), or None
+    when `starts` is not such a list (a document without pages, or a field of that name meaning something else)."""
+    if not isinstance(starts, list) or not starts or not all(type(s) is int for s in starts) \
+            or any(a > b for a, b in itertools.pairwise(starts)):
+        return None
+    return max(1, bisect.bisect_right(starts, offset))
 

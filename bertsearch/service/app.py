@@ -250,9 +250,8 @@ def create_app(
     @app.post("/ask", response_model=s.AskResponse, tags=["search"], dependencies=[Read],
               summary="Answer a question: retrieve, rerank, and extract answer spans (or say there is none)")
     def ask(req: s.AskRequest) -> dict[str, Any]:
-        threshold = req.threshold if "threshold" in req.model_fields_set else "default"
         result = ix().ask(_query(req.question), k=req.k, passages=req.passages, hits=req.hits, mode=req.mode,
-                          where=req.where, rerank=req.rerank, threshold=threshold)
+                          where=req.where, rerank=req.rerank, min_confidence=req.min_confidence)
         return result.to_dict()
 
     # -- documents ------------------------------------------------------------------------------------

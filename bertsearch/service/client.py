@@ -60,14 +60,15 @@ class RemoteIndex:
         return [_hits(r) for r in data["results"]]
 
     def ask(self, question: str, *, k: int = 3, passages: int = 5, mode: str = "hybrid", where: str | None = None,
-            rerank: bool = True, hits: int | None = None, threshold: float | str | None = "default") -> AskResult:
+            rerank: bool = True, hits: int | None = None, min_confidence: float | None = None) -> AskResult:
         body: dict[str, Any] = {"question": question, "k": k, "passages": passages, "mode": mode, "where": where,
-                                "rerank": rerank, "hits": hits}
-        if threshold != "default":
-            body["threshold"] = threshold
+                                "rerank": rerank, "hits": hits, "min_confidence": min_confidence}
         data = self._call("POST", "/ask", body)
+        best = data.get("best_candidate")
         return AskResult(question=data["question"], answers=[Answer(**a) for a in data["answers"]],
-                         hits=[Hit(**h) for h in data["hits"]], abstained=data["abstained"], timings=data["timings"])
+                         hits=[Hit(**h) for h in data["hits"]], abstained=data["abstained"], timings=data["timings"],
+                         no_answer_probability=data.get("no_answer_probability"),
+                         best_candidate=Answer(**best) if best else None, min_confidence=data.get("min_confidence"))
 
     def get(self, doc_id: str) -> dict[str, Any] | None:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 MAX_K = 100
 """Most results one search returns."""
@@ -34,7 +34,7 @@ class SearchRequest(Strict):
     k: int = Field(default=10, ge=1, le=MAX_K, description=f"Results to return (at most {MAX_K}).")
     mode: Mode = "hybrid"
     where: str | None = Filter
-    rerank: bool = Field(default=False, description="Re-score the top candidates with the cross-encoder.")
+    rerank: StrictBool = Field(default=False, description="Re-score the top candidates with the cross-encoder.")
     rerank_depth: int | None = Field(default=None, ge=1, le=MAX_K, description="Candidates the cross-encoder re-scores.")
     rerank_penalty: float | None = Field(default=None, ge=0, le=100, description="Logits lost per first-stage place.")
 
@@ -44,7 +44,7 @@ class BatchSearchRequest(Strict):
     k: int = Field(default=10, ge=1, le=MAX_K)
     mode: Mode = "hybrid"
     where: str | None = Filter
-    rerank: bool = False
+    rerank: StrictBool = False
 
 
 class AskRequest(Strict):
@@ -54,9 +54,10 @@ class AskRequest(Strict):
     hits: int | None = Field(default=None, ge=1, le=MAX_K, description="Hits to return (default: passages).")
     mode: Mode = "hybrid"
     where: str | None = Filter
-    rerank: bool = True
-    threshold: float | None = Field(default=None, ge=-1000, le=1000,
-                                    description="The reader's no-answer margin for this question (default: its own).")
+    rerank: StrictBool = True
+    min_confidence: float | None = Field(default=None, ge=0, le=1, description=(
+        "Answer only when the answer's confidence reaches this probability (default: the calibration's; "
+        "0 answers whenever a span is found)."))
 
 
 class HitModel(BaseModel):
@@ -71,6 +72,8 @@ class HitModel(BaseModel):
     scores: dict[str, float]
     ranks: dict[str, int]
     metadata: dict[str, Any]
+    page: int | None = Field(default=None, description="The page the chunk starts on (1-based) for a document "
+                             "with pages, such as a PDF; null for others.")
 
 
 class SearchResponse(BaseModel):
@@ -95,14 +98,19 @@ class AnswerModel(BaseModel):
     title: str
     context: str = Field(description="The passage the answer was read from.")
     context_start: int
+    confidence: float | None = Field(description="The calibrated probability that the answer is right.")
+    page: int | None = Field(default=None, description="The page the answer is on (a PDF), else null.")
 
 
 class AskResponse(BaseModel):
     question: str
     answers: list[AnswerModel] = Field(description="Best first; empty when the reader found no answer.")
-    abstained: bool = Field(description="True: no passage holds an answer (an honest 'no answer').")
+    abstained: bool = Field(description="True: no answer reached min_confidence (an honest 'no answer').")
     hits: list[HitModel]
     timings: dict[str, float] = Field(description="Seconds per stage: retrieve, rerank, read.")
+    no_answer_probability: float | None = Field(description="The calibrated probability that the index holds no answer.")
+    best_candidate: AnswerModel | None = Field(description="When abstaining: the best candidate, with its confidence.")
+    min_confidence: float | None = Field(description="The confidence an answer had to reach.")
 
 
 class DocumentIn(BaseModel):
@@ -154,7 +162,7 @@ class WriteReport(BaseModel):
 class DeleteRequest(Strict):
     ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
     where: str | None = Filter
-    dry_run: bool = Field(default=False, description="Say what would be deleted; delete nothing.")
+    dry_run: StrictBool = Field(default=False, description="Say what would be deleted; delete nothing.")
 
 
 class DeleteResponse(BaseModel):

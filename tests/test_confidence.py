@@ -1,0 +1,137 @@
+"""Answers a user can trust: calibrated confidence, distinct answers, spans within a sentence, the open corpus."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fakes import WordReader, WordReranker
+
+import bertsearch
+from bertsearch.evaluation import open_ask
+from bertsearch.models.reader import crosses_sentence
+from bertsearch.search import confidence as conf
+from bertsearch.search.qa import distinct, judge
+from bertsearch.types import Hit, Span
+
+
+def _rows(n: int, rng) -> tuple[list[dict[str, float]], np.ndarray]:
+    x = rng.normal(size=(n, len(conf.FEATURES)))
+    p = 1 / (1 + np.exp(-(1.5 * x[:, 0] - 1.0 * x[:, 1] + 0.3)))
+    y = (rng.random(n) < p).astype(float)
+    return [dict(zip(conf.FEATURES, row)) for row in x], y
+
+
+def test_logistic_fit_recovers_the_model_and_is_calibrated_on_new_data():
+    rng = np.random.default_rng(0)
+    rows, y = _rows(4000, rng)
+    model = conf.Logistic.fit(rows, y.tolist())
+    w = np.asarray(model.weights) / np.asarray(model.scale)
+    assert w[0] == pytest.approx(1.5, abs=0.15) and w[1] == pytest.approx(-1.0, abs=0.15)
+    assert np.abs(w[2:]).max() < 0.15
+    new, y2 = _rows(4000, rng)
+    pairs = list(zip(model(new).tolist(), y2.tolist()))
+    assert open_ask.reliability(pairs)["ece"] < 0.03
+
+
+def test_reliability_counts_the_gap_between_confidence_and_accuracy():
+    pairs = [(0.9, 1.0)] * 5 + [(0.9, 0.0)] * 5 + [(0.1, 0.0)] * 10  # 0.9 said, half right: a gap of 0.4 on half
+    r = open_ask.reliability(pairs, bins=10)
+    assert r["ece"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.1) and r["questions"] == 20
+    assert [b["count"] for b in r["bins"]] == [10, 10]
+
+
+def test_calibration_round_trips_through_json(tmp_path):
+    rng = np.random.default_rng(1)
+    rows, y = _rows(300, rng)
+    model = conf.Logistic.fit(rows, y.tolist())
+    cal = conf.Calibration(confidence=model, no_answer=model, min_confidence=0.3, plain_confidence=model,
+                           plain_no_answer=model, fitted_on={"split": "dev"})
+    cal.save(tmp_path / "c.json")
+    again = conf.Calibration.from_json((tmp_path / "c.json").read_text())
+    assert again.min_confidence == 0.3 and np.allclose(again.confidence(rows), cal.confidence(rows))
+    bad = json.loads((tmp_path / "c.json").read_text())
+    bad["features"] = ["margin"]
+    with pytest.raises(ValueError, match="fit it again"):
+        conf.Calibration.from_json(json.dumps(bad))
+
+
+def _span(passage, start, text, score, null=0.0):
+    return Span(passage=passage, start=start, end=start + len(text), text=text, score=score, null_score=null)
+
+
+def test_the_answers_shown_are_not_copies_of_the_first():
+    ranked = [_span(0, 10, "in 1928", 9.0), _span(0, 13, "1928", 8.5), _span(1, 4, "In 1928.", 8.0),
+              _span(1, 40, "Alexander Fleming", 7.0), _span(2, 0, "1945", 6.0)]
+    assert [s.text for s in distinct(ranked)] == ["in 1928", "Alexander Fleming", "1945"]
+
+
+def test_spans_stay_within_a_sentence():
+    text = "Fleming discovered penicillin in 1928. He shared the Nobel Prize in 1945 with the U.S. Army's help."
+    assert crosses_sentence(text, text.index("1928"), text.index("Prize"))
+    assert not crosses_sentence(text, text.index("Fleming"), text.index(" in 1928"))
+    assert not crosses_sentence(text, text.index("the U.S."), len(text))
+
+
+def _hit(rank, rerank=None):
+    return Hit(rank=rank, doc_id=f"d{rank}", score=0.0, title="", text="", chunk_id=None, start=0, end=0,
+               scores={"rerank": rerank} if rerank is not None else {})
+
+
+def test_judge_abstains_under_the_bar_and_says_how_close_it_came():
+    rng = np.random.default_rng(2)
+    rows = [{f: float(v) for f, v in zip(conf.FEATURES, r)} for r in rng.normal(size=(200, len(conf.FEATURES)))]
+    labels = [float(r["passage_rerank"] > 0) for r in rows]  # right when the passage's cross-encoder score is high
+    model = conf.Logistic.fit(rows, labels)
+    cal = conf.Calibration(confidence=model, no_answer=conf.Logistic.fit(rows, [1 - y for y in labels]),
+                           min_confidence=0.5)
+    sure = judge([_span(0, 0, "1928", 5.0)], [_hit(1, rerank=8.0)], cal, None)
+    unsure = judge([_span(0, 0, "1928", 5.0)], [_hit(1, rerank=-8.0)], cal, None)
+    assert sure.confidences[0] > 0.9 and not sure.abstained and sure.no_answer < 0.1
+    assert unsure.confidences[0] < 0.1 and unsure.abstained and unsure.no_answer > 0.9
+    assert not judge([_span(0, 0, "1928", 5.0)], [_hit(1, rerank=-8.0)], cal, 0.0).abstained
+    empty = judge([], [_hit(1, rerank=1.0)], cal, None)
+    assert empty.abstained and empty.no_answer == 1.0
+    assert judge([_span(0, 0, "x", 1.0)], [_hit(1)], None, None).confidences == [None]  # no calibration: answers
+
+
+def test_ask_carries_confidence_and_an_abstention_says_how_close_it_came(index, monkeypatch):
+    rows = [{f: 0.0 for f in conf.FEATURES} | {"passage_rerank": r} for r in np.linspace(-5, 5, 50)]
+    labels = [float(r["passage_rerank"] > 0) for r in rows]
+    model = conf.Logistic.fit(rows, labels)
+    cal = conf.Calibration(confidence=model, no_answer=conf.Logistic.fit(rows, [1 - y for y in labels]),
+                           min_confidence=0.5)
+    index._calibration = cal
+    index._reranker = WordReranker("fleming", scale=5.0)
+    index._reader = WordReader("1928")
+    yes = index.ask("when did fleming discover penicillin", mode="lexical")
+    assert not yes.abstained and yes.answers[0].text == "1928" and yes.answers[0].confidence > 0.5
+    assert yes.no_answer_probability < 0.5 and yes.best_candidate is None and yes.min_confidence == 0.5
+    index._reranker = WordReranker("nothing-matches", scale=5.0)  # every passage scores 0: an unsure reranker
+    no = index.ask("when did fleming discover penicillin", mode="lexical", min_confidence=0.9)
+    assert no.abstained and no.answers == [] and no.best_candidate.text == "1928"
+    assert no.best_candidate.confidence < 0.9 and no.to_dict()["best_candidate"]["confidence"] < 0.9
+    with pytest.raises(bertsearch.BertsearchError, match="probability"):
+        index.ask("fleming", min_confidence=1.5)
+
+
+def test_open_corpus_deals_articles_and_samples_each_case():
+    titles = [f"T{i}" for i in range(48)]
+    groups = open_ask.deal_articles(titles, seed=0)
+    assert sorted(groups.values()).count("dev-indexed") == 12 and len(set(groups.values())) == 4
+    assert groups == open_ask.deal_articles(list(reversed(titles)), seed=0)  # the order given does not matter
+    v11 = [{"title": t, "paragraphs": [{"context": f"text of {t}", "qas": [
+        {"id": f"{t}-q{j}", "question": f"q{j}?", "answers": [{"text": "a"}]} for j in range(5)]}]} for t in titles]
+    v20 = [{"title": t, "paragraphs": [{"context": "", "qas": [{"id": f"{t}-x", "question": "x?", "is_impossible": True,
+                                                               "answers": []}]}]} for t in titles]
+    qs = open_ask.questions(v11, v20, groups, {"answerable": 10, "out_of_corpus": 7, "adversarial": 3})
+    by = {}
+    for q in qs:
+        by.setdefault((q["split"], q["case"]), []).append(q)
+        if q["case"] == "answerable":
+            assert groups[q["paragraph"].rsplit("_", 1)[0]].endswith("indexed")
+    assert {k: len(v) for k, v in by.items()} == {(s, c): n for s in ("dev", "test")
+                                                 for c, n in (("answerable", 10), ("out_of_corpus", 7), ("adversarial", 3))}
+    docs = list(open_ask.paragraphs(v11, groups))
+    assert len(docs) == 24 and all(groups[d["title"]].endswith("indexed") for d in docs)
