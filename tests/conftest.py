@@ -21,6 +21,21 @@ DOCS = [
 
 
 @pytest.fixture
+def run():
+    """`bertsearch` in-process through click's runner: run("index", path, "--index", ix) -> the result."""
+    from click.testing import CliRunner
+
+    from bertsearch.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
 def docs() -> list[dict]:
     return [dict(d) for d in DOCS]
 

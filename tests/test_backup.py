@@ -14,22 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import bertsearch
-from bertsearch.cli import cli
 from bertsearch.errors import BertsearchError, IndexBusy
 from bertsearch.store import backup as bk
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 @pytest.fixture

@@ -3,19 +3,6 @@ import math
 import statistics
 
 import pytest
-from click.testing import CliRunner
-
-from bertsearch.cli import cli
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 def test_index_search_info_roundtrip(run, corpus_file, tmp_path):
@@ -125,7 +112,7 @@ def test_eval_beir_on_a_small_dataset(run, tmp_path):
 
 
 def test_folder_reindex_updates_changed_files_and_prunes_vanished_ones(run, tmp_path, monkeypatch):
-    import bertsearch.readers.folder as folder
+    from bertsearch.readers import folder
 
     notes = tmp_path / "notes"
     notes.mkdir()

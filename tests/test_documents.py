@@ -15,17 +15,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from bertsearch.cli import cli
 from bertsearch.readers import ReadStats, count_records, read_corpus
 from bertsearch.readers.documents import MissingExtra, Unreadable, read_docx, read_epub, read_pdf, reader
 from bertsearch.search.retrieve import page_at
 
 DATA = Path(__file__).parent / "data"
 
-FILLER = ("the survey team measured rainfall and river levels across each district during the season while "
-          "local observers kept daily notes on wind direction cloud cover and temperature").split()
+FILLER = ["the", "survey", "team", "measured", "rainfall", "and", "river", "levels", "across", "each", "district", "during", "the", "season", "while", "local", "observers", "kept", "daily", "notes", "on", "wind", "direction", "cloud", "cover", "and", "temperature"]
 
 
 def page_lines(marker: str, words: int = 160) -> list[str]:
@@ -274,16 +271,6 @@ def test_missing_package_skips_its_files_with_one_warning(tmp_path, monkeypatch,
 
 
 # --------------------------------------------------------------------------- the CLI
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 def test_index_a_folder_of_papers_then_find_each_page(run, tmp_path):

@@ -13,21 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import bertsearch
-from bertsearch.cli import cli
 from bertsearch.errors import BadArgument, BadQuery, BertsearchError, ModelNotFound
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 def _jsonl(path: Path, docs: list[dict]) -> Path:
