@@ -77,6 +77,13 @@ def test_2_eval_beir_of_another_dataset_of_the_same_folder_name(tmp_path, monkey
     assert second["ndcg@10"] == 1.0  # scored on its own corpus, not the first's (where d1 is the apples)
     with bertsearch.open_index(second["index"]) as ix:
         assert sorted(ix.store.ids()) == ["d1", "d3"] and "whales" in ix.get("d1")["text"]
+    mine = tmp_path / "mine"  # a user's own index given as --index by mistake: refused, nothing pruned
+    with bertsearch.open_index(mine, create=True, model="hashing") as ix:
+        ix.add([{"id": "note", "text": "my own note"}])
+    with pytest.raises(BadArgument, match="did not put there"):
+        evaluate_beir(two, model="hashing", mode="lexical", index_path=mine)
+    with bertsearch.open_index(mine) as ix:
+        assert list(ix.store.ids()) == ["note"]
 
 
 # -- 3: a document whose text becomes empty -----------------------------------------------------------

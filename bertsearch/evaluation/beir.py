@@ -107,6 +107,10 @@ def paired(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
     }
 
 
+EVAL_MARK = "eval_dataset"
+"""The store's meta key where `evaluate_beir` records the dataset it last filled an index with."""
+
+
 def default_index_path(dataset: str | Path, model: str | None) -> Path:
     """indexes/beir-DATASET-MODEL. A model in a local folder also gets a digest of the folder's full path:
     `adapt` leaves two encoders in every run (OUT and OUT/work/trained), and two runs' folders of the same
@@ -193,6 +197,11 @@ def evaluate_beir(
         penalty_used = ix.rerank_penalty
         penalties = penalties or [penalty_used]
         by_penalty: dict[float, dict[str, dict[str, float]]] = {p: {} for p in penalties}
+        made_by = ix.store.get_meta(EVAL_MARK)
+        if index_path is not None and made_by is None and ix.store.counts()["documents"]:
+            raise BadArgument(f"{path} holds documents that eval beir did not put there; it would make the index hold "
+                              f"exactly {dataset.name}'s corpus and delete the rest. Give a new --index folder")
+        ix.store.set_meta(EVAL_MARK, str(dataset.resolve()))
         with progress("indexing", count_records(dataset, "beir"), "docs") as advance:
             # pruned: the index holds this corpus exactly, whatever another dataset of the same folder name (or an
             # --index given twice) put in it before; unchanged documents cost no encoder work
