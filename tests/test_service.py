@@ -230,3 +230,16 @@ def test_keys_come_from_the_environment_or_a_file(tmp_path):
     f.write_text("writer=abc\n")
     with pytest.raises(bertsearch.BertsearchError, match="keys:1"):
         Keys.load({}, f)
+
+
+def test_cors_is_off_unless_an_origin_is_named(ix):
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}
+    with TestClient(create_app(ix, warm=False)) as c:
+        r = c.get("/search", params={"q": "aurora"}, headers={"Origin": "https://app.example"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    with TestClient(create_app(ix, warm=False, cors_origins=["https://app.example"])) as c:
+        r = c.options("/search", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+        other = c.options("/search", headers={**preflight, "Origin": "https://evil.example"})
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example"
