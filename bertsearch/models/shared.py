@@ -126,10 +126,10 @@ class SharedEncoder:
         return np.stack(rows) if len(rows) else np.zeros((0, self.dim), dtype=np.float32)
 
     def __getattr__(self, name: str) -> Any:  # dim, max_tokens, special_tokens, fingerprint, token_spans, ...
-        attr = getattr(self.inner, name)
+        with self._lock:  # (a property may load the model or call the tokenizer)
+            attr = getattr(self.inner, name)
         if not callable(attr):
-            with self._lock:
-                return getattr(self.inner, name)
+            return attr
 
         def locked(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
