@@ -28,6 +28,8 @@ class IndexConfig:
     """Vector index: flat (exact), hnsw, ivf, ivfpq, or a FAISS factory string."""
     vector_dtype: str = "float32"
     """How chunk embeddings are stored in SQLite."""
+    backend: str = "torch"
+    """What computed the vectors: torch, or onnx (int8); searching with the other is refused."""
 
     def __post_init__(self) -> None:
         if self.vector_dtype not in VECTOR_DTYPES:

@@ -113,6 +113,7 @@ class Index:
         reranker: str | None = None,
         reader: str | None = None,
         precision: str = "auto",
+        backend: str | None = None,
     ) -> Index:
         """Open the index at `path`; with `create=True`, make it if it does not exist.
 
@@ -121,7 +122,9 @@ class Index:
         `gpu`: search FAISS on the GPU; None (the default) uses one when faiss-gpu finds a GPU.
         `reranker` and `reader` name the cross-encoder and the extractive reader (a folder or model
         id; default: the ones shipped with bertsearch); they load on first use. `precision` is every
-        model's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16".
+        model's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16". `backend` is the
+        encoder's for a new index: "torch" (default) or "onnx" (ONNX Runtime, int8: see `models.onnx`); an existing
+        index uses the backend that made its vectors, and naming another is refused.
         """
         path = Path(path)
         recover(path)  # a re-index cut off between its two renames
@@ -145,7 +148,7 @@ class Index:
             if config is None:
                 if not create:  # a store whose creation was cut off before its config was written
                     raise IndexNotFound(str(path))
-                encoder = load_encoder(model, device=device, precision=precision)
+                encoder = load_encoder(model, device=device, precision=precision, backend=backend or "torch")
                 config = IndexConfig(
                     model=encoder.name,
                     fingerprint=encoder.fingerprint(),
@@ -154,10 +157,18 @@ class Index:
                     overlap=overlap if overlap is not None else encoder.max_tokens // 8,
                     ann=ann if ann is not None else "flat",
                     vector_dtype=vector_dtype if vector_dtype is not None else "float32",
+                    backend=backend or "torch",
                 )
                 store.set_config(config)
             else:
-                encoder = load_encoder(model if model is not None else config.model, device=device, precision=precision)
+                if backend is not None and backend != config.backend:
+                    raise ModelMismatch(
+                        f"{path} holds vectors the {config.backend} backend computed; the {backend} backend's differ a "
+                        f"little and would not search them alike. Leave out --backend, or index into a new folder "
+                        f"with --backend {backend}"
+                    )
+                encoder = load_encoder(model if model is not None else config.model, device=device, precision=precision,
+                                       backend=config.backend)
                 _check_model(path, config, encoder, named=model is not None)
                 changed = False
                 if ann is not None and ann != config.ann:
@@ -512,6 +523,7 @@ class Index:
             "overlap": self.config.overlap,
             "ann": self.config.ann,
             "vector_dtype": self.config.vector_dtype,
+            "backend": self.config.backend,
             "vectors_fresh": fresh,
             "generation": gen,
             "size_bytes": size,

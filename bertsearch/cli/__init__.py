@@ -14,6 +14,7 @@ import click
 from ..errors import BadArgument, BertsearchError, CorruptIndex, from_sqlite
 from .options import (
     ann_option,
+    backend_option,
     corpus_options,
     gpu_option,
     index_option,
@@ -86,7 +87,7 @@ def cli(verbose: int) -> None:
 def _index(source: str, index_path: str, *, create: bool, prune: bool = False, model: str | None = None,
            ann: str | None = None, fmt: str = "auto", id_field: str = "id", text_field: str = "text",
            title_field: str = "title", on_error: str = "stop", batch_size: int = 128, as_json: bool = False,
-           precision: str = "auto") -> None:
+           precision: str = "auto", backend: str | None = None) -> None:
     import shutil
 
     from ..engine import Index
@@ -97,7 +98,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
     fields = Fields(id=id_field, text=text_field, title=title_field)
     check_corpus(source, fmt_arg, fields=fields, on_error=on_error)  # a bad corpus is found before a model loads
     total = count_records(source, fmt_arg)
-    ix = Index.open(index_path, model=model, ann=ann, create=create, precision=precision)
+    ix = Index.open(index_path, model=model, ann=ann, create=create, precision=precision, backend=backend)
     try:
         with render.progress("indexing", total) as advance:
             report = ix.add_corpus(source, format=fmt_arg, fields=fields, on_error=on_error, batch_size=batch_size,
@@ -148,6 +149,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
 @click.option("--prune", is_flag=True, help="Delete documents that are no longer in SOURCE (after reading all of it).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
 @precision_option
+@backend_option
 @json_option
 def index(source: str, index_path: str, **kwargs: Any) -> None:
     """Index a corpus: a JSONL or CSV/TSV file, a folder of .txt/.md/.html/.pdf/.docx/.epub files, or a BEIR folder.
@@ -624,6 +626,7 @@ def _register() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate a seeded sample of N judged queries.")
 @reranker_option
 @precision_option
+@backend_option
 @json_option
 def eval_beir(
     dataset: str,
@@ -640,6 +643,7 @@ def eval_beir(
     limit: int | None,
     reranker: str | None,
     precision: str,
+    backend: str | None,
     as_json: bool,
 ) -> None:
     """Evaluate on a BEIR dataset: nDCG@10, Recall@100 and MRR@10 (pytrec_eval).
@@ -686,6 +690,7 @@ def eval_beir(
         rerank_penalty=penalties,
         reranker=reranker,
         precision=precision,
+        backend=backend,
         limit=limit,
         progress=render.progress,
     )

@@ -140,6 +140,7 @@ def evaluate_beir(
     rerank_penalty: float | list[float] | None = None,
     reranker: str | None = None,
     precision: str = "auto",
+    backend: str | None = None,
     limit: int | None = None,
     seed: int = 42,
     progress: ProgressFactory = no_progress,
@@ -187,7 +188,10 @@ def evaluate_beir(
     if any(not p >= 0.0 for p in penalties):
         raise BadArgument(f"rerank penalties must be >= 0 (logits per first-stage place), got {penalties}")
     path = Path(index_path) if index_path is not None else default_index_path(dataset, model)
-    with Index.open(path, model=model, ann=ann, create=True, reranker=reranker, precision=precision) as ix:
+    if index_path is None and backend not in (None, "torch"):
+        path = path.with_name(f"{path.name}-{backend}")  # another backend's vectors: an index of their own
+    with Index.open(path, model=model, ann=ann, create=True, reranker=reranker, precision=precision,
+                    backend=backend) as ix:
         if depths:
             ix.rerank_depth = depths[-1]
         depth_used = ix.rerank_depth

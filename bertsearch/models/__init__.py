@@ -57,11 +57,17 @@ def resolve_model_path(name: str) -> Path:
         ) from None
 
 
-def load_encoder(name: str | None = None, *, device: str | None = None, precision: str = "auto") -> Encoder:
+def load_encoder(name: str | None = None, *, device: str | None = None, precision: str = "auto",
+                 backend: str = "torch") -> Encoder:
     """The encoder named `name` (default: the packaged all-MiniLM-L6-v2). Weights load lazily.
 
-    `precision`: "auto" (bfloat16 autocast on CPUs that run it natively, else fp32), "fp32" or "bf16".
+    `precision`: "auto" (bfloat16 autocast on CPUs that run it natively, else fp32), "fp32" or "bf16" (torch).
+    `backend`: "torch", or "onnx" (ONNX Runtime, int8; see `models.onnx`).
     """
+    from .onnx import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ModelNotFound(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     name = canonical_name(name)
     if name == "hashing" or name.startswith("hashing:"):
         from .hashing import HashingEncoder
@@ -70,6 +76,10 @@ def load_encoder(name: str | None = None, *, device: str | None = None, precisio
         if dim and not dim.isdigit():
             raise ModelNotFound(f"bad model name {name}; use 'hashing' or 'hashing:DIM'")
         return HashingEncoder(int(dim) if dim else 64)
+    if backend == "onnx":
+        from .onnx import OnnxEncoder
+
+        return OnnxEncoder(name, resolve_model_path(name))
     from .sentence import SentenceEncoder
 
     return SentenceEncoder(name, resolve_model_path(name), device=device, precision=precision)
