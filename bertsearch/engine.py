@@ -280,19 +280,20 @@ class Index:
     def delete(self, ids: Iterable[str] = (), *, where: str | Filter | None = None, dry_run: bool = False) -> int:
         """Delete documents by id, or those matching a filter (one or the other, never both); returns how many
         were deleted, or with `dry_run` how many would be (see `to_delete` for which)."""
-        ids = list(ids) if not isinstance(ids, str) else ids
-        gone = self.to_delete(ids, where=where)  # checks the arguments (and the filter's fields) in every case
         if dry_run:
-            return len(gone)
-        if ids:
-            n = self.store.delete(ids)
-        else:
-            n = self.store.delete_where(self.retriever.filter(where))  # type: ignore[arg-type]
+            return len(self.to_delete(ids, where=where))
+        ids, flt = self._delete_target(ids, where)
+        n = self.store.delete(ids) if ids else self.store.delete_where(flt)  # type: ignore[arg-type]
         self._vectors_changed()
         return n
 
     def to_delete(self, ids: Iterable[str] = (), *, where: str | Filter | None = None) -> list[str]:
         """The ids of the stored documents `delete` would delete with these arguments (a dry run)."""
+        ids, flt = self._delete_target(ids, where)
+        return self.store.existing(ids) if ids else self.store.ids_where(flt)  # type: ignore[arg-type]
+
+    def _delete_target(self, ids: Iterable[str], where: str | Filter | None) -> tuple[list[str], Filter | None]:
+        """The ids, or the filter parsed and its fields checked: one or the other, never both."""
         if isinstance(ids, str):
             raise BadArgument("give document ids as a list, not one string")
         ids = list(ids)
@@ -303,7 +304,7 @@ class Index:
                 "give ids or a filter, not both (--id or --where): delete by id, then by filter, as two commands; "
                 "--dry-run shows what each would delete"
             )
-        return self.store.existing(ids) if ids else self.store.ids_where(self.retriever.filter(where))  # type: ignore[arg-type]
+        return ids, self.retriever.filter(where)
 
     def _vectors_changed(self) -> None:
         self.vectors.refresh(wait=not self.background_rebuild)

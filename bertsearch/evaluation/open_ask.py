@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +127,6 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         raise BadArgument(f"no records at {p}; run the collection first")
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-
-Callback = Callable[[int], None]
 
 
 def build_and_collect(

@@ -1,11 +1,11 @@
-"""SQLite store (through sqlite-utils). Every write is one transaction that also bumps `generation`,
-the number the derived FAISS file records so that a stale one is noticed and rebuilt."""
+"""SQLite store (the standard library's sqlite3, one connection a thread). Every write is one transaction that
+also bumps `generation`, the number the derived FAISS file records so that a stale one is noticed and rebuilt."""
 
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 import sqlite3
 import tempfile
 import threading
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from ..config import IndexConfig
 from ..errors import BertsearchError, IndexBusy, IndexClosed, from_sqlite
@@ -124,10 +123,6 @@ class Store:
         if conn is None:
             conn = self._local.conn = self._connect()
         return conn
-
-    @property
-    def db(self) -> sqlite_utils.Database:
-        return sqlite_utils.Database(self.conn)
 
     @property
     def closed(self) -> bool:
