@@ -30,6 +30,9 @@ class IndexConfig:
     """How chunk embeddings are stored in SQLite."""
     backend: str = "torch"
     """What computed the vectors: torch, or onnx (int8); searching with the other is refused."""
+    vectors: str = "faiss"
+    """Where the vectors are searched: faiss (a file in the index folder), milvus (milvus-lite, embedded in the
+    index folder), or the URI of a Milvus server or cluster (http://host:19530)."""
 
     def __post_init__(self) -> None:
         if self.vector_dtype not in VECTOR_DTYPES:

@@ -32,7 +32,8 @@ from .search.retrieve import PAGE_STARTS, Retriever, page_at
 from .store import Store
 from .store.swap import recover
 from .types import AskResult, Hits, IndexReport
-from .vectors.cache import VectorCache
+from .vectors import open_backend, vectors_setting
+from .vectors.faiss_backend import FaissBackend
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Index:
     program serving several users passes them per call instead of changing them.
     """
 
-    VECTORS = VectorCache.FILE
+    VECTORS = FaissBackend.FILE
     CONFIG = "config.json"
 
     def __init__(
@@ -72,10 +73,10 @@ class Index:
         self.config = config
         self.encoder = encoder if isinstance(encoder, SharedEncoder) else SharedEncoder(encoder)
         self.gpu = gpu
-        self.vectors = VectorCache(path, store, config, gpu=gpu)
+        self.vectors = open_backend(path, store, config, gpu=gpu)
         self.retriever = Retriever(store, self.vectors, self.encoder, config)
         self.ingest = Ingest(path, store, config, self.encoder)
-        self.background_rebuild = False  # writes rebuild the vector index in a background thread (the service)
+        self.background_rebuild = False  # writes compact the vector index in a background thread (the service)
         # chosen with the shipped cross-encoder on squad-dev-retrieval and SciFact's train claims (docs/measurements/
         # rerank-and-answers.md): the top DEPTH re-scored, each losing PENALTY logits per place it stood below the
         # first stage's top, so that a confident cross-encoder decides and an unsure one defers to the first stage
@@ -114,6 +115,7 @@ class Index:
         reader: str | None = None,
         precision: str = "auto",
         backend: str | None = None,
+        vectors: str | None = None,
     ) -> Index:
         """Open the index at `path`; with `create=True`, make it if it does not exist.
 
@@ -124,9 +126,13 @@ class Index:
         id; default: the ones shipped with bertsearch); they load on first use. `precision` is every
         model's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16". `backend` is the
         encoder's for a new index: "torch" (default) or "onnx" (ONNX Runtime, int8: see `models.onnx`); an existing
-        index uses the backend that made its vectors, and naming another is refused.
+        index uses the backend that made its vectors, and naming another is refused. `vectors` is where the vectors
+        are searched: "faiss" (the default, a file in the folder), "milvus" (milvus-lite, embedded in the folder) or
+        a Milvus server's URI; the store stays the truth, so an index can move from one to another.
         """
         path = Path(path)
+        if vectors is not None:
+            vectors = vectors_setting(vectors)
         recover(path)  # a re-index cut off between its two renames
         db = path / Store.FILE
         made = False  # this call made the folder: a failure removes it again, never leaving a half-made index
@@ -158,6 +164,7 @@ class Index:
                     ann=ann if ann is not None else "flat",
                     vector_dtype=vector_dtype if vector_dtype is not None else "float32",
                     backend=backend or "torch",
+                    vectors=vectors or "faiss",
                 )
                 store.set_config(config)
             else:
@@ -174,6 +181,9 @@ class Index:
                 if ann is not None and ann != config.ann:
                     log.info("switching the vector index of %s from %s to %s", path, config.ann, ann)
                     config.ann, changed = ann, True
+                if vectors is not None and vectors != config.vectors:
+                    log.info("moving the vectors of %s from %s to %s", path, config.vectors, vectors)
+                    config.vectors, changed = vectors, True
                 for name, value in (("overlap", overlap), ("vector_dtype", vector_dtype)):
                     if value is not None and value != getattr(config, name):
                         raise BadArgument(
@@ -200,8 +210,8 @@ class Index:
         """Close the store and stop the model workers; using the index afterwards raises `IndexClosed`.
         Closing twice is harmless."""
         self.vectors.wait()
+        self.vectors.close()
         self.store.close()
-        self.vectors.clear()
         for model in (self.encoder, self._reranker, self._reader):
             close = getattr(model, "close", None)
             if close is not None:
@@ -307,11 +317,11 @@ class Index:
         return ids, self.retriever.filter(where)
 
     def _vectors_changed(self) -> None:
-        self.vectors.refresh(wait=not self.background_rebuild)
+        self.vectors.sync(wait=not self.background_rebuild)
 
     def refresh_vectors(self) -> None:
-        """Bring the vector file up to date with the store now (no encoder work: vectors come from SQLite)."""
-        self.vectors.refresh()
+        """Bring the vector backend up to date with the store now (no encoder work: vectors come from SQLite)."""
+        self.vectors.sync()
 
     # -- searching --------------------------------------------------------------------------------
 
@@ -472,13 +482,11 @@ class Index:
         return self.store.document(doc_id)
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
-        """Consistency report: store problems (each a string), and whether the vector file is current.
+        """Consistency report: store problems (each a string), and whether the vector backend holds every chunk.
 
-        A vector file that is behind the store is not a problem (it is rebuilt from stored vectors on
-        the next search); `repair` rebuilds it now, and rebuilds the full-text index.
+        The vector backend follows the store through its change feed, so one behind it is brought up to date
+        first (no encoder work); `repair` rebuilds it from the stored vectors, and rebuilds the full-text index.
         """
-        from .vectors import VectorIndex
-
         try:
             problems = self.store.check(self.config.dim, self.config.vector_dtype)
         except sqlite3.DatabaseError as e:  # damage that SQLite cannot even check around
@@ -488,19 +496,19 @@ class Index:
         if repair:
             if problems:
                 self.store.repair()
-            self.vectors.refresh()
+            self.vectors.rebuild()
             after = self.store.check(self.config.dim, self.config.vector_dtype)
-        gen = self.store.generation()
-        vi = VectorIndex.load(self.path / VectorCache.FILE, generation=gen, spec=self.config.ann)
-        counts = self.store.counts()
-        if vi is not None and vi.count != counts["chunks"]:
-            problems.append(f"vector file holds {vi.count} vectors for {counts['chunks']} chunks")
+        self.vectors.sync()
+        vector_problems = self.vectors.check()
+        problems += vector_problems
+        if repair:
+            after += vector_problems
         report = {
             "ok": not (after if repair else problems),
             "problems": problems,
-            "vectors": "current" if vi is not None else "behind the store (rebuilt from stored vectors on next search)",
-            **counts,
-            "generation": gen,
+            "vectors": "current" if not vector_problems else "out of step (check --repair rebuilds them)",
+            **self.store.counts(),
+            "generation": self.store.generation(),
         }
         if repair:
             report["repaired"] = problems
@@ -509,11 +517,8 @@ class Index:
 
     def info(self) -> dict[str, Any]:
         """What the index holds and how it was built."""
-        from .vectors import VectorIndex
-
         size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
-        gen = self.store.generation()
-        fresh = VectorIndex.vouched(self.path / VectorCache.FILE, generation=gen, spec=self.config.ann) is not None
+        vectors = self.vectors.info()
         return {
             "path": str(self.path),
             **self.store.counts(),
@@ -525,8 +530,10 @@ class Index:
             "ann": self.config.ann,
             "vector_dtype": self.config.vector_dtype,
             "backend": self.config.backend,
-            "vectors_fresh": fresh,
-            "generation": gen,
+            "vectors": self.config.vectors,
+            "vectors_fresh": vectors.get("file_position", vectors.get("position")) == self.store.feed_head(),
+            "vectors_info": vectors,
+            "generation": self.store.generation(),
             "size_bytes": size,
             "last_updated": self.store.last_updated(),
             "reranker": _model_label(self._reranker_name, "reranker"),

@@ -104,10 +104,10 @@ def test_vector_file_is_rebuilt_from_the_store_when_missing_or_stale(tmp_path, d
     monkeypatch.setattr(ix.encoder, "encode", _only_queries(ix.encoder.encode))
     assert [h.doc_id for h in ix.search("lava crust", mode="dense")] == before
     assert (tmp_path / "ix" / "vectors.faiss").exists()
-    # a sidecar from another generation marks the file stale: it is rebuilt, not trusted
+    # a sidecar of another store's history (a restored copy, a re-index) is not trusted: the file is rebuilt
     meta = tmp_path / "ix" / "vectors.faiss.json"
     data = json.loads(meta.read_text())
-    data["generation"] -= 1
+    data["epoch"] = "another"
     meta.write_text(json.dumps(data))
     assert ix.info()["vectors_fresh"] is False
     ix2 = bertsearch.open_index(tmp_path / "ix")

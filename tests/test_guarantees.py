@@ -410,7 +410,7 @@ def test_14_vector_file_temporary_names_do_not_collide(tmp_path):
 
     def save(gen):
         try:
-            VectorIndex.build(np.arange(50), xb, "flat", generation=gen).save(path)
+            VectorIndex.build(np.arange(50), xb, "flat", seq=gen, epoch="e").save(path)
         except BaseException as e:  # pragma: no cover - the failure being tested for
             errors.append(e)
 
@@ -421,7 +421,7 @@ def test_14_vector_file_temporary_names_do_not_collide(tmp_path):
         t.join()
     assert not errors
     meta = json.loads((tmp_path / "vectors.faiss.json").read_text())
-    assert VectorIndex.load(path, generation=meta["generation"], spec="flat").count == 50
+    assert VectorIndex.load(path, spec="flat", epoch="e", upto=meta["seq"]).count == 50
     assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == ["vectors.faiss.json.tmp", "vectors.faiss.tmp"]
     assert not dead.exists()
 

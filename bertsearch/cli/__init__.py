@@ -14,6 +14,7 @@ import click
 from ..errors import BadArgument, BertsearchError, CorruptIndex, from_sqlite
 from .options import (
     ann_option,
+    vectors_option,
     backend_option,
     corpus_options,
     gpu_option,
@@ -87,7 +88,7 @@ def cli(verbose: int) -> None:
 def _index(source: str, index_path: str, *, create: bool, prune: bool = False, model: str | None = None,
            ann: str | None = None, fmt: str = "auto", id_field: str = "id", text_field: str = "text",
            title_field: str = "title", on_error: str = "stop", batch_size: int = 128, as_json: bool = False,
-           precision: str = "auto", backend: str | None = None) -> None:
+           precision: str = "auto", backend: str | None = None, vectors: str | None = None) -> None:
     import shutil
 
     from ..engine import Index
@@ -98,7 +99,8 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
     fields = Fields(id=id_field, text=text_field, title=title_field)
     check_corpus(source, fmt_arg, fields=fields, on_error=on_error)  # a bad corpus is found before a model loads
     total = count_records(source, fmt_arg)
-    ix = Index.open(index_path, model=model, ann=ann, create=create, precision=precision, backend=backend)
+    ix = Index.open(index_path, model=model, ann=ann, create=create, precision=precision, backend=backend,
+                    vectors=vectors)
     try:
         with render.progress("indexing", total) as advance:
             report = ix.add_corpus(source, format=fmt_arg, fields=fields, on_error=on_error, batch_size=batch_size,
@@ -145,6 +147,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
 @index_option
 @model_option
 @ann_option
+@vectors_option
 @corpus_options
 @click.option("--prune", is_flag=True, help="Delete documents that are no longer in SOURCE (after reading all of it).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
@@ -577,6 +580,8 @@ def info(index_path: str, as_json: bool) -> None:
     for key, value in data.items():
         if key == "size_bytes":
             key, value = "size", f"{value / 2**20:.1f} MiB"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items() if v is not None)
         render.out.print(f"[bold]{key:>14}[/bold]  {value}")
 
 

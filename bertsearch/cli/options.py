@@ -77,6 +77,17 @@ def ann_option(f: F) -> F:
     )(f)
 
 
+def vectors_option(f: F) -> F:
+    return click.option(
+        "--vectors",
+        default=None,
+        metavar="faiss|milvus|URI",
+        help="Where the vectors are searched: faiss (a file in the index folder, the default), milvus (milvus-lite, "
+        "embedded in the index folder), or a Milvus server's URI (http://host:19530). The store stays the truth: "
+        "naming another for an existing index moves its vectors there.",
+    )(f)
+
+
 def gpu_option(f: F) -> F:
     return click.option(
         "--gpu/--cpu",

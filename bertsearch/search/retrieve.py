@@ -121,44 +121,28 @@ class Retriever:
         return results
 
     def _dense(self, queries: list[str], k: int, flt: Filter | None = None) -> list[list[tuple[int, int, float, str]]]:
-        vi = self.vectors.current()
+        vectors = self.vectors
         allowed = None
         if flt is not None:
             allowed = self.store.chunk_ids_where(flt)
             if len(allowed) <= self.exact_subset:  # small subset: exact search over its stored vectors
                 return self._dense_exact(queries, k, allowed)
-        # A vector index behind the store (another process wrote since it was built, see `vectors`) misses the
-        # chunks written since, which have larger ids: they are searched exactly beside it, from the store.
-        stale = vi.generation != self.store.generation()
-        new_ids, new_xb = self.store.chunks_after(vi.max_id, self.config.dim, self.config.vector_dtype) if stale else (None, None)
-        if new_ids is not None and allowed is not None:
-            keep = np.isin(new_ids, allowed)
-            new_ids, new_xb = new_ids[keep], new_xb[keep]
-        if vi.count == 0 and not (new_ids is not None and len(new_ids)):
+        total = vectors.count()  # (the backend follows the store's change feed: up to date as of this call)
+        if total == 0:
             return [[] for _ in queries]
         xq = self.encoder.encode(queries)  # (nq, dim)
-        kc = min(vi.count, max(4 * k, 64))
+        kc = min(total, max(4 * k, 64))
         while True:
-            if kc > 0:
-                D, I = vi.search(xq, kc, allowed)  # (nq, kc) each
-            else:
-                D, I = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-            if stale:  # chunks deleted or replaced since the index was built are gone from the store
-                live = set(self.store.chunk_doc_ids(np.unique(I[I >= 0]).tolist()))
-                gone = ~np.isin(I, list(live)) | (I < 0)
-                D, I = np.where(gone, -np.inf, D), np.where(gone, -1, I)
-            if self.config.ann != "flat":
+            D, I = vectors.search(xq, kc, allowed=allowed, where=flt)  # (nq, <= kc) each
+            if not vectors.exact:
                 D, I = self._rescore(xq, I)
-            if new_ids is not None and len(new_ids):
-                D = np.concatenate([D, xq @ new_xb.T], axis=1)  # (nq, kc + n_new)
-                I = np.concatenate([I, np.broadcast_to(new_ids, (len(queries), len(new_ids)))], axis=1)
-                order = np.argsort(-D, axis=1, kind="stable")
-                D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+            # (a chunk the backend has that this snapshot of the store has not, written or deleted by another
+            # thread meanwhile, has no document here and is passed over)
             chunk_doc = self.store.chunk_doc_ids(np.unique(I[I >= 0]).tolist())
             out = [fusion.best_chunk_per_doc(D[i], I[i], chunk_doc, k) for i in range(len(queries))]
-            if kc >= vi.count or all(len(o) >= k for o in out):
+            if kc >= total or all(len(o) >= k for o in out):
                 return out
-            kc = min(vi.count, kc * 4)  # many chunks of few documents: look deeper
+            kc = min(total, kc * 4)  # many chunks of few documents: look deeper
 
     def _dense_exact(self, queries: list[str], k: int, ids: np.ndarray) -> list[list[tuple[int, int, float, str]]]:
         if len(ids) == 0:
@@ -171,13 +155,15 @@ class Retriever:
         return [fusion.best_chunk_per_doc(D[i, order[i]], ids[order[i]], chunk_doc, k) for i in range(len(queries))]
 
     def _rescore(self, xq: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact inner products for an approximate index's candidates, from the stored vectors."""
+        """Exact inner products for an approximate index's candidates, from the stored vectors (a candidate this
+        snapshot of the store does not hold, written or deleted meanwhile, drops out)."""
+        I = np.where(np.isin(I, self.store.existing_chunks(np.unique(I[I >= 0]).tolist())), I, -1)
         ids = np.unique(I[I >= 0])
         if not len(ids):
             return np.full(I.shape, -np.inf, dtype=np.float32), I
         xb = self.store.chunk_vectors(ids.tolist(), self.config.dim, self.config.vector_dtype)  # (n, dim)
-        pos = np.searchsorted(ids, np.where(I >= 0, I, ids[0] if len(ids) else 0))  # (nq, kc)
-        D = np.einsum("qd,qkd->qk", xq, xb[pos]) if len(ids) else np.zeros(I.shape, dtype=np.float32)
+        pos = np.searchsorted(ids, np.where(I >= 0, I, ids[0]))  # (nq, kc)
+        D = np.einsum("qd,qkd->qk", xq, xb[pos])
         D = np.where(I >= 0, D, -np.inf)
         order = np.argsort(-D, axis=1, kind="stable")
         return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)

@@ -25,6 +25,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import shutil
 import sqlite3
 import time
@@ -97,6 +98,9 @@ def _copy(src: Path, dst: Path, *, manifest: bool, force: bool, timeout: float, 
     tmp.mkdir()
     try:
         info = _copy_store(src, tmp / STORE, timeout=timeout, fix=fix)
+        # a history of its own: the copy's vectors are loaded afresh, never shared with the source's (a Milvus
+        # collection is named by it) nor taken from a vector file of the folder it replaces
+        _set_meta(tmp / STORE, "epoch", secrets.token_hex(8))
         _write(tmp / CONFIG, info["config"].to_json() + "\n")
         if manifest:
             _write(tmp / MANIFEST, json.dumps({

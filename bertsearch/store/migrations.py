@@ -54,6 +54,24 @@ MIGRATIONS: list[str] = [
     END;
     INSERT OR IGNORE INTO fields(name) SELECT DISTINCT j.key FROM documents d, json_each(d.metadata) j;
     """,
+    # 3: the change feed. Every chunk written or deleted, and every chunk of a document whose metadata changed, is
+    # logged by triggers in the transaction that changed it, so a vector backend applies only what changed since
+    # it last synced, and a crash between the store's commit and a backend's sync is repaired by replaying the
+    # feed (a replay is idempotent: a logged chunk that still exists is upserted, one that is gone is deleted).
+    # `epoch` names this store's history: a vector file of another (a restored backup, a re-index) never vouches.
+    """
+    CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, chunk INTEGER NOT NULL);
+    CREATE TRIGGER chunks_feed_ai AFTER INSERT ON chunks BEGIN
+        INSERT INTO changes(chunk) VALUES (new.id);
+    END;
+    CREATE TRIGGER chunks_feed_ad AFTER DELETE ON chunks BEGIN
+        INSERT INTO changes(chunk) VALUES (old.id);
+    END;
+    CREATE TRIGGER documents_feed_au AFTER UPDATE OF metadata ON documents BEGIN
+        INSERT INTO changes(chunk) SELECT id FROM chunks WHERE doc = new.rowid;
+    END;
+    INSERT OR REPLACE INTO meta(key, value) VALUES ('epoch', lower(hex(randomblob(8))));
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,5 +1,7 @@
-"""SQLite store (the standard library's sqlite3, one connection a thread). Every write is one transaction that
-also bumps `generation`, the number the derived FAISS file records so that a stale one is noticed and rebuilt."""
+"""SQLite store (the standard library's sqlite3, one connection a thread). Every write is one transaction; triggers log
+the chunks it changed to the change feed (`changes`) in that transaction, and the vector backends follow the feed
+(`feed_head`, `changes_since`). Writes also bump `generation`, a number for callers that want to know that the store
+changed at all."""
 
 from __future__ import annotations
 
@@ -26,6 +28,36 @@ from .migrations import SCHEMA_VERSION, migrate
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkRows:
+    """Chunks read from the store: ids (n,) ascending, vectors (n, dim) float32, and on request each one's
+    document id and metadata."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    doc_ids: list[str] | None = None
+    metadata: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Changes:
+    """The feed from a position up to `head`: chunks to upsert (`live`) and chunk ids to delete (`gone`)."""
+
+    head: int
+    live: ChunkRows
+    gone: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.live.ids) + len(self.gone)
+
+
+class FeedGap(BertsearchError):
+    """The feed no longer holds the entries after a backend's position: it loads afresh instead of replaying."""
+
+    def __init__(self, seq: int, start: int) -> None:
+        super().__init__(f"the change feed starts at {start}, after position {seq}")
 
 
 @dataclass
@@ -301,11 +333,77 @@ class Store:
         return {"documents": docs, "chunks": chunks}
 
     def vectors(self, dim: int, dtype: str = "float32") -> tuple[int, np.ndarray, np.ndarray]:
-        """The generation and, as of it, all chunk ids and vectors: (n,) int64 and (n, dim) float32."""
-        with self.snapshot():  # the generation and the vectors of one state
-            generation = self.generation()
+        """The feed's head and, as of it, all chunk ids and vectors: (n,) int64 and (n, dim) float32."""
+        with self.snapshot():  # the head and the vectors of one state
+            head = self.feed_head()
             ids, xb = self._vectors(dim, dtype)
-        return generation, ids, xb
+        return head, ids, xb
+
+    # -- the change feed ----------------------------------------------------------------------------
+
+    def epoch(self) -> str:
+        """A name of this store's history: a copy restored over it, or a re-index, gets another."""
+        return self.get_meta("epoch") or ""
+
+    def feed_head(self) -> int:
+        """The position of the last change logged (0: none yet). Positions only grow, pruned or not."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        return int(row[0]) if row else 0
+
+    def feed_start(self) -> int:
+        """The first position still in the feed: a backend synced to before it cannot replay and loads afresh."""
+        return int(self.get_meta("feed_pruned") or 0) + 1
+
+    def changes_since(self, seq: int, dim: int, dtype: str = "float32", *, docs: bool = False) -> Changes:
+        """What changed after feed position `seq`, as of one snapshot: the logged chunks that exist now (to
+        upsert, with their vectors) and those that do not (to delete). Raises `FeedGap` when entries after `seq`
+        were pruned. With `docs`, also each live chunk's document id and metadata (for backends that filter)."""
+        with self.snapshot():
+            if seq + 1 < self.feed_start():
+                raise FeedGap(seq, self.feed_start())
+            head = self.feed_head()
+            touched = [r[0] for r in self.conn.execute(
+                "SELECT DISTINCT chunk FROM changes WHERE seq > ? AND seq <= ? ORDER BY chunk", (seq, head))]
+            live = self._chunk_rows(touched, dim, dtype, docs=docs)
+        gone = np.array(sorted(set(touched) - set(live.ids.tolist())), dtype=np.int64)
+        return Changes(head, live, gone)
+
+    def all_chunks(self, dim: int, dtype: str = "float32", *, docs: bool = False) -> Changes:
+        """Every chunk as one change set (a backend loading afresh), as of one snapshot."""
+        with self.snapshot():
+            head = self.feed_head()
+            if docs:
+                ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks ORDER BY id")]
+                live = self._chunk_rows(ids, dim, dtype, docs=True)
+            else:
+                ids_, xb = self._vectors(dim, dtype)
+                live = ChunkRows(ids_, xb)
+        return Changes(head, live, np.zeros(0, dtype=np.int64))
+
+    def _chunk_rows(self, ids: Sequence[int], dim: int, dtype: str, *, docs: bool) -> ChunkRows:
+        sql = ("SELECT c.id, c.vector, d.id, d.metadata FROM chunks c JOIN documents d ON d.rowid = c.doc "
+               "WHERE c.id IN ({}) ORDER BY c.id") if docs else "SELECT id, vector FROM chunks WHERE id IN ({}) ORDER BY id"
+        rows = sorted(self._in(sql, ids))
+        xb = np.empty((len(rows), dim), dtype=np.float32)
+        for i, r in enumerate(rows):
+            xb[i] = np.frombuffer(r[1], dtype=dtype)
+        out = ChunkRows(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), xb)
+        if docs:
+            out.doc_ids = [r[2] for r in rows]
+            out.metadata = [json.loads(r[3]) for r in rows]
+        return out
+
+    def prune_feed(self, upto: int) -> None:
+        """Forget the feed's entries up to `upto`, once the vector backend has stored everything they say."""
+        if self.read_only or self.conn.in_transaction or upto < self.feed_start():
+            return  # (inside a read snapshot, or read-only: pruned another time)
+        with self.transaction(bump=False) as c:
+            c.execute("DELETE FROM changes WHERE seq <= ?", (int(upto),))
+            c.execute("INSERT INTO meta(key, value) VALUES ('feed_pruned', ?) ON CONFLICT(key) DO UPDATE "
+                      "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))", (str(int(upto)),))
+
+    def feed_length(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM changes").fetchone()[0]
 
     def _vectors(self, dim: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
         n = self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
@@ -318,14 +416,9 @@ class Store:
             i += 1
         return ids, xb
 
-    def chunks_after(self, chunk_id: int, dim: int, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
-        """Chunks written after chunk `chunk_id` (ids only grow): (n,) int64 ids and (n, dim) float32 vectors."""
-        rows = self.conn.execute("SELECT id, vector FROM chunks WHERE id > ? ORDER BY id", (int(chunk_id),)).fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        xb = np.empty((len(rows), dim), dtype=np.float32)
-        for i, (_, blob) in enumerate(rows):
-            xb[i] = np.frombuffer(blob, dtype=dtype)
-        return ids, xb
+    def existing_chunks(self, chunk_ids: Sequence[int]) -> list[int]:
+        """Those of `chunk_ids` that are stored, ascending."""
+        return sorted(r[0] for r in self._in("SELECT id FROM chunks WHERE id IN ({})", chunk_ids))
 
     def chunk_vectors(self, chunk_ids: Sequence[int], dim: int, dtype: str = "float32") -> np.ndarray:
         rows = dict(self._in("SELECT id, vector FROM chunks WHERE id IN ({})", chunk_ids))

@@ -2,8 +2,10 @@
 
 Names: flat (exact inner product, the default), hnsw, ivf, ivfpq; anything else is passed to
 faiss.index_factory. Vectors are unit length, so inner product is cosine similarity. The file is
-written to a temporary name and renamed into place; a JSON sidecar records the store generation
-and the number of vectors it was built from, so a stale or half-written file is never trusted.
+written to a temporary name and renamed into place; a JSON sidecar records the store's history
+(`epoch`) and the feed position the file reflects, the number of vectors, and the ids it holds that
+the store has deleted since (`dead`, for index types that cannot remove in place), so a half-written
+file or one of another store is never trusted.
 """
 
 from __future__ import annotations
@@ -55,15 +57,17 @@ def factory_string(spec: str, n: int, dim: int) -> str:
 class VectorIndex:
     index: Any
     spec: str
-    generation: int
+    seq: int  # the store's change-feed position it reflects
     count: int
     max_id: int = 0  # the largest chunk id it holds: chunks written since have larger ids
+    epoch: str = ""  # the store's history it belongs to
+    dead: np.ndarray | None = None  # ids it holds that the store has deleted (sorted int64)
 
     META_SUFFIX = ".json"
 
     @classmethod
     def build(
-        cls, ids: np.ndarray, xb: np.ndarray, spec: str = "flat", *, generation: int = 0, gpu: bool = False
+        cls, ids: np.ndarray, xb: np.ndarray, spec: str = "flat", *, seq: int = 0, epoch: str = "", gpu: bool = False
     ) -> VectorIndex:
         """Train (when the index type needs it) and fill an index with `xb` (n, d) under `ids` (n,)."""
         faiss = _faiss()
@@ -90,7 +94,7 @@ class VectorIndex:
             index.add_with_ids(xb, ids)
         if gpu:
             index = to_gpu(index)
-        vi = cls(index=index, spec=spec, generation=generation, count=n, max_id=int(ids.max()) if n else 0)
+        vi = cls(index=index, spec=spec, seq=seq, count=n, max_id=int(ids.max()) if n else 0, epoch=epoch)
         vi.tune()
         return vi
 
@@ -107,28 +111,37 @@ class VectorIndex:
         if hasattr(base, "hnsw"):
             base.hnsw.efSearch = ef_search if ef_search is not None else 128
 
-    def search(self, xq: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, xq: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Inner-product search: D (nq, k) scores and I (nq, k) chunk ids, -1 where fewer exist.
 
-        `allowed` (sorted int64 chunk ids) restricts the search to those ids inside FAISS (an id
-        selector), so filtered results are not thinned out after the fact.
+        `allowed` (sorted int64 chunk ids) restricts the search to those ids, and `exclude` (sorted) leaves those
+        out, inside FAISS (an id selector), so results are not thinned out after the fact.
         """
         if k < 1:
             raise BadArgument(f"k must be > 0, got {k}")
         xq = np.ascontiguousarray(xq, dtype=np.float32)
-        k = min(k, max(self.count, 1))
-        if allowed is None:
+        if exclude is not None and not len(exclude):
+            exclude = None
+        if allowed is not None and exclude is not None:
+            allowed, exclude = np.setdiff1d(allowed, exclude, assume_unique=True), None
+        live = self.count - (len(exclude) if exclude is not None else 0)
+        k = min(k, max(live if allowed is None else min(live, len(allowed)), 1))
+        if allowed is None and exclude is None:
             return self.index.search(xq, k)
         faiss = _faiss()
-        sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        inner = faiss.IDSelectorBatch(np.ascontiguousarray(allowed if allowed is not None else exclude, dtype=np.int64))
+        sel = inner if allowed is not None else faiss.IDSelectorNot(inner)
         base = faiss.downcast_index(self.index.index) if hasattr(self.index, "index") else self.index
         if hasattr(base, "hnsw"):
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=base.hnsw.efSearch)
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(base.hnsw.efSearch, k))
         elif hasattr(faiss, "extract_index_ivf") and _is_ivf(self.index):
             params = faiss.SearchParametersIVF(sel=sel, nprobe=faiss.extract_index_ivf(self.index).nprobe)
         else:
             params = faiss.SearchParameters(sel=sel)
-        return self.index.search(xq, k, params=params)
+        D, I = self.index.search(xq, k, params=params)
+        del inner  # (the selectors must outlive the search)
+        return D, I
 
     def save(self, path: Path) -> None:
         """Write atomically: file to a temporary name, fsync, rename; then the sidecar the same way."""
@@ -146,8 +159,9 @@ class VectorIndex:
         try:
             faiss.write_index(index, str(tmp))
             _fsync(tmp)
-            meta = {"spec": self.spec, "generation": self.generation, "count": self.count,
-                    "size": tmp.stat().st_size, "max_id": self.max_id}
+            dead = [] if self.dead is None else self.dead.tolist()
+            meta = {"spec": self.spec, "seq": self.seq, "epoch": self.epoch, "count": self.count,
+                    "size": tmp.stat().st_size, "max_id": self.max_id, "dead": dead}
             mtmp.write_text(json.dumps(meta))
             _fsync(mtmp)
         except BaseException:
@@ -155,16 +169,16 @@ class VectorIndex:
             mtmp.unlink(missing_ok=True)
             raise
         # The file goes first, then the sidecar that vouches for it. A crash between the renames
-        # leaves a new file under an old sidecar whose generation no longer matches the store's, so
-        # the file is rebuilt on next open instead of trusted. (Files are only ever built for the
-        # store's current generation, so a file never runs ahead of its sidecar's claim.)
+        # leaves a new file under an old sidecar whose size no longer matches, so the file is
+        # rebuilt on next open instead of trusted.
         os.replace(tmp, path)
         os.replace(mtmp, path.with_name(path.name + self.META_SUFFIX))
 
     @classmethod
-    def load(cls, path: Path, *, generation: int, spec: str, gpu: bool = False) -> VectorIndex | None:
-        """The saved index if it was built from this store generation with this spec, else None."""
-        meta = cls.vouched(path, generation=generation, spec=spec)
+    def load(cls, path: Path, *, spec: str, epoch: str, upto: int, gpu: bool = False) -> VectorIndex | None:
+        """The saved index if it was built from this store's history (`epoch`) with this spec at a feed position
+        no later than `upto` (the caller replays the feed from its position), else None."""
+        meta = cls.vouched(path, spec=spec, epoch=epoch, upto=upto)
         if meta is None:
             return None
         try:
@@ -175,22 +189,24 @@ class VectorIndex:
             return None
         if gpu:
             index = to_gpu(index)
-        vi = cls(index=index, spec=spec, generation=generation, count=int(index.ntotal), max_id=int(meta["max_id"]))
+        vi = cls(index=index, spec=spec, seq=int(meta["seq"]), count=int(index.ntotal), max_id=int(meta["max_id"]),
+                 epoch=epoch, dead=np.array(sorted(meta["dead"]), dtype=np.int64) if meta["dead"] else None)
         vi.tune()
         return vi
 
-
     @classmethod
-    def vouched(cls, path: Path, *, generation: int, spec: str) -> dict[str, Any] | None:
-        """The sidecar, if it vouches for the file at `path` as built from this generation with this
-        spec (without reading the index itself), else None."""
+    def vouched(cls, path: Path, *, spec: str, epoch: str, upto: int) -> dict[str, Any] | None:
+        """The sidecar, if it vouches for the file at `path` as built from this store's history with this spec
+        at a feed position no later than `upto` (without reading the index itself), else None."""
         path = Path(path)
         try:
             meta = json.loads(path.with_name(path.name + cls.META_SUFFIX).read_text())
-            if meta["generation"] != generation or meta["spec"] != spec or meta["size"] != path.stat().st_size:
+            if meta["epoch"] != epoch or meta["spec"] != spec or meta["size"] != path.stat().st_size:
                 return None
-            int(meta["max_id"])  # written by every version that searches chunks added since (older: rebuilt)
-        except (OSError, ValueError, KeyError, TypeError):
+            if not 0 <= int(meta["seq"]) <= upto or not isinstance(meta["dead"], list):
+                return None
+            int(meta["max_id"])
+        except (OSError, ValueError, KeyError, TypeError):  # (older files, with a generation instead: rebuilt)
             return None
         return meta
 
