@@ -116,6 +116,7 @@ class Index:
         precision: str = "auto",
         backend: str | None = None,
         vectors: str | None = None,
+        ray: str | None = None,
     ) -> Index:
         """Open the index at `path`; with `create=True`, make it if it does not exist.
 
@@ -128,7 +129,9 @@ class Index:
         encoder's for a new index: "torch" (default) or "onnx" (ONNX Runtime, int8: see `models.onnx`); an existing
         index uses the backend that made its vectors, and naming another is refused. `vectors` is where the vectors
         are searched: "faiss" (the default, a file in the folder), "milvus" (milvus-lite, embedded in the folder) or
-        a Milvus server's URI; the store stays the truth, so an index can move from one to another.
+        a Milvus server's URI; the store stays the truth, so an index can move from one to another. `ray`: encode
+        through Ray Data, on a Ray started here ("local") or the cluster at this address (`ray://head:10001`); the
+        vectors are the same, so the index does not record it (see `models.ray_encoder`).
         """
         path = Path(path)
         if vectors is not None:
@@ -192,6 +195,11 @@ class Index:
                         )
                 if changed:
                     store.set_config(config)
+            if ray is not None:  # the same model, its encode run by Ray actors: joined now, so a bad address fails here
+                from .models.ray_encoder import RayEncoder
+
+                encoder = RayEncoder(encoder, address=ray, device=device, precision=precision,
+                                     backend=config.backend).start()
         except sqlite3.DatabaseError as e:
             store.close()
             raise from_sqlite(e, str(db)) from None
@@ -493,15 +501,15 @@ class Index:
             raise from_sqlite(e, str(self.store.path)) from None
         if any("malformed" in p or "corrupt" in p or "not a database" in p for p in problems[:1]):
             raise from_sqlite(sqlite3.DatabaseError(problems[0]), str(self.store.path))
+        self.vectors.sync()
+        vector_problems = self.vectors.check()
+        problems += vector_problems
         if repair:
             if problems:
                 self.store.repair()
             self.vectors.rebuild()
             after = self.store.check(self.config.dim, self.config.vector_dtype)
-        self.vectors.sync()
-        vector_problems = self.vectors.check()
-        problems += vector_problems
-        if repair:
+            vector_problems = self.vectors.check()
             after += vector_problems
         report = {
             "ok": not (after if repair else problems),

@@ -297,3 +297,20 @@ def test_faiss_kill_during_compaction_then_reopen(tmp_path):
         assert ix.search(_doc(230, version=3)["text"], k=1, mode="dense")[0].doc_id == "d230"
     finally:
         ix.close()
+
+
+@pytest.mark.parametrize("ann", ["flat", "ivf"])
+def test_faiss_check_names_chunks_missing_from_the_vectors_and_vectors_of_deleted_chunks(tmp_path, ann):
+    ix = _open(tmp_path / "ix", "faiss", ann=ann)
+    try:
+        ix.add([_doc(i) for i in range(300)])
+        assert ix.check()["ok"]
+        st = ix.vectors.current()
+        ids = ix.store.chunk_ids()
+        st.base.index.remove_ids(np.array(ids[:2], dtype=np.int64))  # damage: two vectors gone from the file's index
+        report = ix.check()
+        assert not report["ok"] and any("2 chunks have no vector" in p for p in report["problems"])
+        repaired = ix.check(repair=True)
+        assert repaired["ok"] and any("no vector" in p for p in repaired["repaired"]) and ix.check()["ok"]
+    finally:
+        ix.close()

@@ -416,6 +416,10 @@ class Store:
             i += 1
         return ids, xb
 
+    def chunk_ids(self) -> np.ndarray:
+        """Every chunk id, ascending (int64)."""
+        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM chunks ORDER BY id")), dtype=np.int64)
+
     def existing_chunks(self, chunk_ids: Sequence[int]) -> list[int]:
         """Those of `chunk_ids` that are stored, ascending."""
         return sorted(r[0] for r in self._in("SELECT id FROM chunks WHERE id IN ({})", chunk_ids))

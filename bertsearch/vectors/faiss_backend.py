@@ -245,11 +245,24 @@ class FaissBackend(VectorBackend):
     # -- upkeep ---------------------------------------------------------------------------------------
 
     def check(self) -> list[str]:
-        st = self.current()
-        chunks = self.store.counts()["chunks"]
-        if st.seq == self.store.feed_head() and st.count != chunks:
-            return [f"the vector index holds {st.count} vectors for {chunks} chunks"]
-        return []
+        """Every stored chunk has its vector here, and nothing else is searched (by id where the index type lists
+        its ids, else by count)."""
+        with self.store.snapshot():
+            st = self.current()
+            if st.seq != self.store.feed_head():
+                return []  # (another thread is syncing this moment)
+            stored = self.store.chunk_ids()
+        held = _ids(st.base.index)
+        if held is None:
+            return [] if st.count == len(stored) else [f"the vector index holds {st.count} vectors for {len(stored)} chunks"]
+        held = np.union1d(np.setdiff1d(held, st.dead), st.delta_ids)
+        missing, extra = np.setdiff1d(stored, held), np.setdiff1d(held, stored)
+        problems = []
+        if len(missing):
+            problems.append(f"{len(missing)} chunks have no vector in the vector index (chunk {int(missing[0])}, ...)")
+        if len(extra):
+            problems.append(f"the vector index holds {len(extra)} vectors of deleted chunks (chunk {int(extra[0])}, ...)")
+        return problems
 
     def info(self) -> dict[str, Any]:
         meta = VectorIndex.vouched(self.path, spec=self.config.ann, epoch=self.store.epoch(), upto=self.store.feed_head())
@@ -280,6 +293,20 @@ class FaissBackend(VectorBackend):
     def close(self) -> None:
         self.wait()
         self._state = None
+
+
+def _ids(index: Any) -> np.ndarray | None:
+    """The ids a FAISS index holds, sorted, where its type lists them (IDMap, IVF), else None."""
+    faiss = _faiss()
+    if hasattr(index, "id_map"):
+        return np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except (RuntimeError, AttributeError):
+        return None
+    lists = ivf.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist) if lists.list_size(i)]
+    return np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _apply(st: _State, ch: Changes) -> _State:
