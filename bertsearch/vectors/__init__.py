@@ -19,7 +19,7 @@ def vectors_setting(value: str | None) -> str:
     v = (value or "faiss").strip()
     if v.lower() in ("faiss", "milvus"):
         return v.lower()
-    if v.startswith(("http://", "https://", "tcp://", "grpc://")) and len(v.split("://", 1)[1]) > 0:
+    if v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0:
         return v
     raise BadArgument(f"unknown vector backend {value!r}: use faiss (the default), milvus (embedded milvus-lite), "
                       "or the URI of a Milvus server (http://host:19530)")
