@@ -52,6 +52,9 @@ class Ingest:
         is read: files that are there but could not be read this time)."""
         if batch_size < 1:
             raise BadArgument(f"batch size must be > 0, got {batch_size}")
+        # an encoder whose every call has a start-up cost (Ray: an actor pool, the model loaded in each) asks for more
+        # documents per batch; each batch is still one store transaction
+        batch_size = max(batch_size, getattr(self.encoder, "preferred_batch", None) or 0)
         report = IndexReport()
         t0 = time.perf_counter()
         seen: set[str] = set()  # every id read so far: a duplicate is noticed across batches, and --prune needs them

@@ -25,6 +25,7 @@ from .options import (
     mode_option,
     model_option,
     precision_option,
+    ray_option,
     reader_option,
     reranker_option,
     where_option,
@@ -88,7 +89,8 @@ def cli(verbose: int) -> None:
 def _index(source: str, index_path: str, *, create: bool, prune: bool = False, model: str | None = None,
            ann: str | None = None, fmt: str = "auto", id_field: str = "id", text_field: str = "text",
            title_field: str = "title", on_error: str = "stop", batch_size: int = 128, as_json: bool = False,
-           precision: str = "auto", backend: str | None = None, vectors: str | None = None) -> None:
+           precision: str = "auto", backend: str | None = None, vectors: str | None = None,
+           ray: str | None = None) -> None:
     import shutil
 
     from ..engine import Index
@@ -100,7 +102,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
     check_corpus(source, fmt_arg, fields=fields, on_error=on_error)  # a bad corpus is found before a model loads
     total = count_records(source, fmt_arg)
     ix = Index.open(index_path, model=model, ann=ann, create=create, precision=precision, backend=backend,
-                    vectors=vectors)
+                    vectors=vectors, ray=ray)
     try:
         with render.progress("indexing", total) as advance:
             report = ix.add_corpus(source, format=fmt_arg, fields=fields, on_error=on_error, batch_size=batch_size,
@@ -153,6 +155,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
 @precision_option
 @backend_option
+@ray_option
 @json_option
 def index(source: str, index_path: str, **kwargs: Any) -> None:
     """Index a corpus: a JSONL or CSV/TSV file, a folder of .txt/.md/.html/.pdf/.docx/.epub files, or a BEIR folder.
@@ -164,6 +167,7 @@ def index(source: str, index_path: str, **kwargs: Any) -> None:
     bertsearch index corpora/wiki-demo/docs.jsonl --index indexes/demo
     bertsearch index notes/ --index indexes/notes --prune
     bertsearch index data.csv --text-field body --id-field key --on-error skip
+    bertsearch index big.jsonl --index indexes/big --ray ray://head:10001
     """
     _index(source, index_path, create=True, **kwargs)
 
@@ -174,12 +178,14 @@ def index(source: str, index_path: str, **kwargs: Any) -> None:
 @corpus_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Documents per write transaction.")
 @precision_option
+@ray_option
 @json_option
 def add(source: str, index_path: str, **kwargs: Any) -> None:
     """Add documents to an existing index: new ids are added, existing ids replaced.
 
     \b
     bertsearch add new_docs.jsonl --index indexes/mine
+    bertsearch add new_docs.jsonl --index indexes/mine --ray
     """
     _index(source, index_path, create=False, **kwargs)
 

@@ -162,3 +162,16 @@ def precision_option(f: F) -> F:
         show_default=True,
         help="Encoder arithmetic: auto uses bfloat16 autocast on CPUs that run it natively (about 2x faster), else fp32.",
     )(f)
+
+def ray_option(f: F) -> F:
+    return click.option(
+        "--ray",
+        "ray",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        metavar="[ADDRESS]",
+        help="Encode through Ray Data, one model per actor (a GPU each where the cluster has GPUs): alone, on a Ray "
+        "started on this machine; with an ADDRESS, on that cluster (ray://HEAD:10001, HEAD:6379, or auto for the one "
+        "on this machine). The vectors are the same; searching needs no Ray. Needs 'pip install bertsearch[ray]'.",
+    )(f)
