@@ -14,7 +14,6 @@ import click
 from ..errors import BadArgument, BertsearchError, CorruptIndex, from_sqlite
 from .options import (
     ann_option,
-    vectors_option,
     backend_option,
     corpus_options,
     gpu_option,
@@ -28,6 +27,7 @@ from .options import (
     ray_option,
     reader_option,
     reranker_option,
+    vectors_option,
     where_option,
 )
 
