@@ -161,7 +161,10 @@ class MilvusBackend(VectorBackend):
             raise MissingDependency('"bertsearch[milvus]"', "the embedded Milvus backend (milvus-lite)") from None
         path = str(self.lite_path.resolve())
         self.folder.mkdir(parents=True, exist_ok=True)
+        quiet = logging.getLogger("milvus_lite")  # (it logs a traceback before the error this raises says why)
         with _lite_lock:
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)
             try:
                 client = pymilvus.MilvusClient(uri=path, timeout=CONNECT_TIMEOUT)
             except Exception as e:  # noqa: BLE001 - pymilvus's, or milvus-lite's own while it starts
@@ -170,8 +173,10 @@ class MilvusBackend(VectorBackend):
                         f"{self.lite_path} is open in another process (milvus-lite serves one process per folder): "
                         f"run 'milvus-lite server --data-dir {self.lite_path} --host 127.0.0.1 --port 19530' and open "
                         "the index with --vectors http://127.0.0.1:19530, or use --vectors faiss") from None
-                raise BertsearchError(f"cannot open {self.lite_path} with milvus-lite ({_reason(e)}); its log above "
-                                      "says why. 'bertsearch check' rebuilds it from the store if it is damaged") from None
+                raise BertsearchError(f"cannot open {self.lite_path} with milvus-lite ({_reason(e)}); if it is damaged, "
+                                      "'bertsearch check --repair' rebuilds it from the store") from None
+            finally:
+                quiet.setLevel(level)
             _lite_users[path] = _lite_users.get(path, 0) + 1
         return client
 
@@ -382,7 +387,7 @@ class MilvusBackend(VectorBackend):
         results of approximate types change until then. A server reports pending rows; milvus-lite reports none, so
         its background worker (in this process) is drained instead."""
         name = self._collection
-        if name is None:
+        if name is None or self._client is None:  # (never connects: nothing was written through it)
             return
         worker = self._lite_collection(name)
         if worker is not None:
