@@ -87,6 +87,7 @@ class Index:
         # 24.7 for raw span scores at the shipped threshold, 59.8 against 44.5 never abstaining
         self.answer_scoring = "margin"
         self.answer_passage_weight = 0.5
+        self.query_backend: str | None = None  # the reranker's and reader's runtime; None: see models.query_backend
         self._reranker: Any = None
         self._reader: Any = None
         self._calibration: Any = _UNLOADED
@@ -126,7 +127,8 @@ class Index:
         `reranker` and `reader` name the cross-encoder and the extractive reader (a folder or model
         id; default: the ones shipped with bertsearch); they load on first use. `precision` is every
         model's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16". `backend` is the
-        encoder's for a new index: "torch" (default) or "onnx" (ONNX Runtime, int8: see `models.onnx`); an existing
+        encoder's for a new index: "torch" (default), "onnx" (ONNX Runtime, int8: see `models.onnx`) or "openvino"
+        (see `models.openvino`; the reranker and reader then default to it too: `models.query_backend`); an existing
         index uses the backend that made its vectors, and naming another is refused. `vectors` is where the vectors
         are searched: "faiss" (the default, a file in the folder), "milvus" (milvus-lite, embedded in the folder) or
         a Milvus server's URI; the store stays the truth, so an index can move from one to another. `ray`: encode
@@ -402,10 +404,12 @@ class Index:
         if self._reranker is None:
             with self._models_lock:
                 if self._reranker is None:
+                    from .models import query_backend
                     from .models.reranker import load_reranker
 
                     self._reranker = SharedReranker(
-                        load_reranker(self._reranker_name, device=self._device, precision=self._precision))
+                        load_reranker(self._reranker_name, device=self._device, precision=self._precision,
+                                      backend=query_backend(self.query_backend, self.config.backend)))
         return self._reranker
 
     @property
@@ -414,10 +418,12 @@ class Index:
         if self._reader is None:
             with self._models_lock:
                 if self._reader is None:
+                    from .models import query_backend
                     from .models.reader import load_reader
 
                     self._reader = SharedReader(
-                        load_reader(self._reader_name, device=self._device, precision=self._precision))
+                        load_reader(self._reader_name, device=self._device, precision=self._precision,
+                                    backend=query_backend(self.query_backend, self.config.backend)))
         return self._reader
 
     def ask(

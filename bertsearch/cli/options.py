@@ -147,10 +147,11 @@ def reader_option(f: F) -> F:
 def backend_option(f: F) -> F:
     return click.option(
         "--backend",
-        type=click.Choice(["torch", "onnx"]),
+        type=click.Choice(["torch", "onnx", "openvino"]),
         default=None,
-        help="The encoder's runtime for a new index: torch (default), or onnx (ONNX Runtime, int8 weights: about "
-        "twice as fast on a CPU; needs onnxruntime). An existing index keeps the one that made its vectors.",
+        help="The encoder's runtime for a new index: torch (default), onnx (ONNX Runtime, int8 weights; needs "
+        "onnxruntime) or openvino (OpenVINO, bfloat16 on CPUs that run it natively; needs openvino; the reranker and "
+        "reader then run on it too). An existing index keeps the one that made its vectors.",
     )(f)
 
 
@@ -162,6 +163,7 @@ def precision_option(f: F) -> F:
         show_default=True,
         help="Encoder arithmetic: auto uses bfloat16 autocast on CPUs that run it natively (about 2x faster), else fp32.",
     )(f)
+
 
 def ray_option(f: F) -> F:
     return click.option(

@@ -15,8 +15,23 @@ _PACKAGED = {
 MODEL_FILES = ("config.json", "modules.json", "config_sentence_transformers.json")
 """A model folder holds one of these (transformers' config, or a sentence-transformers pipeline)."""
 _ALIASES = {"default": DEFAULT_ENCODER, "all-MiniLM-L6-v2": DEFAULT_ENCODER}
+QUERY_BACKENDS = ("torch", "openvino")
+"""Runtimes of the reranker and the reader."""
+QUERY_BACKEND_ENV = "BERTSEARCH_QUERY_BACKEND"
 
-__all__ = ["DEFAULT_ENCODER", "Encoder", "canonical_name", "load_encoder", "resolve_model_path"]
+__all__ = ["DEFAULT_ENCODER", "QUERY_BACKENDS", "Encoder", "canonical_name", "load_encoder", "query_backend",
+           "resolve_model_path"]
+
+
+def query_backend(backend: str | None = None, index_backend: str = "torch") -> str:
+    """The runtime of the reranker and the reader: `backend` when given, else $BERTSEARCH_QUERY_BACKEND, else
+    openvino for an index whose encoder runs on OpenVINO (a query then needs no torch at all), else torch."""
+    if backend is None:
+        backend = os.environ.get(QUERY_BACKEND_ENV) or ("openvino" if index_backend == "openvino" else "torch")
+    if backend not in QUERY_BACKENDS:
+        raise ModelNotFound(f"unknown reranker and reader backend {backend!r} (${QUERY_BACKEND_ENV}?); use one of "
+                            f"{', '.join(QUERY_BACKENDS)}")
+    return backend
 
 
 def canonical_name(name: str | None) -> str:
@@ -62,7 +77,8 @@ def load_encoder(name: str | None = None, *, device: str | None = None, precisio
     """The encoder named `name` (default: the packaged all-MiniLM-L6-v2). Weights load lazily.
 
     `precision`: "auto" (bfloat16 autocast on CPUs that run it natively, else fp32), "fp32" or "bf16" (torch).
-    `backend`: "torch", or "onnx" (ONNX Runtime, int8; see `models.onnx`).
+    `backend`: "torch", "onnx" (ONNX Runtime, int8; see `models.onnx`) or "openvino" (OpenVINO, bfloat16 where the
+    CPU runs it natively, `precision` as for torch; see `models.openvino`).
     """
     from .onnx import BACKENDS
 
@@ -80,6 +96,10 @@ def load_encoder(name: str | None = None, *, device: str | None = None, precisio
         from .onnx import OnnxEncoder
 
         return OnnxEncoder(name, resolve_model_path(name))
+    if backend == "openvino":
+        from .openvino import OpenVINOEncoder
+
+        return OpenVINOEncoder(name, resolve_model_path(name), device=device, precision=precision)
     from .sentence import SentenceEncoder
 
     return SentenceEncoder(name, resolve_model_path(name), device=device, precision=precision)

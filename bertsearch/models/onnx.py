@@ -18,6 +18,8 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from .base import fingerprint_dir
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
+"""Runtimes of the encoder: what `--backend` takes and an index records."""
 EXPORT = "model_int8.onnx"
 META = "bertsearch-onnx.json"
 
@@ -43,26 +46,43 @@ def exported(path: Path, fingerprint: str | None = None) -> Path:
     folder = cache_root() / "onnx" / fingerprint
     if (folder / META).is_file():
         return folder
-    pooling = _pooling(path)
+    meta = encoder_meta(path, fingerprint)  # refuses a model it cannot pool before the slow export
     log.warning("exporting %s to ONNX (int8) once, into %s", path, folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{fingerprint}.", dir=folder.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         _export(path, tmp)
         shutil.copy(path / "tokenizer.json", tmp / "tokenizer.json")
-        settings = json.loads((path / "sentence_bert_config.json").read_text()) if (path / "sentence_bert_config.json").is_file() else {}
-        meta = {"source": str(path), "fingerprint": fingerprint, "pooling": pooling,
-                "max_seq_length": int(settings.get("max_seq_length", 256)),
-                "dim": int(json.loads((path / "config.json").read_text())["hidden_size"])}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+
+    return cached(folder, build, META)
+
+
+def cached(folder: Path, build: Callable[[Path], None], marker: str) -> Path:
+    """`folder`, made once by `build(tmp)`, which writes `marker` last: built beside it and renamed into place
+    whole, so that a crash leaves no half-made folder and a process that loses the race uses the winner's."""
+    if (folder / marker).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        build(tmp)
         try:
-            tmp.rename(folder)  # whole or not at all; another process may have won the race
+            tmp.rename(folder)
         except OSError:
-            if not (folder / META).is_file():
+            if not (folder / marker).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def encoder_meta(path: Path, fingerprint: str) -> dict[str, Any]:
+    """What an exported encoder needs beside its graph: pooling, window and dimension of the model at `path`."""
+    settings_file = path / "sentence_bert_config.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    return {"source": str(path), "fingerprint": fingerprint, "pooling": _pooling(path),
+            "max_seq_length": int(settings.get("max_seq_length", 256)),
+            "dim": int(json.loads((path / "config.json").read_text())["hidden_size"])}
 
 
 def _pooling(path: Path) -> str:
@@ -77,34 +97,61 @@ def _pooling(path: Path) -> str:
     raise ModelNotFound(f"{path} pools its tokens in a way the ONNX backend does not (mean or CLS only); use --backend torch")
 
 
-def _export(path: Path, out: Path) -> None:
+HEADS = {"encoder": ["hidden"], "reranker": ["logits"], "reader": ["start_logits", "end_logits"]}
+"""What an fp32 export computes from (input_ids, attention_mask, token_type_ids), each (batch, tokens): the
+transformer's last hidden states (b, t, dim), a cross-encoder's logits (b, labels), or a reader's start and end
+logits (b, t) each."""
+
+
+def export_fp32(path: Path, file: Path, head: str = "encoder") -> None:
+    """The transformers model at `path` exported to ONNX in fp32 (`file`), with dynamic batch and token axes; see
+    HEADS for what it outputs. Needs torch and transformers (only the export does)."""
+    if head not in HEADS:
+        raise BadArgument(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
     try:
         import torch
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        from transformers import AutoModel, AutoTokenizer
+        import transformers
     except ImportError as e:
-        raise MissingDependency("onnxruntime", f"exporting the encoder to ONNX ({e.name} is missing)") from None
+        raise MissingDependency(e.name or "torch", "exporting a model (to ONNX, and from there to OpenVINO)") from None
 
-    model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    auto = {"encoder": transformers.AutoModel, "reranker": transformers.AutoModelForSequenceClassification,
+            "reader": transformers.AutoModelForQuestionAnswering}[head]
+    # eager attention: an additive mask and a softmax; the SDPA export adds a NaN guard (IsNaN, Select) over every
+    # (batch, heads, tokens, tokens) score tensor, which took 40% of the time on OpenVINO
+    model = auto.from_pretrained(str(path), local_files_only=True, dtype=torch.float32, attn_implementation="eager").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    outputs = HEADS[head]
 
-    class Hidden(torch.nn.Module):  # the transformer's last hidden states, by keyword (transformers 5's forward)
+    class Heads(torch.nn.Module):  # the head's outputs, the inputs by keyword (transformers 5's forward)
         def __init__(self, m: Any) -> None:
             super().__init__()
             self.m = m
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+            out = self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.last_hidden_state if head == "encoder" else tuple(getattr(out, n) for n in outputs)
 
     sample = tok(["an example", "another example, a little longer"], return_tensors="pt", padding=True)
     if "token_type_ids" not in sample:
         sample["token_type_ids"] = torch.zeros_like(sample["input_ids"])
     names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "tokens"} for n in [*names, *outputs]}
+    if head == "reranker":
+        axes["logits"] = {0: "batch"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes it records as constants: none holds a size
+        torch.onnx.export(Heads(model), tuple(sample[n] for n in names), str(file), input_names=names,
+                          output_names=outputs, opset_version=17, dynamo=False, dynamic_axes=axes)
+
+
+def _export(path: Path, out: Path) -> None:
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        raise MissingDependency("onnxruntime", f"exporting the encoder to ONNX ({e.name} is missing)") from None
+
     fp32 = out / "model.onnx"
-    with torch.no_grad():
-        torch.onnx.export(Hidden(model), tuple(sample[n] for n in names), str(fp32), input_names=names,
-                          output_names=["hidden"], opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]})
+    export_fp32(path, fp32)
     # per channel, matrix products only: mean cosine 0.995 to fp32 on SciFact (per tensor, every op: 0.94)
     quantize_dynamic(str(fp32), str(out / EXPORT), weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
                      op_types_to_quantize=["MatMul"])
@@ -116,6 +163,7 @@ class OnnxEncoder:
     own, as for the torch encoder; the index records the backend beside them."""
 
     backend = "onnx"
+    marker = META  # the file in the export's folder that holds `meta`
 
     def __init__(self, name: str, path: Path, *, threads: int | None = None) -> None:
         self.name = name
@@ -132,20 +180,31 @@ class OnnxEncoder:
         return self._fingerprint
 
     def _load(self) -> None:
-        try:
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise MissingDependency("onnxruntime", "the ONNX backend (--backend onnx)") from None
-        folder = exported(self.path, self.fingerprint())
-        self._meta = json.loads((folder / META).read_text())
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads or max(1, min(os.cpu_count() or 1, 8))
-        self._session = ort.InferenceSession(str(folder / EXPORT), opts, providers=["CPUExecutionProvider"])
+        folder = self._prepare()
+        from tokenizers import Tokenizer
+
+        self._meta = json.loads((folder / self.marker).read_text())
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok.no_truncation()
         tok.no_padding()
         self._tokenizer = tok
+
+    def _prepare(self) -> Path:
+        """The runtime's session, made from the export (made first, once); returns the export's folder."""
+        try:
+            import onnxruntime as ort
+            import tokenizers  # noqa: F401
+        except ImportError:
+            raise MissingDependency("onnxruntime", "the ONNX backend (--backend onnx)") from None
+        folder = exported(self.path, self.fingerprint())
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads or max(1, min(os.cpu_count() or 1, 8))
+        self._session = ort.InferenceSession(str(folder / EXPORT), opts, providers=["CPUExecutionProvider"])
+        return folder
+
+    def _hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The transformer's last hidden states (b, t, dim) for a padded batch of (b, t) ids."""
+        return self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -196,8 +255,7 @@ class OnnxEncoder:
             for r, row in enumerate(rows):
                 ids[r, : len(row)] = row
                 mask[r, : len(row)] = 1
-            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                               "token_type_ids": np.zeros_like(ids)})[0]  # (b, t, dim)
+            hidden = self._hidden(ids, mask)  # (b, t, dim)
             if self.meta["pooling"] == "cls":
                 v = hidden[:, 0]
             else:

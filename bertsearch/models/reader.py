@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
 from ..errors import BadArgument, ModelNotFound
 from ..types import Span
 from .base import fingerprint_dir
@@ -52,23 +55,22 @@ def best_spans(
     most `max_answer_tokens` word pieces long; its score is start logit + end logit. Every such pair is
     scored exactly: a (T, max_answer_tokens) band of start i and end i + d, not the whole (T, T) matrix.
     """
-    import torch
-
-    s = torch.as_tensor(start_logits, dtype=torch.float32)  # (T,)
-    e = torch.as_tensor(end_logits, dtype=torch.float32)  # (T,)
+    s = np.asarray(start_logits, dtype=np.float32).reshape(-1)  # (T,)
+    e = np.asarray(end_logits, dtype=np.float32).reshape(-1)  # (T,)
     t, n_len = s.shape[0], max_answer_tokens
-    in_passage = torch.tensor([sid == 1 for sid in sequence_ids[:t]], dtype=torch.bool)  # (T,)
-    e = e.masked_fill(~in_passage, float("-inf"))
-    e_band = torch.cat([e, e.new_full((n_len - 1,), float("-inf"))]).unfold(0, n_len, 1)  # (T, L): end i + d
-    scores = (s[:, None] + e_band).masked_fill(~in_passage[:, None], float("-inf")).flatten()  # (T*L,)
-    n = min(k, int(torch.isfinite(scores).sum()))
+    in_passage = np.array([sid == 1 for sid in sequence_ids[:t]], dtype=bool)  # (T,)
+    e = np.where(in_passage, e, -np.inf)
+    e_band = sliding_window_view(np.concatenate([e, np.full(n_len - 1, -np.inf, np.float32)]), n_len)  # (T, L): end i + d
+    scores = np.where(in_passage[:, None], s[:, None] + e_band, -np.inf).ravel()  # (T*L,)
+    n = min(k, int(np.isfinite(scores).sum()))
     if n <= 0:
         return []
-    top, idx = scores.topk(n)
+    idx = np.argpartition(-scores, n - 1)[:n]
+    idx = idx[np.lexsort((idx, -scores[idx]))]  # best first; a tie goes to the earlier start, then the shorter span
     out = []
-    for score, flat in zip(top.tolist(), idx.tolist()):
+    for flat in idx.tolist():
         a, d = divmod(flat, n_len)
-        out.append((int(offsets[a][0]), int(offsets[a + d][1]), float(score)))
+        out.append((int(offsets[a][0]), int(offsets[a + d][1]), float(scores[flat])))
     return out
 
 
@@ -305,8 +307,14 @@ def load_reader(
     max_answer_tokens: int | None = None,
     no_answer_threshold: float | None = None,
     precision: str = "auto",
+    backend: str = "torch",
 ) -> ExtractiveReader:
-    """The reader named `name`: a model folder or id, or None for the default shipped in the package."""
+    """The reader named `name`: a model folder or id, or None for the default shipped in the package.
+    `backend`: "torch", or "openvino" (see `models.openvino`; no torch needed once the model is converted)."""
+    from . import QUERY_BACKENDS
+
+    if backend not in QUERY_BACKENDS:
+        raise BadArgument(f"unknown reader backend {backend!r}; use one of {', '.join(QUERY_BACKENDS)}")
     if name is None or name == DEFAULT_READER:
         if not (DEFAULT_READER_PATH / "config.json").is_file():
             raise ModelNotFound(
@@ -318,7 +326,12 @@ def load_reader(
         from . import resolve_model_path
 
         path = resolve_model_path(name)
-    return ExtractiveReader(
+    kind: type[ExtractiveReader] = ExtractiveReader
+    if backend == "openvino":
+        from .openvino import OpenVINOReader
+
+        kind = OpenVINOReader
+    return kind(
         name,
         path,
         device=device,

@@ -144,22 +144,24 @@ class CrossEncoderReranker:
             model = CrossEncoder(
                 str(self.path), device=self.device, local_files_only=True, model_kwargs={"dtype": torch.float32}
             )
-            limit = _model_limit(model)
-            settings = _read_settings(self.path)
-            max_length = self._max_length if self._max_length is not None else settings.get("max_length", limit)
-            stride = self._stride if self._stride is not None else settings.get("stride", DEFAULT_STRIDE)
-            if not isinstance(max_length, int) or not 16 <= max_length <= limit:
-                raise BadArgument(f"reranker max_length must be in [16, {limit}] for {self.name}, got {max_length}")
-            if not isinstance(stride, int) or stride < 0:
-                raise BadArgument(f"reranker stride must be a whole number >= 0, got {stride}")
-            if not getattr(model.tokenizer, "is_fast", False):
-                raise BadArgument(
-                    f"reranker {self.name} has no fast tokenizer (tokenizer.json); windowing needs its offsets"
-                )
-            model.max_seq_length = max_length
-            self._max_length, self._stride = max_length, stride
+            self._settle(_model_limit(model), model.tokenizer)
+            model.max_seq_length = self._max_length
             self._model = model
         return self._model
+
+    def _settle(self, limit: int, tokenizer: Any) -> None:
+        """Resolve max_length and stride (given, else the folder's bertsearch.json, else the model's own limit and
+        DEFAULT_STRIDE) and check them and the tokenizer, as the weights load."""
+        settings = _read_settings(self.path)
+        max_length = self._max_length if self._max_length is not None else settings.get("max_length", limit)
+        stride = self._stride if self._stride is not None else settings.get("stride", DEFAULT_STRIDE)
+        if not isinstance(max_length, int) or not 16 <= max_length <= limit:
+            raise BadArgument(f"reranker max_length must be in [16, {limit}] for {self.name}, got {max_length}")
+        if not isinstance(stride, int) or stride < 0:
+            raise BadArgument(f"reranker stride must be a whole number >= 0, got {stride}")
+        if not getattr(tokenizer, "is_fast", False):
+            raise BadArgument(f"reranker {self.name} has no fast tokenizer (tokenizer.json); windowing needs its offsets")
+        self._max_length, self._stride = max_length, stride
 
     @property
     def max_length(self) -> int:
@@ -192,8 +194,6 @@ class CrossEncoderReranker:
         self, queries: list[str], passages_per_query: Sequence[list[str]], *, batch_size: int = 32
     ) -> list[np.ndarray]:
         """`score` for many queries at once: every window of every passage goes to the model in one call."""
-        import torch
-
         if batch_size < 1:
             raise BadArgument(f"batch size must be > 0, got {batch_size}")
         queries, spans = self._windows(queries, passages_per_query)
@@ -207,22 +207,28 @@ class CrossEncoderReranker:
                 flat += 1
         best = np.full(flat, -np.inf, dtype=np.float32)
         if pairs:
-            from .sentence import uses_bf16
-
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(self.model.device, self.precision)):
-                logits = self.model.predict(
-                    pairs,
-                    batch_size=batch_size,
-                    activation_fn=torch.nn.Identity(),  # raw logits
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )  # (n_windows,)
-            np.maximum.at(best, np.asarray(owner), np.asarray(logits, dtype=np.float32).reshape(-1))
+            np.maximum.at(best, np.asarray(owner), self._logits(pairs, batch_size))
         out, pos = [], 0
         for passages in passages_per_query:
             out.append(best[pos : pos + len(passages)])
             pos += len(passages)
         return out
+
+    def _logits(self, pairs: list[tuple[str, str]], batch_size: int) -> np.ndarray:
+        """The model's raw logit for each (query, passage window) pair, shape (len(pairs),), float32."""
+        import torch
+
+        from .sentence import uses_bf16
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(self.model.device, self.precision)):
+            logits = self.model.predict(
+                pairs,
+                batch_size=batch_size,
+                activation_fn=torch.nn.Identity(),  # raw logits
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )  # (n_windows,)
+        return np.asarray(logits, dtype=np.float32).reshape(-1)
 
     def _windows(
         self, queries: list[str], passages_per_query: Sequence[list[str]]
@@ -303,10 +309,15 @@ def load_reranker(
     max_length: int | None = None,
     stride: int | None = None,
     precision: str = "auto",
+    backend: str = "torch",
 ) -> CrossEncoderReranker:
     """The cross-encoder named `name`: a folder, a model id in the local cache, or (None) the one shipped
-    in the package. Weights load lazily, on the first `score`."""
-    from . import resolve_model_path
+    in the package. Weights load lazily, on the first `score`. `backend`: "torch", or "openvino" (see
+    `models.openvino`; no torch needed once the model is converted)."""
+    from . import QUERY_BACKENDS, resolve_model_path
+
+    if backend not in QUERY_BACKENDS:
+        raise BadArgument(f"unknown reranker backend {backend!r}; use one of {', '.join(QUERY_BACKENDS)}")
 
     if name is None or name == "default":
         if not (PACKAGED / "config.json").is_file():
@@ -323,4 +334,8 @@ def load_reranker(
                 f"download it); {TRAIN_HINT}"
             ) from None
     check_cross_encoder(name, path)
+    if backend == "openvino":
+        from .openvino import OpenVINOReranker
+
+        return OpenVINOReranker(name, path, device=device, max_length=max_length, stride=stride, precision=precision)
     return CrossEncoderReranker(name, path, device=device, max_length=max_length, stride=stride, precision=precision)

@@ -1,0 +1,181 @@
+"""The encoder, reranker and reader on OpenVINO: close to torch, converted once, recorded by the index."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+if os.environ.get("CI") != "1":  # CI installs openvino: there, a missing one is a failure, not a skip
+    pytest.importorskip("openvino")
+
+import bertsearch
+from bertsearch.errors import BadArgument, ModelMismatch, ModelNotFound
+from bertsearch.models import load_encoder, query_backend
+from bertsearch.models import openvino as ovb
+from bertsearch.models.reader import load_reader
+from bertsearch.models.reranker import load_reranker
+
+TEXTS = ["Aurora\nAn aurora is a natural light display in the sky caused by the solar wind.",
+         "Alexander Fleming discovered penicillin in 1928.", "short", "A volcano " * 150]
+QUESTION = "who discovered penicillin"
+PASSAGES = ["Alexander Fleming discovered penicillin in 1928 when he noticed mould killing bacteria.",
+            "The aurora borealis is caused by the solar wind striking the magnetosphere.",
+            "Penicillin is a group of antibiotics used against bacterial infections. " * 40,  # windowed: 3 windows
+            "Fleming was a Scottish physician and microbiologist.",
+            "The piano is a keyboard instrument; a hammer strikes strings.",
+            "Antibiotics such as penicillin were first used widely during the Second World War."]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bertsearch-cache")
+    old = os.environ.get("BERTSEARCH_CACHE")
+    os.environ["BERTSEARCH_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("BERTSEARCH_CACHE")
+    else:
+        os.environ["BERTSEARCH_CACHE"] = old
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@pytest.mark.model
+def test_openvino_vectors_are_close_to_torch_and_the_tokenizer_agrees(cache):
+    torch = load_encoder(None, precision="fp32")
+    b = torch.encode(TEXTS)
+    for precision, floor in (("auto", 0.99), ("fp32", 0.9999)):  # auto: bfloat16 on a CPU that runs it natively
+        ov = load_encoder(None, backend="openvino", precision=precision)
+        a = ov.encode(TEXTS)
+        assert a.shape == b.shape == (4, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+        assert (a * b).sum(1).mean() >= floor, precision
+    assert ov.token_spans(TEXTS) == torch.token_spans(TEXTS) and ov.input_tokens(TEXTS) == torch.input_tokens(TEXTS)
+    assert (ov.dim, ov.max_tokens, ov.special_tokens) == (384, 256, 2)
+    assert ov.fingerprint() == torch.fingerprint()
+    assert ov.encode(TEXTS[:1], batch_size=1).shape == (1, 384) and ov.encode([]).shape == (0, 384)
+    # a batch padded with longer texts gives the same vector as the text alone
+    assert np.allclose(ov.encode(TEXTS)[2], ov.encode(TEXTS[2:3])[0], atol=1e-5)
+
+
+@pytest.mark.model
+def test_the_conversion_is_made_once_and_reused(cache, monkeypatch):
+    enc = load_encoder(None, backend="openvino")
+    folder = ovb.converted(enc.path, "encoder")
+    stamp = (folder / ovb.IR).stat().st_mtime_ns
+    assert folder.parent == cache / "openvino" and folder.name == f"{enc.fingerprint()}-encoder"
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(ovb, "export_fp32", no_export)
+    again = load_encoder(None, backend="openvino")
+    assert again.encode(TEXTS[:2]).shape == (2, 384)
+    assert ovb.converted(enc.path, "encoder") == folder and (folder / ovb.IR).stat().st_mtime_ns == stamp
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no half-made folder left behind
+
+
+@pytest.mark.model
+def test_reranker_scores_follow_torch(cache):
+    ov, torch = load_reranker(backend="openvino"), load_reranker(precision="fp32")
+    assert isinstance(ov, ovb.OpenVINOReranker)
+    assert (ov.max_length, ov.stride) == (torch.max_length, torch.stride)
+    assert ov.windows(QUESTION, PASSAGES) == torch.windows(QUESTION, PASSAGES)
+    assert len(ov.windows(QUESTION, PASSAGES)[2]) > 1
+    a, b = ov.score(QUESTION, PASSAGES), torch.score(QUESTION, PASSAGES)
+    assert a.shape == b.shape == (len(PASSAGES),)
+    assert _spearman(a, b) >= 0.9 and int(np.argmax(a)) == int(np.argmax(b)) == 0
+    assert np.abs(a - b).max() < 0.5  # the same logits, to bfloat16's precision
+    many = ov.score_batch([QUESTION, "what causes auroras"], [PASSAGES, PASSAGES[:2]])
+    assert np.allclose(many[0], a, atol=1e-4) and int(np.argmax(many[1])) == 1
+
+
+@pytest.mark.model
+def test_the_tokenizer_stands_in_for_transformers(cache):
+    """Pieces gives what the reranker and the reader read of a transformers fast tokenizer, to the token."""
+    from transformers import AutoTokenizer
+
+    reader = load_reader(backend="openvino")
+    hf = AutoTokenizer.from_pretrained(str(reader.path))
+    ours = reader.tokenizer
+    kwargs = {"truncation": "only_second", "max_length": 64, "stride": 16, "return_overflowing_tokens": True,
+              "return_offsets_mapping": True, "return_token_type_ids": True}
+    a = ours([QUESTION] * 3, PASSAGES[:3], **kwargs)
+    b = hf([QUESTION] * 3, PASSAGES[:3], **kwargs)
+    assert len(a["input_ids"]) > 3  # the long passage overflowed into several windows
+    for key in ("input_ids", "attention_mask", "token_type_ids", "overflow_to_sample_mapping"):
+        assert list(a[key]) == list(b[key]), key
+    assert [list(map(tuple, o)) for o in a["offset_mapping"]] == [list(map(tuple, o)) for o in b["offset_mapping"]]
+    assert all(a.sequence_ids(w) == b.sequence_ids(w) for w in range(len(a["input_ids"])))
+    single = ours(PASSAGES, add_special_tokens=False)
+    assert single.word_ids(2) == hf(PASSAGES, add_special_tokens=False).word_ids(2)
+    assert ours.num_special_tokens_to_add(pair=True) == hf.num_special_tokens_to_add(pair=True) == 3
+
+
+@pytest.mark.model
+def test_the_reader_finds_the_same_answers(cache):
+    ov, torch = load_reader(backend="openvino"), load_reader(precision="fp32")
+    a, b = ov.read(QUESTION, PASSAGES, per_passage=2), torch.read(QUESTION, PASSAGES, per_passage=2)
+    assert a[0].text == b[0].text == "Alexander Fleming" and a[0].passage == b[0].passage == 0
+    assert [(s.passage, s.start, s.end) for s in a[:3]] == [(s.passage, s.start, s.end) for s in b[:3]]
+    assert abs(a[0].score - b[0].score) < 0.5 and abs(a[0].null_score - b[0].null_score) < 0.5
+
+
+@pytest.mark.model
+def test_an_index_records_its_backend_and_refuses_the_other(tmp_path, cache, docs, monkeypatch):
+    monkeypatch.delenv("BERTSEARCH_QUERY_BACKEND", raising=False)
+    with bertsearch.open_index(tmp_path / "ix", create=True, backend="openvino") as ix:
+        ix.add(docs)
+        assert ix.info()["backend"] == "openvino"
+        assert ix.search("what causes the northern lights", k=1, mode="dense")[0].doc_id == "aurora"
+    with bertsearch.open_index(tmp_path / "ix") as ix:  # the index's own backend, unnamed
+        assert ix.config.backend == "openvino"
+        hits = ix.search("penicillin mould", k=2, rerank=True)
+        assert hits[0].doc_id == "penicillin" and isinstance(ix.reranker.inner, ovb.OpenVINOReranker)
+        result = ix.ask("who discovered penicillin")
+        assert isinstance(ix.reader.inner, ovb.OpenVINOReader)
+        assert result.answers and "Fleming" in result.answers[0].text
+    for other in ("torch", "onnx"):
+        with pytest.raises(ModelMismatch, match="openvino backend computed"):
+            bertsearch.open_index(tmp_path / "ix", backend=other)
+
+
+def test_the_query_backend_is_chosen_by_argument_then_environment_then_index(monkeypatch):
+    monkeypatch.delenv("BERTSEARCH_QUERY_BACKEND", raising=False)
+    assert query_backend() == query_backend(None, "onnx") == "torch"
+    assert query_backend(None, "openvino") == "openvino" and query_backend("torch", "openvino") == "torch"
+    monkeypatch.setenv("BERTSEARCH_QUERY_BACKEND", "openvino")
+    assert query_backend() == "openvino" and query_backend("torch") == "torch"
+    monkeypatch.setenv("BERTSEARCH_QUERY_BACKEND", "tensorrt")
+    with pytest.raises(ModelNotFound, match="BERTSEARCH_QUERY_BACKEND"):
+        query_backend()
+
+
+def test_bad_settings_are_refused_before_anything_loads(tmp_path):
+    with pytest.raises(BadArgument, match="runs on the CPU"):
+        load_reranker(backend="openvino", device="cuda")
+    with pytest.raises(BadArgument, match="precision"):
+        load_encoder(None, backend="openvino", precision="int4")
+    with pytest.raises(BadArgument, match="unknown reader backend"):
+        load_reader(backend="onnx")
+    with pytest.raises(BadArgument, match="precision"):
+        ovb.precision_hint("fp16")
+
+
+def test_batches_go_shortest_first_within_their_limits():
+    lengths = [5, 300, 40, 41, 200, 7, 39]
+    batches = ovb.length_batches(lengths, max_rows=3, max_tokens=100)
+    assert sorted(i for b in batches for i in b.tolist()) == list(range(len(lengths)))  # each input once
+    flat = [lengths[i] for b in batches for i in b.tolist()]
+    assert flat == sorted(lengths)
+    for b in batches:
+        rows = [lengths[i] for i in b.tolist()]
+        assert len(rows) <= 3 and (len(rows) == 1 or len(rows) * max(rows) <= 100)
+    assert [len(b) for b in batches] == [2, 2, 1, 1, 1]  # (5, 7), (39, 40), (41), (200), (300): one past the limit alone
+    inputs = ovb.padded([[101, 7, 102], [101, 102]], [[0, 0, 1], [0, 1]])
+    assert inputs["input_ids"].shape == (2, ovb.PAD_TO) and inputs["attention_mask"].sum(1).tolist() == [3, 2]
+    assert inputs["token_type_ids"][0, :4].tolist() == [0, 0, 1, 0]
