@@ -98,3 +98,13 @@ def recorded_progress():
 
     progress.bars = bars
     return progress
+
+
+@pytest.fixture(scope="module")
+def export_cache(tmp_path_factory, request):
+    """$BERTSEARCH_CACHE pointed at a fresh folder for one test module (the ONNX and OpenVINO exports go there)."""
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("bertsearch-cache")
+    mp.setenv("BERTSEARCH_CACHE", str(folder))
+    yield folder
+    mp.undo()

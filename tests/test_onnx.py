@@ -16,22 +16,8 @@ TEXTS = ["Aurora\nAn aurora is a natural light display in the sky caused by the 
          "Alexander Fleming discovered penicillin in 1928.", "short", "A volcano " * 150]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    import os
-
-    folder = tmp_path_factory.mktemp("bertsearch-cache")
-    old = os.environ.get("BERTSEARCH_CACHE")
-    os.environ["BERTSEARCH_CACHE"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("BERTSEARCH_CACHE")
-    else:
-        os.environ["BERTSEARCH_CACHE"] = old
-
-
 @pytest.mark.model
-def test_onnx_vectors_are_close_to_torch_and_the_tokenizer_agrees(cache):
+def test_onnx_vectors_are_close_to_torch_and_the_tokenizer_agrees(export_cache):
     onnx, torch = load_encoder(None, backend="onnx"), load_encoder(None, precision="fp32")
     a, b = onnx.encode(TEXTS), torch.encode(TEXTS)
     assert a.shape == b.shape == (4, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
@@ -45,7 +31,7 @@ def test_onnx_vectors_are_close_to_torch_and_the_tokenizer_agrees(cache):
 
 
 @pytest.mark.model
-def test_an_index_records_its_backend_and_refuses_the_other(tmp_path, cache, docs):
+def test_an_index_records_its_backend_and_refuses_the_other(tmp_path, export_cache, docs):
     with bertsearch.open_index(tmp_path / "ix", create=True, backend="onnx") as ix:
         ix.add(docs)
         assert ix.info()["backend"] == "onnx"

@@ -28,25 +28,13 @@ PASSAGES = ["Alexander Fleming discovered penicillin in 1928 when he noticed mou
             "Antibiotics such as penicillin were first used widely during the Second World War."]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bertsearch-cache")
-    old = os.environ.get("BERTSEARCH_CACHE")
-    os.environ["BERTSEARCH_CACHE"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("BERTSEARCH_CACHE")
-    else:
-        os.environ["BERTSEARCH_CACHE"] = old
-
-
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
 @pytest.mark.model
-def test_openvino_vectors_are_close_to_torch_and_the_tokenizer_agrees(cache):
+def test_openvino_vectors_are_close_to_torch_and_the_tokenizer_agrees(export_cache):
     torch = load_encoder(None, precision="fp32")
     b = torch.encode(TEXTS)
     for precision, floor in (("auto", 0.99), ("fp32", 0.9999)):  # auto: bfloat16 on a CPU that runs it natively
@@ -63,11 +51,11 @@ def test_openvino_vectors_are_close_to_torch_and_the_tokenizer_agrees(cache):
 
 
 @pytest.mark.model
-def test_the_conversion_is_made_once_and_reused(cache, monkeypatch):
+def test_the_conversion_is_made_once_and_reused(export_cache, monkeypatch):
     enc = load_encoder(None, backend="openvino")
     folder = ovb.converted(enc.path, "encoder")
     stamp = (folder / ovb.IR).stat().st_mtime_ns
-    assert folder.parent == cache / "openvino" and folder.name == f"{enc.fingerprint()}-encoder"
+    assert folder.parent == export_cache / "openvino" and folder.name == f"{enc.fingerprint()}-encoder"
 
     def no_export(*args, **kwargs):
         raise AssertionError("converted again")
@@ -80,7 +68,7 @@ def test_the_conversion_is_made_once_and_reused(cache, monkeypatch):
 
 
 @pytest.mark.model
-def test_reranker_scores_follow_torch(cache):
+def test_reranker_scores_follow_torch(export_cache):
     ov, torch = load_reranker(backend="openvino"), load_reranker(precision="fp32")
     assert isinstance(ov, ovb.OpenVINOReranker)
     assert (ov.max_length, ov.stride) == (torch.max_length, torch.stride)
@@ -95,7 +83,7 @@ def test_reranker_scores_follow_torch(cache):
 
 
 @pytest.mark.model
-def test_the_tokenizer_stands_in_for_transformers(cache):
+def test_the_tokenizer_stands_in_for_transformers(export_cache):
     """Pieces gives what the reranker and the reader read of a transformers fast tokenizer, to the token."""
     from transformers import AutoTokenizer
 
@@ -117,7 +105,7 @@ def test_the_tokenizer_stands_in_for_transformers(cache):
 
 
 @pytest.mark.model
-def test_the_reader_finds_the_same_answers(cache):
+def test_the_reader_finds_the_same_answers(export_cache):
     ov, torch = load_reader(backend="openvino"), load_reader(precision="fp32")
     a, b = ov.read(QUESTION, PASSAGES, per_passage=2), torch.read(QUESTION, PASSAGES, per_passage=2)
     assert a[0].text == b[0].text == "Alexander Fleming" and a[0].passage == b[0].passage == 0
@@ -126,7 +114,7 @@ def test_the_reader_finds_the_same_answers(cache):
 
 
 @pytest.mark.model
-def test_an_index_records_its_backend_and_refuses_the_other(tmp_path, cache, docs, monkeypatch):
+def test_an_index_records_its_backend_and_refuses_the_other(tmp_path, export_cache, docs, monkeypatch):
     monkeypatch.delenv("BERTSEARCH_QUERY_BACKEND", raising=False)
     with bertsearch.open_index(tmp_path / "ix", create=True, backend="openvino") as ix:
         ix.add(docs)
