@@ -53,6 +53,7 @@ def run_benchmark(
     shell: bool = False,
     reranker: str | None = None,
     reader: str | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     from .engine import Index
 
@@ -62,7 +63,8 @@ def run_benchmark(
         index_path = Path(tmp) / "ix"
     try:
         t0 = time.perf_counter()
-        ix = Index.open(index_path, model=model, ann=ann, create=True, precision=precision, reranker=reranker, reader=reader)
+        ix = Index.open(index_path, model=model, ann=ann, create=True, precision=precision, reranker=reranker, reader=reader,
+                        backend=backend)
         ix.encoder.encode(["warm up"])  # loads the weights
         load_s = time.perf_counter() - t0
         used = "bf16" if getattr(ix.encoder, "uses_bf16", False) else "fp32"
@@ -112,6 +114,7 @@ def run_benchmark(
         "model": info["model"],
         "ann": ann,
         "precision": used,
+        "backend": info["backend"],
         "documents": report.read,
         "chunks": report.chunks,
         "model_load_s": round(load_s, 2),

@@ -29,7 +29,8 @@ class IndexConfig:
     vector_dtype: str = "float32"
     """How chunk embeddings are stored in SQLite."""
     backend: str = "torch"
-    """What computed the vectors: torch, or onnx (int8); searching with the other is refused."""
+    """What computed the vectors: torch, onnx (int8) or openvino; searching with another is refused. (An index made
+    before the field existed was made by torch.)"""
     vectors: str = "faiss"
     """Where the vectors are searched: faiss (a file in the index folder), milvus (milvus-lite, embedded in the
     index folder), or the URI of a Milvus server or cluster (http://host:19530)."""

@@ -127,8 +127,9 @@ class Index:
         `reranker` and `reader` name the cross-encoder and the extractive reader (a folder or model
         id; default: the ones shipped with bertsearch); they load on first use. `precision` is every
         model's: "auto" (bfloat16 autocast on CPUs that run it natively), "fp32" or "bf16". `backend` is the
-        encoder's for a new index: "torch" (default), "onnx" (ONNX Runtime, int8: see `models.onnx`) or "openvino"
-        (see `models.openvino`; the reranker and reader then default to it too: `models.query_backend`); an existing
+        encoder's for a new index: "auto" (the default, None too: `models.auto_backend`, OpenVINO on a CPU where it
+        is installed, else torch), "torch", "onnx" (ONNX Runtime, int8: see `models.onnx`) or "openvino" (see
+        `models.openvino`; the reranker and reader then default to it too: `models.query_backend`); an existing
         index uses the backend that made its vectors, and naming another is refused. `vectors` is where the vectors
         are searched: "faiss" (the default, a file in the folder), "milvus" (milvus-lite, embedded in the folder) or
         a Milvus server's URI; the store stays the truth, so an index can move from one to another. `ray`: encode
@@ -159,7 +160,7 @@ class Index:
             if config is None:
                 if not create:  # a store whose creation was cut off before its config was written
                     raise IndexNotFound(str(path))
-                encoder = load_encoder(model, device=device, precision=precision, backend=backend or "torch")
+                encoder, chosen = _new_encoder(model, device=device, precision=precision, backend=backend)
                 config = IndexConfig(
                     model=encoder.name,
                     fingerprint=encoder.fingerprint(),
@@ -168,12 +169,12 @@ class Index:
                     overlap=overlap if overlap is not None else encoder.max_tokens // 8,
                     ann=ann if ann is not None else "flat",
                     vector_dtype=vector_dtype if vector_dtype is not None else "float32",
-                    backend=backend or "torch",
+                    backend=chosen,
                     vectors=vectors or "faiss",
                 )
                 store.set_config(config)
             else:
-                if backend is not None and backend != config.backend:
+                if backend not in (None, "auto", config.backend):
                     raise ModelMismatch(
                         f"{path} holds vectors the {config.backend} backend computed; the {backend} backend's differ a "
                         f"little and would not search them alike. Leave out --backend, or index into a new folder "
@@ -404,12 +405,9 @@ class Index:
         if self._reranker is None:
             with self._models_lock:
                 if self._reranker is None:
-                    from .models import query_backend
                     from .models.reranker import load_reranker
 
-                    self._reranker = SharedReranker(
-                        load_reranker(self._reranker_name, device=self._device, precision=self._precision,
-                                      backend=query_backend(self.query_backend, self.config.backend)))
+                    self._reranker = SharedReranker(self._query_model(load_reranker, self._reranker_name, "reranker"))
         return self._reranker
 
     @property
@@ -418,13 +416,27 @@ class Index:
         if self._reader is None:
             with self._models_lock:
                 if self._reader is None:
-                    from .models import query_backend
                     from .models.reader import load_reader
 
-                    self._reader = SharedReader(
-                        load_reader(self._reader_name, device=self._device, precision=self._precision,
-                                    backend=query_backend(self.query_backend, self.config.backend)))
+                    self._reader = SharedReader(self._query_model(load_reader, self._reader_name, "reader"))
         return self._reader
+
+    def _query_model(self, load: Any, name: str | None, role: str) -> Any:
+        """The reranker or reader on its runtime (`models.query_backend`). Where OpenVINO was not asked for but
+        follows from the index's encoder, a model it cannot convert runs on torch instead, and the log says why."""
+        from .models import QUERY_BACKEND_ENV, query_backend
+
+        backend = query_backend(self.query_backend, self.config.backend)
+        model = load(name, device=self._device, precision=self._precision, backend=backend)
+        if backend == "torch" or self.query_backend is not None or os.environ.get(QUERY_BACKEND_ENV):
+            return model
+        try:
+            model.model  # converts the model (once per machine) and compiles it  # noqa: B018
+        except Exception as e:  # noqa: BLE001 - an operator or a head its export lacks: torch runs them all
+            log.warning("the %s %s could not run on %s (%s: %s); it runs on torch instead", role, model.name, backend,
+                        type(e).__name__, e)
+            return load(name, device=self._device, precision=self._precision, backend="torch")
+        return model
 
     def ask(
         self,
@@ -545,7 +557,10 @@ class Index:
             "vector_dtype": self.config.vector_dtype,
             "backend": self.config.backend,
             "vectors": self.config.vectors,
-            "vectors_fresh": vectors.get("file_position", vectors.get("position")) == self.store.feed_head(),
+            # the vectors as saved (FAISS's file; Milvus's acknowledged position) reach the store's last write: a
+            # process opening the index now replays nothing. False after a write until the next compaction, while
+            # searches still see every write (FAISS searches the chunks written since beside its file)
+            "vectors_saved": vectors.get("file_position", vectors.get("position")) == self.store.feed_head(),
             "vectors_info": vectors,
             "generation": self.store.generation(),
             "size_bytes": size,
@@ -577,6 +592,27 @@ def _mirror_config(path: Path, config: IndexConfig) -> None:
         os.replace(tmp, path)
     except OSError as e:  # a read-only folder: the store still holds the truth
         log.warning("could not write %s (%s)", path, e)
+
+
+def _new_encoder(model: str | None, *, device: str | None, precision: str, backend: str | None) -> tuple[Encoder, str]:
+    """A new index's encoder and the backend it runs on. `backend` None or "auto" takes `models.auto_backend`'s
+    choice; should OpenVINO fail to convert a model it picked (an architecture its export does not handle), the
+    index is made on torch instead, and the log says why. A backend named outright fails loudly."""
+    if backend not in (None, "auto"):
+        return load_encoder(model, device=device, precision=precision, backend=backend), backend
+    from .models import auto_backend
+
+    chosen = auto_backend(model, device)
+    encoder = load_encoder(model, device=device, precision=precision, backend=chosen)
+    if chosen == "torch":
+        return encoder, chosen
+    try:  # (a model that does not exist failed above, in load_encoder)
+        encoder.dim  # converts the model (once per machine) and compiles it  # noqa: B018
+    except Exception as e:  # noqa: BLE001 - a pooling it lacks, an operator its export lacks: torch runs them all
+        log.warning("%s could not run on %s (%s: %s); this index uses torch instead", encoder.name, chosen,
+                    type(e).__name__, e)
+        return load_encoder(model, device=device, precision=precision, backend="torch"), "torch"
+    return encoder, chosen
 
 
 def _check_model(path: Path, config: IndexConfig, encoder: Encoder, *, named: bool) -> None:

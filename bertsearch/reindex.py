@@ -96,8 +96,9 @@ def _open_staging(stage: Path, model: str, config: Any, precision: str) -> Any:
 
     for attempt in (1, 2):
         try:
+            # a new model, nothing else: the same vector index, vector store and runtime as the old one
             return Index.open(stage, model=model, create=True, ann=config.ann, vector_dtype=config.vector_dtype,
-                              precision=precision)
+                              precision=precision, vectors=config.vectors, backend=config.backend)
         except ModelMismatch:
             if attempt == 2:
                 raise

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
+
+# A new index's encoder runtime ("auto" picks OpenVINO on a CPU where it is installed): the suite runs on torch,
+# whose results its figures were written for, unless the environment names one, so that the same tests run on
+# each backend: BERTSEARCH_BACKEND=openvino pytest -m model. test_backend_choice.py tests the choice itself.
+os.environ.setdefault("BERTSEARCH_BACKEND", "torch")
 
 DOCS = [
     {"id": "aurora", "title": "Aurora", "text": "An aurora, also called the northern lights, is a natural light display in "

@@ -109,10 +109,10 @@ def test_vector_file_is_rebuilt_from_the_store_when_missing_or_stale(tmp_path, d
     data = json.loads(meta.read_text())
     data["epoch"] = "another"
     meta.write_text(json.dumps(data))
-    assert ix.info()["vectors_fresh"] is False
+    assert ix.info()["vectors_saved"] is False
     ix2 = bertsearch.open_index(tmp_path / "ix")
     assert [h.doc_id for h in ix2.search("lava crust", mode="dense")] == before
-    assert ix2.info()["vectors_fresh"] is True
+    assert ix2.info()["vectors_saved"] is True
 
 
 def _only_queries(encode):
@@ -168,3 +168,4 @@ def test_an_index_cut_off_before_its_config_is_not_found_but_can_be_created(tmp_
         bertsearch.open_index(tmp_path / "ix")
     ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
     assert ix.add(docs).added == 4
+

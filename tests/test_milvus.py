@@ -534,3 +534,16 @@ def test_index_on_a_server_sees_the_writes_of_another_process(server, tmp_path, 
         assert report["ok"], report
     finally:
         ix.close()
+
+
+def test_reindex_keeps_the_vectors_in_milvus(tmp_path, docs):
+    import bertsearch
+    from bertsearch import reindex as rx
+
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing:64", vectors="milvus") as ix:
+        ix.add(docs)
+    rx.reindex(tmp_path / "ix", "hashing:128")
+    with bertsearch.open_index(tmp_path / "ix") as ix:
+        assert ix.info()["vectors"] == "milvus" and ix.config.dim == 128
+        assert ix.search("magma chamber", k=1, mode="dense")[0].doc_id == "volcano"
+        assert ix.check()["ok"]

@@ -48,3 +48,61 @@ def test_a_model_without_a_pooling_module_is_refused_with_the_fix(tmp_path):
         ox._pooling(tmp_path)
     with pytest.raises(ModelNotFound, match="unknown backend"):
         load_encoder(None, backend="tensorrt")
+
+
+def test_pooling_is_read_from_both_sentence_transformers_formats(tmp_path):
+    import json
+
+    from bertsearch.models.onnx import _pooling
+
+    def folder(name, config):
+        (tmp_path / name / "1_Pooling").mkdir(parents=True)
+        (tmp_path / name / "1_Pooling" / "config.json").write_text(json.dumps(config))
+        return tmp_path / name
+
+    assert _pooling(folder("v5", {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+                                  "pooling_mode_max_tokens": False})) == "mean"
+    assert _pooling(folder("v5cls", {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})) == "cls"
+    assert _pooling(folder("v6", {"embedding_dimension": 32, "pooling_mode": "mean", "include_prompt": True})) == "mean"
+    assert _pooling(folder("v6cls", {"pooling_mode": "cls"})) == "cls"
+    for name, config in (("max", {"pooling_mode": "max"}), ("both", {"pooling_mode": ["mean", "max"]}),
+                         ("v5both", {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True})):
+        with pytest.raises(ModelNotFound, match="mean or CLS only"):
+            _pooling(folder(name, config))
+
+
+def test_the_window_is_read_as_sentence_transformers_reads_it(tmp_path):
+    import json
+
+    from bertsearch.models.onnx import _window
+
+    def folder(name, **files):
+        (tmp_path / name).mkdir()
+        for file, config in files.items():
+            (tmp_path / name / f"{file}.json").write_text(json.dumps(config))
+        return tmp_path / name
+
+    assert _window(folder("v5", sentence_bert_config={"max_seq_length": 256}, config={"max_position_embeddings": 512},
+                          tokenizer_config={"model_max_length": 512})) == 256
+    # sentence-transformers 6 keeps it in the tokenizer's config (a model saved by `bertsearch train encoder`)
+    assert _window(folder("v6", sentence_bert_config={"module_output_name": "token_embeddings"},
+                          tokenizer_config={"model_max_length": 64}, config={"max_position_embeddings": 512})) == 64
+    assert _window(folder("nolimit", tokenizer_config={"model_max_length": 10**30},
+                          config={"max_position_embeddings": 128})) == 128
+    assert _window(folder("capped", sentence_bert_config={"max_seq_length": 1024},
+                          config={"max_position_embeddings": 512})) == 512
+
+
+def test_torch_models_run_in_half_precision_where_it_pays():
+    import torch
+
+    from bertsearch.models.sentence import autocast, bf16_is_fast, half_dtype
+
+    assert half_dtype("cuda", "auto") is torch.float16 and half_dtype("cuda:0", "bf16") is torch.bfloat16
+    assert half_dtype("cuda", "fp32") is None and half_dtype("cpu", "fp32") is None
+    assert half_dtype("cpu", "bf16") is torch.bfloat16
+    assert half_dtype(torch.device("cpu"), "auto") is (torch.bfloat16 if bf16_is_fast() else None)
+    with autocast("cpu", "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
+    with autocast("cpu", "fp32"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.float32

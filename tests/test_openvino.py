@@ -167,3 +167,105 @@ def test_batches_go_shortest_first_within_their_limits():
     inputs = ovb.padded([[101, 7, 102], [101, 102]], [[0, 0, 1], [0, 1]])
     assert inputs["input_ids"].shape == (2, ovb.PAD_TO) and inputs["attention_mask"].sum(1).tolist() == [3, 2]
     assert inputs["token_type_ids"][0, :4].tolist() == [0, 0, 1, 0]
+
+
+def test_auto_picks_openvino_on_a_cpu_and_torch_where_it_cannot_run(monkeypatch):
+    import importlib.util
+
+    from bertsearch.models import auto_backend
+
+    monkeypatch.delenv("BERTSEARCH_BACKEND", raising=False)
+    assert auto_backend() == "openvino"  # here: a CPU, openvino installed (and CUDA absent)
+    assert auto_backend("hashing") == auto_backend("hashing:32") == "torch"  # no runtime to choose
+    assert auto_backend(None, "cuda") == auto_backend(None, "cuda:1") == "torch"
+    assert auto_backend(None, "cpu") == "openvino"
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else find(name, *a))
+    assert auto_backend() == "torch"
+    monkeypatch.setattr(importlib.util, "find_spec", find)
+    monkeypatch.setenv("BERTSEARCH_BACKEND", "onnx")
+    assert auto_backend() == "onnx"
+    monkeypatch.setenv("BERTSEARCH_BACKEND", "tensorrt")
+    with pytest.raises(ModelNotFound, match="BERTSEARCH_BACKEND"):
+        auto_backend()
+
+
+@pytest.mark.model
+def test_a_new_index_runs_on_openvino_by_default_and_a_query_imports_no_torch(tmp_path, export_cache, corpus_file,
+                                                                               monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("BERTSEARCH_BACKEND", raising=False)
+    monkeypatch.delenv("BERTSEARCH_QUERY_BACKEND", raising=False)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "bertsearch", *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    ix = tmp_path / "ix"
+    done = cli("index", corpus_file, "--index", ix)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(cli("info", "--index", ix, "--json").stdout)["backend"] == "openvino"
+    # a one-shot query on it: the encoder, the reranker and the reader on OpenVINO, and torch never imported
+    probe = ("import sys, bertsearch; ix = bertsearch.open_index(sys.argv[1]); "
+             "r = ix.ask('who discovered penicillin'); assert 'Fleming' in r.answers[0].text, r; "
+             "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))")
+    for _ in range(2):  # the first converts the reranker and the reader (that needs torch, once per machine)
+        done = subprocess.run([sys.executable, "-c", probe, str(ix)], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    # --query-backend torch runs the reranker on torch for this one command; the answer is the same
+    done = cli("search", "penicillin mould", "--index", ix, "--rerank", "--query-backend", "torch", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["hits"][0]["doc_id"] == "penicillin"
+    # --backend auto on the existing index is its own backend, not a mismatch; naming another is refused
+    assert cli("index", corpus_file, "--index", ix, "--backend", "auto").returncode == 0
+    done = cli("index", corpus_file, "--index", ix, "--backend", "torch")
+    assert done.returncode != 0 and "openvino backend computed" in done.stderr
+
+
+@pytest.mark.model
+def test_a_model_openvino_cannot_convert_falls_back_to_torch_for_auto_only(tmp_path, export_cache, monkeypatch, caplog):
+    monkeypatch.delenv("BERTSEARCH_BACKEND", raising=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Cannot export the operator XYZ")
+
+    monkeypatch.setattr(ovb, "converted", broken)
+    with caplog.at_level("WARNING"), bertsearch.open_index(tmp_path / "auto", create=True) as ix:
+        assert ix.config.backend == "torch"
+        assert ix.encoder.encode(["a text"]).shape == (1, 384)
+    assert "could not run on openvino" in caplog.text and "XYZ" in caplog.text
+    with pytest.raises(RuntimeError, match="XYZ"):  # named outright: the failure is the user's to see
+        bertsearch.open_index(tmp_path / "named", create=True, backend="openvino")
+    assert not (tmp_path / "named").exists()  # and no half-made index is left
+
+
+@pytest.mark.model
+def test_a_reranker_openvino_cannot_convert_runs_on_torch_unless_openvino_was_asked_for(tmp_path, export_cache, docs,
+                                                                                      monkeypatch, caplog):
+    from bertsearch.models.reranker import CrossEncoderReranker
+
+    monkeypatch.delenv("BERTSEARCH_QUERY_BACKEND", raising=False)
+    with bertsearch.open_index(tmp_path / "ix", create=True, backend="openvino") as ix:
+        ix.add(docs)
+    real = ovb.converted
+
+    def broken(path, role, *args, **kwargs):
+        if role == "encoder":
+            return real(path, role, *args, **kwargs)
+        raise RuntimeError("Cannot export the operator XYZ")
+
+    monkeypatch.setattr(ovb, "converted", broken)
+    with caplog.at_level("WARNING"), bertsearch.open_index(tmp_path / "ix") as ix:
+        assert ix.search("penicillin mould", k=2, rerank=True)[0].doc_id == "penicillin"
+        assert type(ix.reranker.inner) is CrossEncoderReranker
+    assert "could not run on openvino" in caplog.text
+    with bertsearch.open_index(tmp_path / "ix") as ix:  # asked for by name: the failure is the user's to see
+        ix.query_backend = "openvino"
+        with pytest.raises(RuntimeError, match="XYZ"):
+            ix.search("penicillin mould", k=2, rerank=True)

@@ -24,6 +24,7 @@ from .options import (
     mode_option,
     model_option,
     precision_option,
+    query_backend_option,
     ray_option,
     reader_option,
     reranker_option,
@@ -241,6 +242,7 @@ def delete(ids: tuple[str, ...], where: str | None, dry_run: bool, index_path: s
 @where_option
 @click.option("--rerank", is_flag=True, help="Re-score the top candidates with the cross-encoder.")
 @reranker_option
+@query_backend_option
 @gpu_option
 @precision_option
 @json_option
@@ -293,6 +295,7 @@ def search(
 @where_option
 @click.option("--no-rerank", is_flag=True, help="Read the first-stage results without cross-encoder reranking.")
 @reranker_option
+@query_backend_option
 @reader_option
 @min_confidence_option
 @json_option
@@ -341,6 +344,7 @@ def ask(
 @click.option("--rerank/--no-rerank", default=True, show_default=True, help="Start with cross-encoder reranking on or off.")
 @click.option("--answer/--no-answer", default=True, show_default=True, help="Start with answer extraction on or off.")
 @reranker_option
+@query_backend_option
 @reader_option
 @click.option("--history", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="History file (default: $BERTSEARCH_HISTORY or $XDG_STATE_HOME/bertsearch/history).")
@@ -636,6 +640,7 @@ def _register() -> None:
               help="Logits a candidate's cross-encoder score loses per place below the first stage's top (0: the cross-encoder's order alone); several are all scored from one pass.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate a seeded sample of N judged queries.")
 @reranker_option
+@query_backend_option
 @precision_option
 @backend_option
 @json_option
@@ -753,6 +758,7 @@ def eval_beir(
 @click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
               help="Closed corpus: evaluate a seeded sample of N questions.")
 @reranker_option
+@query_backend_option
 @reader_option
 @precision_option
 @json_option
@@ -834,12 +840,14 @@ def eval_ask(dataset: str, answers_file: str | None, squad_v20: str | None, fit_
 @click.option("--ask", is_flag=True, help="Also time reranked search and ask (retrieve, rerank, read), with stage means.")
 @click.option("--shell", is_flag=True, help="Also time a real 'bertsearch shell' in a pseudo-terminal: start-up, and Enter to answer.")
 @reranker_option
+@query_backend_option
 @reader_option
 @precision_option
+@backend_option
 @json_option
 def bench(
     corpus: str, queries_path: str, limit: int | None, model: str | None, ann: str, k: int, ask: bool, shell: bool,
-    reranker: str | None, reader: str | None, precision: str, as_json: bool,
+    reranker: str | None, reader: str | None, precision: str, backend: str | None, as_json: bool,
 ) -> None:
     """Measure indexing throughput and search latency (p50/p95 per mode) on this machine.
 
@@ -858,12 +866,13 @@ def bench(
         raise BadArgument(f"no queries in {queries_path}")
     with render.err.status("benchmarking (indexing, then searching) ..."):
         result = run_benchmark(corpus, queries, model=model, ann=ann, k=k, precision=precision, ask=ask, shell=shell,
-                               reranker=reranker, reader=reader)
+                               reranker=reranker, reader=reader, backend=backend)
     if as_json:
         render.print_json(result)
         return
     render.out.print(
-        f"{result['documents']} documents, {result['chunks']} chunks in {result['index_s']}s: "
+        f"{result['documents']} documents, {result['chunks']} chunks in {result['index_s']}s ({result['backend']}, "
+        f"{result['precision']}): "
         f"{result['docs_per_s']} docs/s, {result['chunks_per_s']} chunks/s (model load {result['model_load_s']}s)"
     )
     for mode, lat in result["latency"].items():

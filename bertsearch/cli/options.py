@@ -147,11 +147,31 @@ def reader_option(f: F) -> F:
 def backend_option(f: F) -> F:
     return click.option(
         "--backend",
-        type=click.Choice(["torch", "onnx", "openvino"]),
+        type=click.Choice(["auto", "torch", "onnx", "openvino"]),
         default=None,
-        help="The encoder's runtime for a new index: torch (default), onnx (ONNX Runtime, int8 weights; needs "
-        "onnxruntime) or openvino (OpenVINO, bfloat16 on CPUs that run it natively; needs openvino; the reranker and "
-        "reader then run on it too). An existing index keeps the one that made its vectors.",
+        help="The encoder's runtime for a new index. auto (the default): openvino on a CPU (bfloat16 where the CPU "
+        "runs it natively; the reranker and reader then run on it too, and a query imports no torch), torch on a GPU "
+        "or where openvino is missing ($BERTSEARCH_BACKEND overrides the choice); torch; onnx (ONNX Runtime, int8 "
+        "weights; needs onnxruntime); openvino. An existing index keeps the one that made its vectors.",
+    )(f)
+
+
+def _set_query_backend(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        from ..models import QUERY_BACKEND_ENV
+
+        os.environ[QUERY_BACKEND_ENV] = value  # read where the reranker and reader load: models.query_backend
+
+
+def query_backend_option(f: F) -> F:
+    return click.option(
+        "--query-backend",
+        type=click.Choice(["torch", "openvino"]),
+        default=None,
+        expose_value=False,
+        callback=_set_query_backend,
+        help="The reranker's and reader's runtime (default: openvino on an index whose encoder runs on it, else "
+        "torch; $BERTSEARCH_QUERY_BACKEND sets it too). The answers are the same to bfloat16's precision.",
     )(f)
 
 

@@ -7,7 +7,7 @@ import os
 import click
 
 from ..errors import MissingDependency
-from .options import index_option
+from .options import index_option, query_backend_option
 
 
 @click.command("serve")
@@ -20,6 +20,7 @@ from .options import index_option
               help="Let pages from ORIGIN call the API from a browser (repeatable; default: none).")
 @click.option("--max-pending", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in progress or waiting at once; beyond, 503 with Retry-After.")
+@query_backend_option
 def serve_command(index_path: str, host: str, port: int, key_file: str | None, cors_origins: tuple[str, ...],
                   max_pending: int) -> None:
     """Serve an index over HTTP: search, ask, documents, and a search page at /.

@@ -78,11 +78,24 @@ def cached(folder: Path, build: Callable[[Path], None], marker: str) -> Path:
 
 def encoder_meta(path: Path, fingerprint: str) -> dict[str, Any]:
     """What an exported encoder needs beside its graph: pooling, window and dimension of the model at `path`."""
-    settings_file = path / "sentence_bert_config.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
     return {"source": str(path), "fingerprint": fingerprint, "pooling": _pooling(path),
-            "max_seq_length": int(settings.get("max_seq_length", 256)),
-            "dim": int(json.loads((path / "config.json").read_text())["hidden_size"])}
+            "max_seq_length": _window(path), "dim": int(json.loads((path / "config.json").read_text())["hidden_size"])}
+
+
+def _window(path: Path) -> int:
+    """The encoder's window in word pieces, as sentence-transformers reads it: sentence_bert_config.json's
+    max_seq_length (sentence-transformers 5 and before), else the tokenizer's model_max_length (6 writes it there),
+    at most the position embeddings."""
+    def read(name: str) -> dict[str, Any]:
+        f = path / name
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+
+    positions = read("config.json").get("max_position_embeddings")
+    for value in (read("sentence_bert_config.json").get("max_seq_length"),
+                  read("tokenizer_config.json").get("model_max_length")):
+        if isinstance(value, int) and 0 < value < 1_000_000:  # transformers writes a huge number for "no limit"
+            return min(value, positions) if isinstance(positions, int) else value
+    return min(256, positions) if isinstance(positions, int) else 256
 
 
 def _pooling(path: Path) -> str:
@@ -90,11 +103,17 @@ def _pooling(path: Path) -> str:
     if cfg is None:
         raise ModelNotFound(f"{path} is not a sentence-transformers folder with a pooling module; use --backend torch")
     c = json.loads(cfg.read_text())
-    if c.get("pooling_mode_mean_tokens"):
+    mode = c.get("pooling_mode")  # sentence-transformers 6 writes "pooling_mode": "mean"; earlier, a flag per mode
+    if mode in ("mean", "cls") and not any(c.get(k) for k in ("pooling_mode_max_tokens", "pooling_mode_weightedmean_tokens",
+                                                               "pooling_mode_lasttoken", "pooling_mode_mean_sqrt_len_tokens")):
+        return str(mode)
+    flags = [k for k, v in c.items() if k.startswith("pooling_mode_") and v is True]
+    if flags == ["pooling_mode_mean_tokens"]:
         return "mean"
-    if c.get("pooling_mode_cls_token"):
+    if flags == ["pooling_mode_cls_token"]:
         return "cls"
-    raise ModelNotFound(f"{path} pools its tokens in a way the ONNX backend does not (mean or CLS only); use --backend torch")
+    raise ModelNotFound(f"{path} pools its tokens in a way the ONNX and OpenVINO backends do not (mean or CLS only); "
+                        "use --backend torch")
 
 
 HEADS = {"encoder": ["hidden"], "reranker": ["logits"], "reader": ["start_logits", "end_logits"]}
@@ -183,7 +202,8 @@ class OnnxEncoder:
         folder = self._prepare()
         from tokenizers import Tokenizer
 
-        self._meta = json.loads((folder / self.marker).read_text())
+        # read from the model's folder, not the export's record: a reading fixed since the export applies at once
+        self._meta = encoder_meta(self.path, self.fingerprint())
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tok.no_truncation()
         tok.no_padding()

@@ -66,7 +66,7 @@ def converted(path: Path, role: str, fingerprint: str | None = None) -> Path:
     meta = encoder_meta(path, fingerprint) if role == "encoder" else {"source": str(path), "fingerprint": fingerprint}
     meta["role"] = role
     ov = _openvino()
-    log.warning("converting the %s %s to OpenVINO once, into %s", role, path, folder)
+    log.warning("converting the %s to OpenVINO, once for this machine (about 10-20 s; kept in %s)", role, folder)
 
     def build(tmp: Path) -> None:
         onnx_file = tmp / "model.onnx"

@@ -271,11 +271,12 @@ class ExtractiveReader:
         """Yields (window, start logits, end logits) per window, batching windows of similar length."""
         import torch
 
+        from .sentence import autocast
+
         model = self.model
         names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.type_vocab_size > 1 else [])
         order = sorted(range(len(enc["input_ids"])), key=lambda w: len(enc["input_ids"][w]))
-        autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(model.device, self.precision):
             for i in range(0, len(order), batch_size):
                 part = order[i : i + batch_size]
                 batch = self.tokenizer.pad({n: [enc[n][w] for w in part] for n in names}, return_tensors="pt")

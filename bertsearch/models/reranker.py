@@ -218,9 +218,9 @@ class CrossEncoderReranker:
         """The model's raw logit for each (query, passage window) pair, shape (len(pairs),), float32."""
         import torch
 
-        from .sentence import uses_bf16
+        from .sentence import autocast
 
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(self.model.device, self.precision)):
+        with autocast(self.model.device, self.precision):
             logits = self.model.predict(
                 pairs,
                 batch_size=batch_size,
