@@ -169,3 +169,43 @@ def test_an_index_cut_off_before_its_config_is_not_found_but_can_be_created(tmp_
     ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
     assert ix.add(docs).added == 4
 
+
+def test_bm25_leaves_out_words_most_documents_hold_and_ranks_exactly_as_with_them(tmp_path):
+    import random
+
+    from bertsearch.store.sqlite import Store
+
+    rng = random.Random(0)
+    rare = [f"rare{i}" for i in range(40)]
+    docs = []
+    for i in range(300):  # "the" and "of" in every document, "with" in 60%, "aurora" in 40%, rare words sprinkled
+        words = ["the", "of"] * rng.randint(1, 4) + (["with"] if i % 5 < 3 else []) + (["aurora"] if i % 5 >= 3 else [])
+        words += rng.sample(rare, rng.randint(1, 6)) + ["filler"] * rng.randint(0, 30)
+        rng.shuffle(words)
+        docs.append({"id": f"d{i:03}", "title": "", "text": " ".join(words)})
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        ix.add(docs)
+    store = Store(tmp_path / "ix" / "store.db")
+    full = Store._informative
+    try:
+        for q in ("the aurora of rare3", "rare1 rare1 with the rare7 rare7 rare7", "The Aurora OF rare12", "of the with",
+                  "the rare39 of"):
+            pruned = store.bm25(q, 50)
+            Store._informative = lambda self, q: None  # the whole query, as before
+            whole = store.bm25(q, 50)
+            Store._informative = full
+            # the same documents with the same scores, in the same order but within ties (the words left out add
+            # 1e-6 a time: documents that tie without them are ordered by id instead), the last tie cut by k apart
+            assert len(pruned) == len(whole) and all(abs(a - b) < 1e-4 for (_, a, _), (_, b, _) in zip(pruned, whole)), q
+            above = whole[-1][1] + 1e-3
+            assert {d for _, s, d in pruned if s > above} == {d for _, s, d in whole if s > above}, q
+            scores = {d: s for _, s, d in whole}
+            assert all(abs(scores[d] - s) < 1e-4 for _, s, d in pruned if s > above), q
+        assert "the" not in store._informative("the aurora of rare3") and "rare3" in store._informative("the aurora of rare3")
+        assert store._informative("rare1 rare1 with").count("rare1") == 2  # a word said twice weighs twice
+        assert store._informative("of the with") is None  # nothing left: the whole query runs
+        # fewer than k documents hold the words left: the whole query runs, so k documents still come back
+        assert len(store.bm25("the rare39", 200)) == 200
+    finally:
+        Store._informative = full
+        store.close()

@@ -345,13 +345,13 @@ def test_11_folder_with_latin1_binary_and_other_files(run, tmp_path):
 
 def test_12_long_query_is_cut_before_the_expensive_stages(index, caplog):
     seen: list[str] = []
-    encode = index.encoder.encode
+    encode = index.encoder.inner.encode  # (what the shared encoder's worker runs)
 
     def spy(texts, **kw):
         seen.extend(texts)
         return encode(texts, **kw)
 
-    index.encoder.encode = spy
+    index.encoder.inner.encode = spy
     q = " ".join(["northern lights aurora"] * 2000)  # 6,000 words
     with caplog.at_level(logging.WARNING):
         hits = index.search(q, k=2)

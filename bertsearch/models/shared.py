@@ -43,13 +43,18 @@ class Batcher(Generic[In, Out]):
         self.batched = 0  # caller calls served
 
     def call(self, items: list[In]) -> list[Out]:
+        return self.submit(items).result() if items else []
+
+    def submit(self, items: list[In]) -> Future:
+        """Queue `items` and return at once: the future's result is theirs (the caller may work meanwhile)."""
+        fut: Future = Future()
         if not items:
-            return []
+            fut.set_result([])
+            return fut
         if self._thread is None or not self._thread.is_alive():
             self._start()
-        fut: Future = Future()
         self._queue.put((list(items), fut))
-        return fut.result()
+        return fut
 
     def _start(self) -> None:
         with self._start_lock:
@@ -122,8 +127,20 @@ class SharedEncoder:
         if len(texts) > self._batcher.max_items:  # ingestion: a large call runs alone, in the caller's thread
             with self._lock:
                 return self.inner.encode(texts, batch_size=batch_size)
-        rows = self._batcher.call(list(texts))
-        return np.stack(rows) if len(rows) else np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_later(texts, batch_size=batch_size)()
+
+    def encode_later(self, texts: list[str], *, batch_size: int = 32) -> Callable[[], np.ndarray]:
+        """`encode` begun now on the worker: returns what waits for its vectors, so that the caller can work
+        meanwhile (a hybrid search runs BM25 in SQLite while its query is encoded)."""
+        if len(texts) > self._batcher.max_items:
+            return lambda: self.encode(texts, batch_size=batch_size)
+        fut = self._batcher.submit(list(texts))
+
+        def result() -> np.ndarray:
+            rows = fut.result()
+            return np.stack(rows) if len(rows) else np.zeros((0, self.dim), dtype=np.float32)
+
+        return result
 
     def __getattr__(self, name: str) -> Any:  # dim, max_tokens, special_tokens, fingerprint, token_spans, ...
         with self._lock:  # (a property may load the model or call the tokenizer)

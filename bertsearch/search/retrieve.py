@@ -7,6 +7,7 @@ import bisect
 import itertools
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,17 +94,21 @@ class Retriever:
     def _batch_search(self, queries: list[str], k: int, mode: str, depth: int, flt: Filter | None) -> list[list[Hit]]:
         n = max(k, depth) if mode == "hybrid" else k
         cands: list[dict[int, fusion.Candidate]] = [{} for _ in queries]
-        if mode in ("dense", "hybrid"):
-            for qi, ranked in enumerate(self._dense(queries, n, flt)):
+        encoded = None
+        if mode in ("dense", "hybrid"):  # the queries go to the encoder's worker now; BM25 runs meanwhile, here
+            later = getattr(self.encoder, "encode_later", None)
+            encoded = later(queries) if later is not None else (lambda: self.encoder.encode(queries))
+        lexical = [self.store.bm25(q, n, flt) for q in queries] if mode in ("lexical", "hybrid") else []
+        if encoded is not None:
+            for qi, ranked in enumerate(self._dense(queries, n, flt, encoded)):
                 for r, (doc, cid, score, doc_id) in enumerate(ranked, start=1):
                     c = cands[qi].setdefault(doc, fusion.Candidate(doc, cid, doc_id))
                     c.scores["dense"], c.ranks["dense"] = score, r
-        if mode in ("lexical", "hybrid"):
-            for qi, q in enumerate(queries):
-                for r, (doc, score, doc_id) in enumerate(self.store.bm25(q, n, flt), start=1):
-                    c = cands[qi].setdefault(doc, fusion.Candidate(doc))
-                    c.scores["lexical"], c.ranks["lexical"] = score, r
-                    c.doc_id = doc_id
+        for qi, found in enumerate(lexical):
+            for r, (doc, score, doc_id) in enumerate(found, start=1):
+                c = cands[qi].setdefault(doc, fusion.Candidate(doc))
+                c.scores["lexical"], c.ranks["lexical"] = score, r
+                c.doc_id = doc_id
         results = []
         for q, cs in zip(queries, cands):
             if mode == "hybrid":
@@ -120,17 +125,20 @@ class Retriever:
             results.append(self._hits(q, ordered, mode))
         return results
 
-    def _dense(self, queries: list[str], k: int, flt: Filter | None = None) -> list[list[tuple[int, int, float, str]]]:
+    def _dense(self, queries: list[str], k: int, flt: Filter | None = None,
+               encoded: Callable[[], np.ndarray] | None = None) -> list[list[tuple[int, int, float, str]]]:
+        """`encoded`: waits for the queries' vectors (begun by the caller); None: encode them here."""
+        encoded = encoded or (lambda: self.encoder.encode(queries))
         vectors = self.vectors
         allowed = None
         if flt is not None:
             allowed = self.store.chunk_ids_where(flt)
             if len(allowed) <= self.exact_subset:  # small subset: exact search over its stored vectors
-                return self._dense_exact(queries, k, allowed)
+                return self._dense_exact(queries, k, allowed, encoded)
         total = vectors.count()  # (the backend follows the store's change feed: up to date as of this call)
         if total == 0:
             return [[] for _ in queries]
-        xq = self.encoder.encode(queries)  # (nq, dim)
+        xq = encoded()  # (nq, dim)
         kc = min(total, max(4 * k, 64))
         while True:
             D, I = vectors.search(xq, kc, allowed=allowed, where=flt)  # (nq, <= kc) each
@@ -144,10 +152,11 @@ class Retriever:
                 return out
             kc = min(total, kc * 4)  # many chunks of few documents: look deeper
 
-    def _dense_exact(self, queries: list[str], k: int, ids: np.ndarray) -> list[list[tuple[int, int, float, str]]]:
+    def _dense_exact(self, queries: list[str], k: int, ids: np.ndarray,
+                     encoded: Callable[[], np.ndarray]) -> list[list[tuple[int, int, float, str]]]:
         if len(ids) == 0:
             return [[] for _ in queries]
-        xq = self.encoder.encode(queries)  # (nq, dim)
+        xq = encoded()  # (nq, dim)
         xb = self.store.chunk_vectors(ids.tolist(), self.config.dim, self.config.vector_dtype)  # (n, dim)
         D = xq @ xb.T  # (nq, n)
         order = np.argsort(-D, axis=1, kind="stable")
