@@ -209,3 +209,22 @@ def test_bm25_leaves_out_words_most_documents_hold_and_ranks_exactly_as_with_the
     finally:
         Store._informative = full
         store.close()
+
+
+def test_a_small_faiss_search_runs_on_one_thread_and_leaves_the_setting_as_it_was(monkeypatch):
+    import sys
+
+    import faiss
+
+    from bertsearch.vectors.faiss_index import few_threads
+
+    before = faiss.omp_get_max_threads()
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    with few_threads(1):
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == before
+    with few_threads(64):  # a batch keeps every thread
+        assert faiss.omp_get_max_threads() == before
+    monkeypatch.setitem(sys.modules, "torch", object())  # beside torch: left alone (see few_threads)
+    with few_threads(1):
+        assert faiss.omp_get_max_threads() == before

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,8 +231,10 @@ def few_threads(nq: int) -> Iterator[None]:
 
     FAISS splits a search by query, so a single query gains nothing from a second thread, and OpenMP's idle
     threads spin for a while after each parallel region: on two cores that spinning thread took the core the query
-    encoder needed next (SciFact, one query at a time: FAISS 2.4 -> 0.7 ms, dense search 12 -> 7 ms)."""
-    if nq >= SMALL_BATCH:
+    encoder needed next (SciFact on OpenVINO, one query at a time: FAISS 2.4 -> 0.7 ms, dense search 12 -> 7 ms).
+    Not where torch is loaded: there it made no difference with torch alone, and with a torch encoder beside
+    OpenVINO's reranker and reader it made the encoder ten times slower (wiki-demo `ask`, retrieve 26 -> 294 ms)."""
+    if nq >= SMALL_BATCH or "torch" in sys.modules:
         yield
         return
     faiss = _faiss()
