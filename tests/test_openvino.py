@@ -179,6 +179,12 @@ def test_auto_picks_openvino_on_a_cpu_and_torch_where_it_cannot_run(monkeypatch)
     assert auto_backend("hashing") == auto_backend("hashing:32") == "torch"  # no runtime to choose
     assert auto_backend(None, "cuda") == auto_backend(None, "cuda:1") == "torch"
     assert auto_backend(None, "cpu") == "openvino"
+    import bertsearch.models as models
+
+    monkeypatch.setattr(models, "_cuda", lambda: True)  # a GPU torch can use
+    assert auto_backend() == "torch"
+    monkeypatch.undo()
+    monkeypatch.delenv("BERTSEARCH_BACKEND", raising=False)
     find = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else find(name, *a))
     assert auto_backend() == "torch"

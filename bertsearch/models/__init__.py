@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ..errors import ModelNotFound
@@ -47,14 +48,22 @@ def auto_backend(model: str | None = None, device: str | None = None) -> str:
         return "torch"
     if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("onnx") is None:
         return "torch"
+    if _cuda():
+        return "torch"
+    return "openvino"
+
+
+def _cuda() -> bool:
+    """Whether torch sees a CUDA GPU; torch is imported only where an NVIDIA driver is, so that a CPU process that
+    makes an index stays free of it (FAISS's threads are set apart where torch is loaded: `vectors.faiss_index`)."""
+    if "torch" not in sys.modules and not any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl")):
+        return False
     try:
         import torch
 
-        if torch.cuda.is_available():
-            return "torch"
+        return bool(torch.cuda.is_available())
     except ImportError:
-        pass
-    return "openvino"
+        return False
 
 
 def query_backend(backend: str | None = None, index_backend: str = "torch") -> str:
