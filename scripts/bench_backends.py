@@ -14,7 +14,7 @@ Ask (--ask): wiki-demo indexed once per encoder backend, then its 30 queries ask
 depth) with the reranker and reader on torch and on OpenVINO (on the torch index, and on the OpenVINO index), each
 setup in a process of its own, in turn, --rounds times; p50/p95, stage means, and how often the setups agree (answer,
 abstention, top hits, confidence). With --one-shot N, also N runs each, alternating, of a whole `bertsearch ask`
-process on the torch index and on the OpenVINO one.
+process and a whole `bertsearch search` (hybrid) process on the torch index and on the OpenVINO one.
 
     python scripts/bench_backends.py --docs 600 --rounds 3 --json logs/bench-backends.json
     python scripts/bench_backends.py --ask --rounds 3 --one-shot 5 --json logs/bench-ask.json
@@ -197,12 +197,14 @@ def bench_ask(args: argparse.Namespace) -> dict:
                 print(f"round {r + 1} {name:<15} ask p50 {percentile([x['ms'] for x in rounds[name][-1]], 50):7.1f} ms",
                       flush=True)
         one_shot: dict[str, list[float]] = {}
+        one_shot_search: dict[str, list[float]] = {}
         for r in range(args.one_shot):
             for backend in (("torch", "openvino") if r % 2 == 0 else ("openvino", "torch")):
-                t = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "bertsearch", "ask", "what causes the northern lights", "--index",
-                                str(paths[backend])], env=env, check=True, capture_output=True)
-                one_shot.setdefault(backend, []).append(round(time.perf_counter() - t, 2))
+                for command, times in (("ask", one_shot), ("search", one_shot_search)):
+                    t = time.perf_counter()
+                    subprocess.run([sys.executable, "-m", "bertsearch", command, "what causes the northern lights",
+                                    "--index", str(paths[backend])], env=env, check=True, capture_output=True)
+                    times.setdefault(backend, []).append(round(time.perf_counter() - t, 2))
     latency = {}
     for name, runs in rounds.items():
         ms = [x["ms"] for run in runs for x in run]
@@ -226,7 +228,9 @@ def bench_ask(args: argparse.Namespace) -> dict:
            "round_p50_ratio_torch_to": {n: [round(a / b, 2) for a, b in zip(latency["torch"]["round_p50_ms"],
                                                                           v["round_p50_ms"])] for n, v in latency.items()},
            "agreement_with_torch": agreement,
-           **({"one_shot_ask_s": one_shot, "one_shot_median_s": {k: statistics.median(v) for k, v in one_shot.items()}}
+           **({"one_shot_ask_s": one_shot, "one_shot_median_s": {k: statistics.median(v) for k, v in one_shot.items()},
+               "one_shot_search_s": one_shot_search,
+               "one_shot_search_median_s": {k: statistics.median(v) for k, v in one_shot_search.items()}}
               if one_shot else {})}
     print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=1))
     return out
