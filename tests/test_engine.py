@@ -228,3 +228,14 @@ def test_a_small_faiss_search_runs_on_one_thread_and_leaves_the_setting_as_it_wa
     monkeypatch.setitem(sys.modules, "torch", object())  # beside torch: left alone (see few_threads)
     with few_threads(1):
         assert faiss.omp_get_max_threads() == before
+
+
+def test_an_index_grown_by_small_adds_keeps_most_of_its_vectors_in_faiss(tmp_path):
+    docs = [{"id": f"d{i}", "title": f"Doc {i}", "text": f"words {i} " * (1 + i % 5)} for i in range(400)]
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        for i in range(0, len(docs), 10):  # forty adds of ten
+            ix.add(docs[i : i + 10])
+            ix.vectors.wait()
+        st = ix.vectors.current()
+        assert st.base.count >= 200 and st.pending <= st.base.count  # not 10 in FAISS and 390 beside it
+        assert [h.doc_id for h in ix.search("words 7", k=3, mode="dense")][:1] == ["d7"]

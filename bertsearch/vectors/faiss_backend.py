@@ -8,8 +8,8 @@ What a search uses is a state swapped whole (a search holds the old one or the n
 - `dead`: the base's chunks deleted since, left out of its searches by an id selector.
 
 A write costs what it changed: `sync` reads the feed since the state's position and updates the delta and the dead
-set; no encoder work and no rebuild. When they grow past `merge_min` chunks and `merge_fraction` of the base, a
-compaction folds them into a copy of the base in place (FAISS adds and removes where the index type allows it; an
+set; no encoder work and no rebuild. When they grow past `merge_min` chunks (or the base, while it is smaller) and
+`merge_fraction` of the base, a compaction folds them into a copy of the base in place (FAISS adds and removes where the index type allows it; an
 HNSW graph takes the adds, and its dead ids are kept in the sidecar until a rebuild pays), saves it, and prunes the
 feed up to its position. Only an index type that can do neither, or a dead set past `rebuild_fraction`, is rebuilt
 from the store. A process killed at any point leaves a file that vouches for an older position, and the next open
@@ -145,7 +145,10 @@ class FaissBackend(VectorBackend):
     # -- compaction -----------------------------------------------------------------------------------
 
     def _needs_compaction(self, st: _State) -> bool:
-        return st.pending > max(self.merge_min, self.merge_fraction * st.base.count)
+        """Past `merge_min` changes and `merge_fraction` of the base; or, for a base smaller than `merge_min`, past
+        the base itself: an index grown by small adds (the first made a base of 186 SciFact chunks) would otherwise
+        search nearly everything outside FAISS until 10,000 were pending (dense p50 8.4 ms against 4.5 merged)."""
+        return st.pending > max(min(self.merge_min, st.base.count), self.merge_fraction * st.base.count)
 
     def _compact_quietly(self) -> None:
         try:
