@@ -123,6 +123,16 @@ def default_index_path(dataset: str | Path, model: str | None) -> Path:
     return Path("indexes") / f"beir-{Path(dataset).resolve().name}-{slug}"
 
 
+def _made_by(path: Path) -> str | None:
+    """The runtime that made the vectors of the index at `path` (its config.json), None where there is none."""
+    import json
+
+    try:
+        return str(json.loads((path / "config.json").read_text(encoding="utf-8")).get("backend", "torch"))
+    except (OSError, ValueError):
+        return None
+
+
 def evaluate_beir(
     dataset: str | Path,
     *,
@@ -188,8 +198,10 @@ def evaluate_beir(
     if any(not p >= 0.0 for p in penalties):
         raise BadArgument(f"rerank penalties must be >= 0 (logits per first-stage place), got {penalties}")
     path = Path(index_path) if index_path is not None else default_index_path(dataset, model)
-    if index_path is None and backend not in (None, "torch"):
+    if index_path is None and backend not in (None, "auto", "torch"):
         path = path.with_name(f"{path.name}-{backend}")  # another backend's vectors: an index of their own
+    elif index_path is None and backend == "torch" and _made_by(path) not in (None, "torch"):
+        path = path.with_name(f"{path.name}-torch")  # the default folder holds another runtime's (auto's) vectors
     with Index.open(path, model=model, ann=ann, create=True, reranker=reranker, precision=precision,
                     backend=backend) as ix:
         if depths:

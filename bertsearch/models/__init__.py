@@ -30,8 +30,8 @@ def auto_backend(model: str | None = None, device: str | None = None) -> str:
     """The encoder's runtime "auto" picks for a new index: $BERTSEARCH_BACKEND when set; torch for the hashing
     encoder (no runtime at all), on a GPU (a `device` other than the CPU, or CUDA found) and where openvino is not
     installed; else openvino, bfloat16 where the CPU runs it natively. On the 2-core AMX Xeon of the speed notes it
-    indexed SciFact 1.8x as fast as torch's bf16 autocast, and a one-shot query imports no torch (1.1 s against 6.5 s
-    for `ask`): docs/measurements/speed.md."""
+    indexed SciFact 1.9x as fast as torch's bf16 autocast, and a one-shot query imports no torch (`ask` 0.97 s
+    against 5.8 s): docs/measurements/speed.md."""
     import importlib.util
 
     from .onnx import BACKENDS

@@ -37,7 +37,8 @@ def uses_bf16(device: Any, precision: str) -> bool:
 
 def half_dtype(device: Any, precision: str) -> Any:
     """The autocast type of a model on `device`, None for fp32: on a CPU, bfloat16 when asked for ("bf16") or "auto"
-    where the CPU runs it natively; on a GPU, float16 for "auto" (its tensor cores' type; bfloat16 when asked for)."""
+    where the CPU runs it natively; on a CUDA GPU, float16 for "auto" (its tensor cores' type); bfloat16 when asked
+    for on any device."""
     import torch
 
     kind = torch.device(device).type if not isinstance(device, torch.device) else device.type
@@ -45,7 +46,9 @@ def half_dtype(device: Any, precision: str) -> Any:
         return None
     if kind == "cpu":
         return torch.bfloat16 if uses_bf16("cpu", precision) else None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.float16 if kind == "cuda" else None  # (other devices: fp32 unless asked, as before)
 
 
 def autocast(device: Any, precision: str) -> Any:
