@@ -92,8 +92,10 @@ def test_built_wheel_installs_into_a_clean_venv_and_runs_the_demo_offline(scratc
     # 4. The demo, offline, from a folder outside the repository, with the installed package and nothing else.
     work = tmp_path / "work"
     work.mkdir()
-    env = {**pip_env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "BERTSEARCH_HISTORY": str(tmp_path / "history")}
+    # the runtime a user gets (the suite's own BERTSEARCH_BACKEND=torch left out), converted afresh as on a new machine
+    env = {**{k: v for k, v in pip_env.items() if k not in ("BERTSEARCH_BACKEND", "BERTSEARCH_QUERY_BACKEND")},
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "BERTSEARCH_HISTORY": str(tmp_path / "history"), "BERTSEARCH_CACHE": str(tmp_path / "cache")}
     where = _run([str(python), "-c", "import bertsearch, bertsearch.models; print(bertsearch.__file__)"], cwd=work,
                  env=env)
     assert Path(where.strip()).is_relative_to(venv), f"imported bertsearch from {where.strip()}, not the venv"
@@ -102,6 +104,7 @@ def test_built_wheel_installs_into_a_clean_venv_and_runs_the_demo_offline(scratc
 
     report = json.loads(_run([bertsearch, "index", corpus, "--index", "demo", "--json"], cwd=work, env=env))
     assert report["added"] == 1500, report
+    assert json.loads(_run([bertsearch, "info", "--index", "demo", "--json"], cwd=work, env=env))["backend"] == "openvino"
 
     hits = json.loads(_run([bertsearch, "search", "what causes the northern lights", "--index", "demo", "-k", "5",
                             "--json"], cwd=work, env=env))["hits"]
