@@ -54,19 +54,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_backends import cpu_model  # (scripts/ is this script's folder, first on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 MODES = {"bertsearch": ("hybrid", "dense"), "bertsearch-torch": ("hybrid", "dense"), "plain": ("dense",),
          "txtai-dense": ("dense",), "txtai-hybrid": ("hybrid",)}
 CONTENDERS = tuple(MODES)
 Run = dict[str, dict[str, float]]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def load_data(folder: Path, n_docs: int) -> tuple[list[dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:

@@ -342,6 +342,16 @@ def measure_queries(ix: Any, queries: list[str], xq: np.ndarray, k: int = 10, *,
     return out, {"I": I_all, "hits": hits}
 
 
+def single_queries(vectors: Any, xq: np.ndarray, k: int = 10) -> dict[str, float]:
+    """p50/p95/mean of the vector backend's search, one query a call."""
+    ts = []
+    for q in xq:
+        t = time.perf_counter()
+        vectors.search(q[None], k)
+        ts.append(time.perf_counter() - t)
+    return pct(ts)
+
+
 def one_thread(ix: Any, xq: np.ndarray, k: int) -> dict[str, float]:
     """Single-query latency with FAISS on one thread: on a shared machine, two OpenMP threads wait on each other."""
     import faiss
@@ -349,14 +359,9 @@ def one_thread(ix: Any, xq: np.ndarray, k: int) -> dict[str, float]:
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        ts = []
-        for q in xq:
-            t = time.perf_counter()
-            ix.vectors.search(q[None], k)
-            ts.append(time.perf_counter() - t)
+        return single_queries(ix.vectors, xq, k)
     finally:
         faiss.omp_set_num_threads(threads)
-    return pct(ts)
 
 
 def exact_scores(ix: Any, xq: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
@@ -504,12 +509,7 @@ def incremental(ix: Any, path: Path, n: int, text: ZipfText, queries: list[str],
     out["new_found_first"] = sum(ix.search(d["text"], k=1, mode="dense")[0].doc_id == d["id"] for d in new[:20])
     out["count_ok_after_add"] = ix.vectors.count() == ix.store.counts()["chunks"]
     out["info_after_add"] = ix.vectors.info()
-    xs = []
-    for q in xq[:50]:
-        t = time.perf_counter()
-        ix.vectors.search(q[None], 10)
-        xs.append(time.perf_counter() - t)
-    out["vectors_single_with_delta"] = pct(xs)
+    out["vectors_single_with_delta"] = single_queries(ix.vectors, xq[:50])
     out["probe_after_add"] = probe(path, queries[0])
 
     stride = max(n // writes, 1)
@@ -526,12 +526,7 @@ def incremental(ix: Any, path: Path, n: int, text: ZipfText, queries: list[str],
                                for d in gone_docs)
     out["count_ok_after_delete"] = ix.vectors.count() == ix.store.counts()["chunks"]
     out["info_after_delete"] = ix.vectors.info()
-    xs = []
-    for q in xq[:50]:
-        t = time.perf_counter()
-        ix.vectors.search(q[None], 10)
-        xs.append(time.perf_counter() - t)
-    out["vectors_single_with_delta_and_dead"] = pct(xs)
+    out["vectors_single_with_delta_and_dead"] = single_queries(ix.vectors, xq[:50])
     out["probe_after_delete"] = probe(path, queries[0])
 
     t = time.perf_counter()
@@ -585,12 +580,7 @@ def merge(ix: Any, text: ZipfText, queries: list[str], xq: np.ndarray) -> dict[s
     out["delete_events"] = EVENTS.take()
     out["info_after_delete"] = vec.info()
     out["count_ok_after_delete"] = vec.count() == ix.store.counts()["chunks"]
-    xs = []
-    for q in xq[:50]:
-        t = time.perf_counter()
-        vec.search(q[None], 10)
-        xs.append(time.perf_counter() - t)
-    out["vectors_single_after_delete"] = pct(xs)
+    out["vectors_single_after_delete"] = single_queries(vec, xq[:50])
     out["probe_after_delete"] = probe(ix.path, queries[0])
     return out
 

@@ -41,7 +41,7 @@ def half_dtype(device: Any, precision: str) -> Any:
     for on any device."""
     import torch
 
-    kind = torch.device(device).type if not isinstance(device, torch.device) else device.type
+    kind = torch.device(device).type
     if precision == "fp32":
         return None
     if kind == "cpu":
@@ -56,8 +56,7 @@ def autocast(device: Any, precision: str) -> Any:
     import torch
 
     dtype = half_dtype(device, precision)
-    kind = torch.device(device).type if not isinstance(device, torch.device) else device.type
-    return torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 class SentenceEncoder:
