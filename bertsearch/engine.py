@@ -474,10 +474,10 @@ class Index:
         t0 = time.perf_counter()
         reader = self.reader
         spans = reader.read(question, [h.text for h in read], per_passage=k) if read else []
-        ranked = qa.distinct(rank_answers(spans, read, scoring=self.answer_scoring,
-                                          passage_weight=self.answer_passage_weight))[:k]
+        pool = rank_answers(spans, read, scoring=self.answer_scoring, passage_weight=self.answer_passage_weight)
+        ranked = qa.distinct(pool)[:k]
         timings["read"] = time.perf_counter() - t0
-        judged = qa.judge(ranked, read, self.calibration, min_confidence)
+        judged = qa.judge(ranked, read, self.calibration, min_confidence, pool)
         candidates = [qa.locate(read[sp.passage], sp, confidence=c) for sp, c in zip(ranked, judged.confidences)]
         for a in candidates:
             if any(h.page is not None for h in read):  # documents with pages: the answer's own page

@@ -18,6 +18,9 @@ class WordReranker:
         self.scale = scale
         self.calls: list[int] = []
 
+    def fingerprint(self):
+        return f"word-{self.favourite}-{self.scale}"
+
     def score(self, query, passages, *, batch_size=32):
         self.calls.append(len(passages))
         return np.array([self.scale * p.lower().count(self.favourite) for p in passages], dtype=np.float32)
@@ -30,6 +33,9 @@ class WordReader:
 
     def __init__(self, word: str) -> None:
         self.word = word
+
+    def fingerprint(self):
+        return f"word-{self.word}"
 
     def read(self, question, passages, *, top_k=5, batch_size=16, per_passage=None):
         spans = []

@@ -67,6 +67,18 @@ def test_the_answers_shown_are_not_copies_of_the_first():
     assert [s.text for s in distinct(ranked)] == ["in 1928", "Alexander Fleming", "1945"]
 
 
+def test_agreement_counts_the_passages_that_give_the_same_answer_before_the_copies_are_taken_out():
+    pool = [_span(0, 10, "in 1928", 9.0), _span(0, 13, "1928", 8.5), _span(1, 4, "In 1928.", 8.0),
+            _span(1, 40, "Alexander Fleming", 7.0), _span(2, 0, "1945", 6.0), _span(3, 5, "1945", 5.0)]
+    hits = [Hit(rank=i + 1, doc_id=f"d{i}", score=0.0, title="", text="", chunk_id=None, start=0, end=0,
+                scores={"rerank": 1.0}) for i in range(4)]
+    shown = distinct(pool)
+    assert [s.text for s in shown] == ["in 1928", "Alexander Fleming", "1945"]
+    rows = conf.features(shown, hits, pool)
+    assert [r["agreement"] for r in rows] == [0.5, 0.0, 0.5]  # 1928: passages 0 and 1; 1945: 2 and 3, of 4 read
+    assert conf.features(shown, hits)[0]["agreement"] == 0.25  # the copies gone, only its own passage is left
+
+
 def test_spans_stay_within_a_sentence():
     text = "Fleming discovered penicillin in 1928. He shared the Nobel Prize in 1945 with the U.S. Army's help."
     assert crosses_sentence(text, text.index("1928"), text.index("Prize"))
@@ -135,3 +147,22 @@ def test_open_corpus_deals_articles_and_samples_each_case():
                                                  for c, n in (("answerable", 10), ("out_of_corpus", 7), ("adversarial", 3))}
     docs = list(open_ask.paragraphs(v11, groups))
     assert len(docs) == 24 and all(groups[d["title"]].endswith("indexed") for d in docs)
+
+
+def test_open_corpus_records_are_reused_only_by_the_models_that_made_them(index, tmp_path, caplog):
+    index._reranker = WordReranker("fleming", scale=5.0)
+    index._reader = WordReader("1928")
+    qs = [{"qid": "q1", "split": "test", "case": "answerable", "question": "when did fleming discover penicillin",
+           "gold": ["1928"], "paragraph": None}]
+    out = tmp_path / "records.jsonl"
+    first = open_ask.collect(index, qs, out)
+    assert first[0]["spans"][0]["text"] == "1928" and first[0]["pipeline"]["reader"] == "word-1928"
+    assert open_ask.collect(index, qs, out) == first  # the same models: an interrupted run resumes
+    index._reader = WordReader("1945")  # another reader would be reported with the first one's answers
+    with pytest.raises(bertsearch.BertsearchError, match="reader word-1928, not word-1945.*--records"):
+        open_ask.collect(index, qs, out)
+    old = {k: v for k, v in first[0].items() if k != "pipeline"}  # records from before the models were recorded
+    out.write_text(json.dumps(old) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert open_ask.collect(index, qs, out)[0]["spans"] == first[0]["spans"]
+    assert "do not say which models made them" in caplog.text

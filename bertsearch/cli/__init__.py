@@ -744,7 +744,7 @@ def eval_beir(
               help="Open corpus: fit the answers' confidence calibration on the dev split and write it here "
                    "(else the reader's own is measured).")
 @click.option("--records", default=None, type=click.Path(dir_okay=False, path_type=str),
-              help="Open corpus: the per-question records (reused when present: an interrupted run resumes).")
+              help="Open corpus: the per-question records (reused when present, so an interrupted run resumes; records other models made are refused).")
 @click.option("--reliability", "plot", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Open corpus: draw the test split's reliability diagram to this PNG.")
 @click.option("--per-case", default="400,300,200", show_default=True, metavar="A,O,V",

@@ -77,7 +77,8 @@ def evaluate_ask(
                 found += any(h.doc_id in qrels[q] for h in hits)
                 spans = ix.reader.read(queries[q], [h.text for h in hits], per_passage=3) if hits else []
                 for v in variants:
-                    ranked = distinct(rank_answers(spans, hits, scoring=v[0], passage_weight=v[1]))[:3]
+                    pool = rank_answers(spans, hits, scoring=v[0], passage_weight=v[1])
+                    ranked = distinct(pool)[:3]
                     if not ranked:
                         totals[v]["abstained"] += 1
                         continue
@@ -85,7 +86,7 @@ def evaluate_ask(
                     em, f = max(exact_match(text, g) for g in gold[q]), max(f1(text, g) for g in gold[q])
                     totals[v]["em_always"] += em  # as if the reader never abstained
                     totals[v]["f1_always"] += f
-                    if judge(ranked, hits, ix.calibration, None).abstained:  # as `Index.ask` decides
+                    if judge(ranked, hits, ix.calibration, None, pool).abstained:  # as `Index.ask` decides
                         totals[v]["abstained"] += 1
                         continue
                     totals[v]["exact_match"] += em

@@ -16,6 +16,7 @@ again in a second, without the models.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from .squad import exact_match, f1
 
 GROUPS = ("dev-indexed", "dev-absent", "test-indexed", "test-absent")
 CASES = ("answerable", "out_of_corpus", "adversarial")
+
+log = logging.getLogger(__name__)
 
 
 def deal_articles(titles: list[str], seed: int = 0) -> dict[str, str]:
@@ -86,16 +89,25 @@ def questions(v11: list[dict[str, Any]], v20: list[dict[str, Any]] | None, group
     return out
 
 
+def pipeline(ix: Any, passages: int) -> dict[str, Any]:
+    """What made a record's answers: the weights of the encoder, cross-encoder and reader, and the passages read."""
+    return {"encoder": ix.config.fingerprint, "reranker": ix.reranker.fingerprint(), "reader": ix.reader.fingerprint(),
+            "passages": passages}
+
+
 def collect(ix: Any, qs: list[dict[str, Any]], out: Path, *, passages: int = 5, per_passage: int = 3,
             progress: ProgressFactory = no_progress) -> list[dict[str, Any]]:
     """Ask each question through `ix` and append a record per question to `out` (JSONL); questions already in
-    `out` are not asked again, so an interrupted run resumes."""
+    `out` are not asked again, so an interrupted run resumes. Records that other models made are refused: they
+    would report those models' answers as these'."""
+    made_by = pipeline(ix, passages)
     done = {}
     if out.exists():
         for line in out.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 r = json.loads(line)
                 done[r["qid"]] = r
+    _check_made_by(out, done.values(), made_by)
     todo = [q for q in qs if q["qid"] not in done]
     with out.open("a", encoding="utf-8") as f, progress("asking", len(todo), "questions") as advance:
         for q in todo:
@@ -106,12 +118,29 @@ def collect(ix: Any, qs: list[dict[str, Any]], out: Path, *, passages: int = 5, 
                            "rerank": h.scores.get("rerank"), "hybrid": h.scores.get("hybrid")} for h in hits],
                  "spans": [{"passage": s.passage, "text": s.text, "start": s.start, "end": s.end, "score": s.score,
                             "null_score": s.null_score} for s in spans],
-                 "timings": hits.timings}
+                 "timings": hits.timings, "pipeline": made_by}
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
             done[q["qid"]] = r
             advance(1)
     return [done[q["qid"]] for q in qs]
+
+
+def _check_made_by(out: Path, records: Any, made_by: dict[str, Any]) -> None:
+    unknown = 0
+    for r in records:
+        theirs = r.get("pipeline")
+        if theirs is None:
+            unknown += 1
+            continue
+        differ = [k for k in made_by if theirs.get(k) != made_by[k]]
+        if differ:
+            raise BadArgument(
+                f"{out} holds answers of another pipeline ({', '.join(f'{k} {theirs.get(k)}, not {made_by[k]}' for k in differ)}):"
+                " give --records a new file, or delete it to ask afresh")
+    if unknown:
+        log.warning("%d records in %s do not say which models made them (collected before bertsearch recorded it); "
+                    "they are reused as they are: delete the file to ask afresh with these models", unknown, out)
 
 
 def correct(record: dict[str, Any], text: str) -> tuple[float, float]:
@@ -163,8 +192,10 @@ def build_and_collect(
 # -- fitting and reporting (no models: the records hold everything) ---------------------------------------
 
 
-def candidates(record: dict[str, Any], *, k: int = 3, scoring: str = "margin", passage_weight: float = 0.5) -> tuple[list, list]:
-    """The record's answer candidates as `Index.ask` ranks them (distinct, best first), and its hits."""
+def candidates(record: dict[str, Any], *, k: int = 3, scoring: str = "margin",
+               passage_weight: float = 0.5) -> tuple[list, list, list]:
+    """The record's answer candidates as `Index.ask` ranks them (distinct, best first), its hits, and every span
+    ranked (what `distinct` chose from)."""
     from ..search.qa import distinct, rank_answers
     from ..types import Hit, Span
 
@@ -172,7 +203,8 @@ def candidates(record: dict[str, Any], *, k: int = 3, scoring: str = "margin", p
                 start=h["start"], end=h["end"], scores={"rerank": h["rerank"]} if h.get("rerank") is not None else {})
             for i, h in enumerate(record["hits"])]
     spans = [Span(**s) for s in record["spans"]]
-    return distinct(rank_answers(spans, hits, scoring=scoring, passage_weight=passage_weight))[:k], hits
+    pool = rank_answers(spans, hits, scoring=scoring, passage_weight=passage_weight)
+    return distinct(pool)[:k], hits, pool
 
 
 def _rows(records: list[dict[str, Any]], *, reranked: bool = True) -> tuple[list[dict[str, float]], list[dict]]:
@@ -181,12 +213,12 @@ def _rows(records: list[dict[str, Any]], *, reranked: bool = True) -> tuple[list
 
     rows, kept = [], []
     for r in records:
-        ranked, hits = candidates(r)
+        ranked, hits, pool = candidates(r)
         if not reranked:
             for h in hits:
                 h.scores.pop("rerank", None)
         if ranked:
-            rows.append(conf.features(ranked, hits)[0])
+            rows.append(conf.features(ranked, hits, pool)[0])
             kept.append({**r, "_best": ranked[0].text})
     return rows, kept
 
@@ -238,8 +270,8 @@ def measure(records: list[dict[str, Any]], cal: Any, bar: float | None = None, *
             continue
         em = f = f_always = abst = wrong = 0.0
         for r in rs:
-            ranked, hits = candidates(r)
-            j = judge(ranked, hits, cal, bar)
+            ranked, hits, pool = candidates(r)
+            j = judge(ranked, hits, cal, bar, pool)
             if ranked:
                 e1, f1_ = correct(r, ranked[0].text)
                 f_always += f1_
@@ -290,7 +322,7 @@ def old_rule(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
             continue
         f = abst = 0.0
         for r in rs:
-            _, hits = candidates(r)
+            _, hits, _ = candidates(r)
             ranked = rank_answers([Span(**s) for s in r["spans"]], hits, scoring="margin", passage_weight=0.5)
             if not ranked or ranked[0].null_score - ranked[0].score > threshold:
                 abst += 1

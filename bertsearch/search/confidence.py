@@ -47,15 +47,17 @@ def same_answer(a: str, b: str) -> bool:
     return a in b or b in a
 
 
-def features(ranked: list[Span], hits: list[Hit]) -> list[dict[str, float]]:
-    """The signals of each candidate in `ranked` (spans best first, as `qa.rank_answers` orders them, over the
-    passages `hits` that were read)."""
+def features(ranked: list[Span], hits: list[Hit], pool: list[Span] | None = None) -> list[dict[str, float]]:
+    """The signals of each candidate in `ranked` (the answers shown, best first, as `qa.distinct` leaves them, over
+    the passages `hits` that were read). `pool` is every span read, ranked (`qa.rank_answers`), before `distinct`
+    took out the copies: agreement counts the passages whose best span says the same answer, and copies are what
+    it counts (without `pool`, `ranked` stands in)."""
     if not ranked:
         return []
     rerank = [h.scores.get("rerank", NO_RERANK) for h in hits]
     top_rerank = max(rerank) if rerank else NO_RERANK
     best_per_passage: dict[int, str] = {}
-    for sp in ranked:  # ranked best first: the first span seen of a passage is its best
+    for sp in pool if pool is not None else ranked:  # best first: the first span seen of a passage is its best
         best_per_passage.setdefault(sp.passage, f" {normalize(sp.text)} ")
     read = max(len(hits), 1)
     out = []

@@ -75,10 +75,12 @@ class Judgement:
     abstained: bool
 
 
-def judge(ranked: list[Span], hits: list[Hit], calibration: Any, min_confidence: float | None) -> Judgement:
-    """The confidence of each candidate in `ranked` (best first, see `distinct`), and whether to abstain: when
-    there is no candidate, or the best one's confidence is under `min_confidence` (default: the calibration's).
-    Without a calibration every candidate is answered (confidence None)."""
+def judge(ranked: list[Span], hits: list[Hit], calibration: Any, min_confidence: float | None,
+          pool: list[Span] | None = None) -> Judgement:
+    """The confidence of each candidate in `ranked` (best first, see `distinct`; `pool`: the spans `distinct` chose
+    from, see `confidence.features`), and whether to abstain: when there is no candidate, or the best one's
+    confidence is under `min_confidence` (default: the calibration's). Without a calibration every candidate is
+    answered (confidence None)."""
     from . import confidence as conf
 
     if calibration is None:
@@ -86,7 +88,7 @@ def judge(ranked: list[Span], hits: list[Hit], calibration: Any, min_confidence:
     bar = min_confidence if min_confidence is not None else calibration.min_confidence
     if not ranked:
         return Judgement([], 1.0, bar, True)
-    rows = conf.features(ranked, hits)
+    rows = conf.features(ranked, hits, pool)
     reranked = any("rerank" in h.scores for h in hits)
     models = calibration.models(reranked)
     p = [round(float(x), 4) for x in models[0](rows)]
