@@ -126,3 +126,69 @@ def test_docs_build_strict(tmp_path):
     assert (site / "img" / "rerank-penalty.png").is_file()
     for offline in ("fonts.googleapis.com", "fonts.gstatic.com"):
         assert offline not in (site / "index.html").read_text(encoding="utf-8"), f"the site loads {offline}"
+
+
+def _doc_commands():
+    """Each `bertsearch ...` command line in the fenced code blocks of the README, the docs and the model cards
+    (continuation lines joined, comments cut), with where it stands."""
+    pages = [README, *sorted(DOCS.rglob("*.md")), *sorted((ROOT / "bertsearch" / "weights").glob("*/README.md"))]
+    for page in pages:
+        if page.name == "changelog.md":  # history: options since renamed
+            continue
+        fenced, pending = False, ""
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                fenced, pending = not fenced, ""
+                continue
+            if not fenced:
+                continue
+            line = pending + line
+            if line.rstrip().endswith("\\"):
+                pending = line.rstrip()[:-1] + " "
+                continue
+            pending = ""
+            m = re.search(r"(?:^|\s)(?:python -m )?bertsearch (.*)", line.split(" #")[0])
+            if m and not line.lstrip().startswith(("pip", "#", "import", "from")):
+                yield f"{page.relative_to(ROOT)}:{n}", m.group(1)
+    import click
+
+    from bertsearch.cli import cli
+
+    def examples(cmd, path):  # and the examples in each command's --help
+        for line in (cmd.help or "").replace("\\\n", " ").splitlines():
+            if line.strip().startswith("bertsearch "):
+                yield " ".join(["bertsearch", *path.split(), "--help"]), line.strip()[len("bertsearch "):].split(" #")[0]
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(click.Context(cmd)):
+                yield from examples(cmd.get_command(click.Context(cmd), name), f"{path} {name}".strip())
+
+    yield from examples(cli, "")
+
+
+def test_the_documented_commands_use_options_that_exist():
+    import shlex
+
+    import click
+
+    from bertsearch.cli import cli
+
+    wrong = []
+    for where, line in _doc_commands():
+        try:
+            words = shlex.split(line.split("|")[0].split("&&")[0])
+        except ValueError:
+            continue
+        cmd, i = cli, 0
+        while isinstance(cmd, click.Group) and i < len(words):
+            sub = cmd.get_command(click.Context(cmd), words[i])
+            if sub is None:
+                break
+            cmd, i = sub, i + 1
+        if isinstance(cmd, click.Group):
+            wrong.append(f"{where}: no command {' '.join(words[:i + 1])!r}")
+            continue
+        names = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        for w in words[i:]:
+            if w.startswith("-") and w.split("=")[0] not in names and w not in ("-", "--") and not NUMBER.fullmatch(w):
+                wrong.append(f"{where}: {cmd.name} has no option {w.split('=')[0]}")
+    assert not wrong, "\n".join(wrong)
