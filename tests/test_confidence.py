@@ -154,7 +154,7 @@ def test_open_corpus_records_are_reused_only_by_the_models_that_made_them(index,
     index._reader = WordReader("1928")
     qs = [{"qid": "q1", "split": "test", "case": "answerable", "question": "when did fleming discover penicillin",
            "gold": ["1928"], "paragraph": None}]
-    out = tmp_path / "records.jsonl"
+    out = tmp_path / "not-yet" / "records.jsonl"  # a folder that does not exist yet is made
     first = open_ask.collect(index, qs, out)
     assert first[0]["spans"][0]["text"] == "1928" and first[0]["pipeline"]["reader"] == "word-1928"
     assert open_ask.collect(index, qs, out) == first  # the same models: an interrupted run resumes

@@ -109,6 +109,7 @@ def collect(ix: Any, qs: list[dict[str, Any]], out: Path, *, passages: int = 5, 
                 done[r["qid"]] = r
     _check_made_by(out, done.values(), made_by)
     todo = [q for q in qs if q["qid"] not in done]
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as f, progress("asking", len(todo), "questions") as advance:
         for q in todo:
             hits = ix.search(q["question"], k=passages, rerank=True)
