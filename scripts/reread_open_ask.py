@@ -1,10 +1,11 @@
 """Re-read the open-corpus `eval ask` records with another reader, keeping their retrieval as it was.
 
-`bertsearch eval ask SQUAD --reader R` collects afresh: it retrieves, reranks and reads every question again (about
-0.5 s a question on 2 CPU cores, most of it in the cross-encoder). When only the reader changes, the hits are the
-same, so this re-reads the recorded hits' passages with the new reader and writes records that `bertsearch eval ask
---records OUT` fits and reports on, as if collected afresh (`--check N` first re-reads N records with the reader
-that made them and stops unless their spans come back the same).
+`bertsearch eval ask SQUAD --reader R` collects afresh: it retrieves, reranks and reads every question again
+(0.3-0.5 s a question on 2 CPU cores on torch, most of it in the cross-encoder; re-reading takes about 0.05 s).
+When only the reader changes, the hits are the same, so this re-reads the recorded hits' passages with the new
+reader and writes records that `bertsearch eval ask --records OUT` fits and reports on, as if collected afresh
+(`--check N` first re-reads N records with the reader that made them and stops unless their spans come back the
+same).
 
     python scripts/reread_open_ask.py indexes/squad-open-0.records.jsonl models/reader/records.jsonl \
         --index indexes/squad-open-0 --reader models/reader --check 20

@@ -50,8 +50,9 @@ def same_answer(a: str, b: str) -> bool:
 def features(ranked: list[Span], hits: list[Hit], pool: list[Span] | None = None) -> list[dict[str, float]]:
     """The signals of each candidate in `ranked` (the answers shown, best first, as `qa.distinct` leaves them, over
     the passages `hits` that were read). `pool` is every span read, ranked (`qa.rank_answers`), before `distinct`
-    took out the copies: agreement counts the passages whose best span says the same answer, and copies are what
-    it counts (without `pool`, `ranked` stands in)."""
+    took out the copies: "agreement" counts the passages whose best span in `pool` says the same answer, so the
+    copies are what it counts (without `pool`, `ranked` stands in, and agreement sees only each answer's own
+    passage)."""
     if not ranked:
         return []
     rerank = [h.scores.get("rerank", NO_RERANK) for h in hits]
