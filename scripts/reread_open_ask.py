@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 from bertsearch.engine import Index
-from bertsearch.evaluation.open_ask import pipeline, read_records
+from bertsearch.evaluation.open_ask import pipeline, read_records, span_records
 
 
 def reread(ix: Index, records: list[dict], per_passage: int = 3) -> list[dict]:
     docs: dict[str, str] = {}
-    made_by = pipeline(ix, max(len(r["hits"]) for r in records))
+    made_by = pipeline(ix, max((len(r["hits"]) for r in records), default=5))
     out = []
     for r in records:
         texts = []
@@ -34,9 +34,7 @@ def reread(ix: Index, records: list[dict], per_passage: int = 3) -> list[dict]:
                 docs[h["doc_id"]] = ix.get(h["doc_id"])["text"]
             texts.append(docs[h["doc_id"]][h["start"]:h["end"]])
         spans = ix.reader.read(r["question"], texts, per_passage=per_passage) if texts else []
-        out.append({**r, "spans": [{"passage": s.passage, "text": s.text, "start": s.start, "end": s.end,
-                                    "score": s.score, "null_score": s.null_score} for s in spans],
-                    "pipeline": made_by})
+        out.append({**r, "spans": span_records(spans), "pipeline": made_by})
     return out
 
 

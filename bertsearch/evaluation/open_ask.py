@@ -117,14 +117,19 @@ def collect(ix: Any, qs: list[dict[str, Any]], out: Path, *, passages: int = 5, 
             r = {**q,
                  "hits": [{"doc_id": h.doc_id, "title": h.title, "start": h.start, "end": h.end,
                            "rerank": h.scores.get("rerank"), "hybrid": h.scores.get("hybrid")} for h in hits],
-                 "spans": [{"passage": s.passage, "text": s.text, "start": s.start, "end": s.end, "score": s.score,
-                            "null_score": s.null_score} for s in spans],
+                 "spans": span_records(spans),
                  "timings": hits.timings, "pipeline": made_by}
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
             done[q["qid"]] = r
             advance(1)
     return [done[q["qid"]] for q in qs]
+
+
+def span_records(spans: list[Any]) -> list[dict[str, Any]]:
+    """The reader's spans as a record keeps them (`Span(**d)` reads one back)."""
+    return [{"passage": s.passage, "text": s.text, "start": s.start, "end": s.end, "score": s.score,
+             "null_score": s.null_score} for s in spans]
 
 
 def _check_made_by(out: Path, records: Any, made_by: dict[str, Any]) -> None:
