@@ -454,9 +454,10 @@ class Index:
     ) -> AskResult:
         """Answer a question from the index: retrieve, rerank, then read the best `passages` chunks.
 
-        Returns up to `k` different answers located in their documents (character offsets), each with a
-        `confidence` in [0, 1] (the calibrated probability that it is right), the result's `no_answer_probability`
-        (that the corpus holds no answer), the hits (the top `hits`, default `passages`, of which the reader read
+        Returns up to `k` different answers located in their documents (character offsets), the one most likely
+        right first (the calibration's ranker; see `Calibration.order`), each with a `confidence` in [0, 1] (the
+        calibrated probability that it is right), the result's `no_answer_probability` (that the corpus holds no
+        answer), the hits (the top `hits`, default `passages`, of which the reader read
         the first `passages`), and each stage's time. An answer is given when its confidence reaches
         `min_confidence` (default: the calibration's, chosen on held-apart questions; 0 answers whenever a span
         is found); otherwise `answers` is empty, `abstained` is True, and `best_candidate` says how close the best
@@ -473,12 +474,14 @@ class Index:
         read = found[:passages]
         t0 = time.perf_counter()
         reader = self.reader
-        spans = reader.read(question, [h.text for h in read], per_passage=k) if read else []
+        n = max(k, qa.CANDIDATES)  # the confidence of an answer does not depend on how many are shown
+        spans = reader.read(question, [h.text for h in read], per_passage=n) if read else []
         pool = rank_answers(spans, read, scoring=self.answer_scoring, passage_weight=self.answer_passage_weight)
-        ranked = qa.distinct(pool)[:k]
+        calibration = self.calibration
+        ranked = qa.shortlist(pool, read, calibration, n)
         timings["read"] = time.perf_counter() - t0
-        judged = qa.judge(ranked, read, self.calibration, min_confidence, pool)
-        candidates = [qa.locate(read[sp.passage], sp, confidence=c) for sp, c in zip(ranked, judged.confidences)]
+        judged = qa.judge(ranked, read, calibration, min_confidence, pool)
+        candidates = [qa.locate(read[sp.passage], sp, confidence=c) for sp, c in zip(ranked[:k], judged.confidences)]
         for a in candidates:
             if any(h.page is not None for h in read):  # documents with pages: the answer's own page
                 doc = self.store.document(a.doc_id)

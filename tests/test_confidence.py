@@ -12,7 +12,7 @@ import bertsearch
 from bertsearch.evaluation import open_ask
 from bertsearch.models.reader import crosses_sentence
 from bertsearch.search import confidence as conf
-from bertsearch.search.qa import distinct, judge
+from bertsearch.search.qa import distinct, judge, shortlist
 from bertsearch.types import Hit, Span
 
 
@@ -145,6 +145,9 @@ def test_open_corpus_deals_articles_and_samples_each_case():
             assert groups[q["paragraph"].rsplit("_", 1)[0]].endswith("indexed")
     assert {k: len(v) for k, v in by.items()} == {(s, c): n for s in ("dev", "test")
                                                  for c, n in (("answerable", 10), ("out_of_corpus", 7), ("adversarial", 3))}
+    every = open_ask.questions(v11, v20, groups, {"answerable": None, "out_of_corpus": 7, "adversarial": 3})
+    assert sum(q["case"] == "answerable" for q in every) == 24 * 5  # None: every question of the indexed articles
+    assert {q["qid"] for q in qs} <= {q["qid"] for q in every}
     docs = list(open_ask.paragraphs(v11, groups))
     assert len(docs) == 24 and all(groups[d["title"]].endswith("indexed") for d in docs)
 
@@ -166,3 +169,100 @@ def test_open_corpus_records_are_reused_only_by_the_models_that_made_them(index,
     with caplog.at_level("WARNING"):
         assert open_ask.collect(index, qs, out)[0]["spans"] == first[0]["spans"]
     assert "do not say which models made them" in caplog.text
+
+
+def test_the_ranker_orders_candidates_by_expected_f1_and_round_trips(tmp_path):
+    shown = [_span(0, 0, "1945", 6.0), _span(1, 0, "1928", 5.0), _span(2, 0, "Fleming", 4.0)]
+    pool = shown + [_span(3, 0, "in 1928", 3.0), _span(4, 0, "1928.", 2.0)]
+    hits = [_hit(i + 1, rerank=1.0) for i in range(5)]
+    rows = conf.features(shown, hits, pool)
+    assert [r["place"] for r in rows] == [0.0, 1.0, 2.0] and rows[1]["agreement"] == 0.6
+    agreeing = conf.Logistic.fit([{f: 0.0 for f in conf.RANK_FEATURES} | {"agreement": a} for a in (0.2, 0.6) * 20],
+                                 [0.0, 1.0] * 20, features=conf.RANK_FEATURES)  # expected F1 rises with agreement
+    sure = conf.Logistic.fit([{f: 0.0 for f in conf.FEATURES} | {"margin": m} for m in (-2.0, 2.0) * 20], [0.0, 1.0] * 20)
+    base = conf.Calibration(confidence=sure, no_answer=sure, min_confidence=0.5)
+    assert base.order(shown, hits, pool) == shown  # without a ranker: the reader's order
+    cal = conf.Calibration(confidence=sure, no_answer=sure, min_confidence=0.5, ranker=agreeing)
+    assert [s.text for s in cal.order(shown, hits, pool)] == ["1928", "1945", "Fleming"]
+    plain_hits = [_hit(i + 1) for i in range(5)]  # not reranked, and no plain ranker: the reranked one is used
+    assert cal.order(shown, plain_hits, pool)[0].text == "1928"
+    cal.save(tmp_path / "c.json")
+    again = conf.Calibration.from_json((tmp_path / "c.json").read_text())
+    assert again.ranker.features == list(conf.RANK_FEATURES) and again.confidence.features is None
+    assert [s.text for s in again.order(shown, hits, pool)] == ["1928", "1945", "Fleming"]
+    assert shortlist(pool, hits, again, 2) == [shown[1], shown[0]]  # copies out, ranked, cut to k
+
+
+def _record(qid, split, case, article, rng):
+    """A synthetic open-corpus record: three passages; an answerable question's right answer ("alpha") is read
+    from two of them, a wrong one ("beta") from the first with about the same margin, so that the reader's order
+    is right about half the time and agreement between passages tells which is right."""
+    right, wrong = rng.normal(1.5, 1.0), rng.normal(1.5, 1.0)
+    hits = [{"doc_id": f"{article}_{i}", "title": article, "start": 0, "end": 10, "rerank": 2.0, "hybrid": 0.03}
+            for i in range(3)]
+    if case == "out_of_corpus":
+        hits = [{**h, "rerank": -6.0 + rng.normal()} for h in hits]
+        spans = [{"passage": i, "text": f"noise{i}", "start": 0, "end": 6, "score": rng.normal(-2.0, 1.0),
+                  "null_score": 4.0} for i in range(3)]
+    else:
+        spans = [{"passage": 0, "text": "beta", "start": 0, "end": 4, "score": wrong, "null_score": 0.0},
+                 {"passage": 1, "text": "alpha", "start": 0, "end": 5, "score": right, "null_score": 0.0},
+                 {"passage": 2, "text": "alpha", "start": 0, "end": 5, "score": right - 0.5, "null_score": 0.0}]
+    return {"qid": qid, "split": split, "case": case, "question": "?", "paragraph": f"{article}_0",
+            "gold": ["alpha"] if case == "answerable" else [], "hits": hits, "spans": spans}
+
+
+def test_fit_learns_a_ranker_that_beats_the_readers_order_and_a_bar_within_the_cap():
+    rng = np.random.default_rng(0)
+    records = [_record(f"{s}{c}{i}", s, c, f"A{i % 12}" if c == "answerable" else f"B{i % 12}", rng)
+               for s in ("dev", "test") for c, n in (("answerable", 600), ("out_of_corpus", 200)) for i in range(n)]
+    test = [r for r in records if r["split"] == "test"]
+    reader_order = open_ask.measure(test, None)
+    cal = open_ask.fit(records)
+    m = open_ask.measure(test, cal)
+    assert reader_order["answerable"]["f1_never_abstaining"] < 75  # "beta" first about half the time
+    assert m["answerable"]["f1_never_abstaining"] > 95  # the ranker puts the answer two passages agree on first
+    assert m["answerable"]["abstained"] <= 0.10 and m["out_of_corpus"]["no_answer"] > 0.9
+    assert cal.fitted_on["answerable_abstained_90th_percentile"] <= 0.10
+
+
+def test_the_abstention_bound_is_over_the_mean_when_articles_differ():
+    judged = [{"found": True, "confidence": 0.2 if (a == 0 and i < 30) else 0.9, "em": 1.0, "f1": 1.0}
+              for a in range(12) for i in range(100)]
+    articles = [f"A{a}" for a in range(12) for _ in range(100)]
+    bound = open_ask._abstained_bound(judged, articles)
+    mean = 30 / 1200  # one article in twelve leaves 30% of its questions unanswered at a bar of 0.5
+    assert bound(0.1) == 0.0 and bound(0.5) >= 2 * mean and bound(0.95) == 1.0
+
+
+def test_per_case_takes_numbers_or_all(run, tmp_path):
+    squad = tmp_path / "dev.json"
+    squad.write_text('{"data": []}')
+    for bad in ("400,300", "all,-1,2", "many,1,2"):
+        r = run("eval", "ask", squad, "--per-case", bad)
+        assert r.exit_code == 1 and "--per-case takes three whole numbers or 'all'" in r.stderr, r.output
+
+
+class TwoAnswers:
+    """A reader that finds "1928" in the first passage and "1945" in the second, and nothing more."""
+
+    name = "two-answers"
+
+    def fingerprint(self):
+        return "two"
+
+    def read(self, question, passages, *, per_passage=None, **_):
+        return [Span(passage=i, start=0, end=4, text=t, score=s, null_score=0.0)
+                for i, (t, s) in enumerate((("1928", 5.0), ("1945", 3.0))) if i < len(passages)]
+
+
+def test_an_answers_confidence_does_not_depend_on_how_many_answers_are_shown(index):
+    rows = [{f: 0.0 for f in conf.FEATURES} | {"lead": v} for v in np.linspace(0, 10, 40)]
+    model = conf.Logistic.fit(rows, [float(r["lead"] > 5) for r in rows])  # sure only of a clear lead
+    index._calibration = conf.Calibration(confidence=model, no_answer=model, min_confidence=0.0)
+    index._reranker = WordReranker("penicillin", scale=1.0)
+    index._reader = TwoAnswers()
+    three = index.ask("when was penicillin discovered", k=3)
+    one = index.ask("when was penicillin discovered", k=1)
+    assert [a.text for a in three.answers][:2] == ["1928", "1945"] and [a.text for a in one.answers] == ["1928"]
+    assert one.answers[0].confidence == three.answers[0].confidence < 0.5  # a lead of 2, not "no other answer"

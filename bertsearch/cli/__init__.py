@@ -747,8 +747,9 @@ def eval_beir(
               help="Open corpus: the per-question records (reused when present, so an interrupted run resumes; records other models made are refused).")
 @click.option("--reliability", "plot", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Open corpus: draw the test split's reliability diagram to this PNG.")
-@click.option("--per-case", default="400,300,200", show_default=True, metavar="A,O,V",
-              help="Open corpus: questions per split that are answerable, out of corpus, adversarial.")
+@click.option("--per-case", default="all,300,200", show_default=True, metavar="A,O,V",
+              help="Open corpus: questions per split that are answerable, out of corpus, adversarial (a seeded "
+                   "sample of each; 'all' takes every one).")
 @click.option("--split", default="test", show_default=True, help="Closed corpus: which qrels/SPLIT.tsv names the questions.")
 @mode_option
 @click.option("--index", "index_path", default=None, help="Index folder to build or reuse.")
@@ -786,9 +787,11 @@ def eval_ask(dataset: str, answers_file: str | None, squad_v20: str | None, fit_
         from ..evaluation.open_ask import evaluate_open_corpus
 
         try:
-            a, o, v = (int(x) for x in per_case.split(","))
+            a, o, v = (None if x.strip() == "all" else int(x) for x in per_case.split(","))
+            if any(n is not None and n < 0 for n in (a, o, v)):
+                raise ValueError
         except ValueError:
-            raise BadArgument(f"--per-case takes three whole numbers, e.g. 400,300,200; got {per_case!r}") from None
+            raise BadArgument(f"--per-case takes three whole numbers or 'all', e.g. all,300,200; got {per_case!r}") from None
         index_kwargs = {k: kwargs[k] for k in ("index_path", "model", "reranker", "reader", "precision")}
         r = evaluate_open_corpus(dataset, squad_v20=squad_v20, records=records, fit_to=fit_to, plot=plot,
                                  per_case={"answerable": a, "out_of_corpus": o, "adversarial": v},
@@ -825,7 +828,8 @@ def eval_ask(dataset: str, answers_file: str | None, squad_v20: str | None, fit_
                      f"({'reranked' if r['rerank'] else 'not reranked'}); gold paragraph read for "
                      f"{100 * r['gold_paragraph_read']:.1f}%; {r['seconds_per_question']:.2f} s/question")
     for v in r["variants"]:
-        render.out.print(f"  {v['scoring']:<7} + {v['passage_weight']:.1f} x passage  EM {v['exact_match']:.1f}  "
+        ranker = " then ranker" if v.get("ranker") else ""
+        render.out.print(f"  {v['scoring']:<7} + {v['passage_weight']:.1f} x passage{ranker}  EM {v['exact_match']:.1f}  "
                          f"F1 {v['f1']:.1f}  abstained {100 * v['abstained']:.1f}%  (never abstaining: "
                          f"EM {v['exact_match_never_abstaining']:.1f}  F1 {v['f1_never_abstaining']:.1f})")
 

@@ -19,7 +19,9 @@ from ..errors import BadArgument, CorpusError
 from .beir import ProgressFactory, default_index_path, no_progress
 from .squad import exact_match, f1, load_squad
 
-DEFAULT_VARIANTS = (("span", 0.0), ("margin", 0.0), ("margin", 0.5), ("margin", 1.0))
+# (scoring, passage weight, whether the calibration's ranker then orders the candidates; the last is Index.ask's)
+DEFAULT_VARIANTS = (("span", 0.0, False), ("margin", 0.0, False), ("margin", 0.5, False), ("margin", 1.0, False),
+                    ("margin", 0.5, True))
 
 
 def evaluate_ask(
@@ -36,7 +38,7 @@ def evaluate_ask(
     passages: int = 5,
     limit: int | None = 200,
     seed: int = 42,
-    variants: tuple[tuple[str, float], ...] = DEFAULT_VARIANTS,
+    variants: tuple[tuple[str, float, bool], ...] = DEFAULT_VARIANTS,
     precision: str = "auto",
     progress: ProgressFactory = no_progress,
 ) -> dict[str, Any]:
@@ -47,7 +49,7 @@ def evaluate_ask(
     from ..engine import Index, rank_answers
     from ..readers import count_records
     from ..readers.beir import load_qrels, load_queries
-    from ..search.qa import distinct, judge
+    from ..search.qa import judge, shortlist
 
     dataset = Path(dataset)
     if not (dataset / "corpus.jsonl").is_file():
@@ -78,7 +80,7 @@ def evaluate_ask(
                 spans = ix.reader.read(queries[q], [h.text for h in hits], per_passage=3) if hits else []
                 for v in variants:
                     pool = rank_answers(spans, hits, scoring=v[0], passage_weight=v[1])
-                    ranked = distinct(pool)[:3]
+                    ranked = shortlist(pool, hits, ix.calibration if v[2] else None, 3)
                     if not ranked:
                         totals[v]["abstained"] += 1
                         continue
@@ -100,6 +102,7 @@ def evaluate_ask(
         {
             "scoring": v[0],
             "passage_weight": v[1],
+            "ranker": v[2],
             "exact_match": round(100 * t["exact_match"] / n, 2),
             "f1": round(100 * t["f1"] / n, 2),
             "abstained": round(t["abstained"] / n, 4),

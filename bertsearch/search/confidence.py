@@ -3,11 +3,15 @@
 Both come from signals the pipeline already has, for each candidate answer (see `features`): the span's lead
 over "no answer" in its passage, the cross-encoder's score of that passage and of the best passage, how many of
 the passages read agree on the answer, and its lead over the best other answer. Two logistic regressions over
-them, fitted on held-apart questions by `bertsearch eval ask --open-corpus` (see `evaluation/open_ask.py`), turn
-them into probabilities:
+them, fitted on held-apart questions by the open-corpus `bertsearch eval ask SQUAD_V1.1_DEV.json --fit FILE` (see
+`evaluation/open_ask.py`), turn them into probabilities:
 
 - `confidence`: that the answer is right (SQuAD F1 >= 0.5 against a gold answer);
 - `no_answer`: that the corpus holds no answer to the question at all.
+
+A third, the `ranker`, orders a question's candidates before they are judged: a regression of each candidate's F1
+on the same signals and the place of its passage (`RANK_FEATURES`), so that the answer most likely right comes
+first.
 
 A calibration is a small JSON file beside the reader's weights (`confidence.json`); the shipped reader has one.
 A reader without one uses the shipped calibration, whose probabilities are then only approximate (logged once).
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 
 FILE = "confidence.json"
 FEATURES = ("margin", "passage_rerank", "top_rerank", "agreement", "lead", "length")
+# what the ranker (see `Calibration.order`) compares candidates by: `FEATURES` that differ between the candidates of
+# one question, and the place of the candidate's passage in the reranked order
+RANK_FEATURES = ("margin", "passage_rerank", "agreement", "lead", "length", "place")
 NO_RERANK = -10.0  # stands in for the cross-encoder's logit where a search was not reranked (a clear miss)
 
 
@@ -72,29 +79,33 @@ def features(ranked: list[Span], hits: list[Hit], pool: list[Span] | None = None
             "agreement": sum(same_answer(t, norm) for t in best_per_passage.values()) / read,
             "lead": sp.score - max(others) if others else 10.0,
             "length": math.log1p(len(sp.text.split())),
+            "place": float(sp.passage),  # hits are read best first: 0 is the top passage
         })
     return out
 
 
 @dataclass
 class Logistic:
-    """p = sigmoid(w . (x - mean) / scale + b) over `FEATURES`."""
+    """p = sigmoid(w . (x - mean) / scale + b) over `features` (default `FEATURES`)."""
 
     weights: list[float]
     bias: float
     mean: list[float]
     scale: list[float]
+    features: list[str] | None = None
 
     def __call__(self, rows: list[dict[str, float]]) -> np.ndarray:
         if not rows:
             return np.zeros(0)
-        x = (_matrix(rows) - np.asarray(self.mean)) / np.asarray(self.scale)
+        x = (_matrix(rows, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
         return _sigmoid(x @ np.asarray(self.weights) + self.bias)
 
     @classmethod
-    def fit(cls, rows: list[dict[str, float]], labels: list[float], *, l2: float = 1e-2, steps: int = 50) -> Logistic:
-        """Maximum likelihood with a little L2, by Newton's method (IRLS)."""
-        x = _matrix(rows)
+    def fit(cls, rows: list[dict[str, float]], labels: list[float], *, features: tuple[str, ...] | None = None,
+            l2: float = 1e-2, steps: int = 50) -> Logistic:
+        """Maximum likelihood with a little L2, by Newton's method (IRLS). A label may be a fraction (an answer's
+        F1): the fit then matches the expected share."""
+        x = _matrix(rows, features)
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale = np.where(scale > 1e-9, scale, 1.0)
         z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])  # (n, d + 1)
@@ -110,24 +121,40 @@ class Logistic:
             w -= step
             if np.abs(step).max() < 1e-8:
                 break
-        return cls(weights=w[:-1].tolist(), bias=float(w[-1]), mean=mean.tolist(), scale=scale.tolist())
+        return cls(weights=w[:-1].tolist(), bias=float(w[-1]), mean=mean.tolist(), scale=scale.tolist(),
+                   features=list(features) if features is not None else None)
 
 
 @dataclass
 class Calibration:
-    """The two fitted models, and the default `min_confidence` chosen with them (see the module docstring)."""
+    """The two fitted models, and the default `min_confidence` chosen with them (see the module docstring); and,
+    optionally, a `ranker` that orders a question's candidate answers by the expected F1 of each (`order`)."""
 
     confidence: Logistic
     no_answer: Logistic
     min_confidence: float
     plain_confidence: Logistic | None = None  # for searches not reranked: fitted without the cross-encoder's scores
     plain_no_answer: Logistic | None = None
+    ranker: Logistic | None = None  # over RANK_FEATURES; None: candidates keep the reader's order
+    plain_ranker: Logistic | None = None
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
     def models(self, reranked: bool) -> tuple[Logistic, Logistic]:
         if reranked or self.plain_confidence is None or self.plain_no_answer is None:
             return self.confidence, self.no_answer
         return self.plain_confidence, self.plain_no_answer
+
+    def order(self, candidates: list[Span], hits: list[Hit], pool: list[Span] | None = None) -> list[Span]:
+        """`candidates` (distinct answers, in the reader's order) best first by the ranker's expected F1, or as they
+        are without a ranker. The reader's order is margin plus half the passage's cross-encoder score; the ranker
+        also weighs agreement between passages, the passage's place and the answer's length, fitted on held-apart
+        questions (`eval ask SQUAD_V1.1_DEV.json --fit FILE`)."""
+        reranked = any("rerank" in h.scores for h in hits)
+        ranker = self.ranker if reranked or self.plain_ranker is None else self.plain_ranker
+        if ranker is None or len(candidates) < 2:
+            return candidates
+        expected = ranker(features(candidates, hits, pool))
+        return [candidates[i] for i in sorted(range(len(candidates)), key=lambda i: -expected[i])]
 
     def to_json(self) -> str:
         return json.dumps({"features": list(FEATURES), "min_confidence": self.min_confidence,
@@ -146,7 +173,7 @@ class Calibration:
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
 
-_MODELS = ("confidence", "no_answer", "plain_confidence", "plain_no_answer")
+_MODELS = ("confidence", "no_answer", "plain_confidence", "plain_no_answer", "ranker", "plain_ranker")
 _warned: set[str] = set()
 
 
@@ -169,14 +196,14 @@ def load(reader_path: str | Path | None) -> Calibration | None:
                     and Path(reader_path).resolve() != DEFAULT_READER_PATH.resolve():
                 _warned.add(str(reader_path))
                 log.warning("reader %s has no %s: its answers' confidence uses the shipped reader's calibration and "
-                            "is only approximate (fit one with 'bertsearch eval ask --open-corpus ... --fit')",
-                            reader_path, FILE)
+                            "is only approximate (fit one on SQuAD v1.1 dev: 'bertsearch eval ask dev-v1.1.json "
+                            "--reader %s --fit %s')", reader_path, FILE, reader_path, Path(reader_path) / FILE)
             return cal
     return None
 
 
-def _matrix(rows: list[dict[str, float]]) -> np.ndarray:
-    return np.asarray([[float(r[f]) for f in FEATURES] for r in rows], dtype=np.float64)  # (n, d)
+def _matrix(rows: list[dict[str, float]], names: Any = None) -> np.ndarray:
+    return np.asarray([[float(r[f]) for f in names or FEATURES] for r in rows], dtype=np.float64)  # (n, d)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

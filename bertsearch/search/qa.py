@@ -9,6 +9,9 @@ from ..errors import BadArgument
 from ..types import Answer, Hit, Span
 
 ANSWER_SCORINGS = ("span", "margin")
+# spans read per passage, and candidates judged together, as the calibration was fitted (`open_ask.collect`): an
+# answer's lead over the next one is one of its signals, so its confidence is computed among this many
+CANDIDATES = 3
 
 
 def rank_answers(spans: list[Span], hits: list[Hit], *, scoring: str = "span", passage_weight: float = 0.0) -> list[Span]:
@@ -62,6 +65,15 @@ def distinct(ranked: list[Span]) -> list[Span]:
         kept.append(sp)
         seen.append(norm)
     return kept
+
+
+def shortlist(pool: list[Span], hits: list[Hit], calibration: Any, k: int) -> list[Span]:
+    """The `k` answers to show from `pool` (every span read, ranked by `rank_answers`): the copies taken out
+    (`distinct`), then best first by the calibration's ranker when it has one (`Calibration.order`)."""
+    candidates = distinct(pool)
+    if calibration is not None:
+        candidates = calibration.order(candidates, hits, pool)
+    return candidates[:k]
 
 
 @dataclass
