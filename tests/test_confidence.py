@@ -224,6 +224,8 @@ def test_fit_learns_a_ranker_that_beats_the_readers_order_and_a_bar_within_the_c
     assert m["answerable"]["f1_never_abstaining"] > 95  # the ranker puts the answer two passages agree on first
     assert m["answerable"]["abstained"] <= 0.10 and m["out_of_corpus"]["no_answer"] > 0.9
     assert cal.fitted_on["answerable_abstained_90th_percentile"] <= 0.10
+    with pytest.raises(bertsearch.BertsearchError, match="no out-of-corpus dev questions.*--per-case"):
+        open_ask.fit([r for r in records if r["case"] == "answerable"])
 
 
 def test_the_abstention_bound_is_over_the_mean_when_articles_differ():
@@ -266,3 +268,15 @@ def test_an_answers_confidence_does_not_depend_on_how_many_answers_are_shown(ind
     one = index.ask("when was penicillin discovered", k=1)
     assert [a.text for a in three.answers][:2] == ["1928", "1945"] and [a.text for a in one.answers] == ["1928"]
     assert one.answers[0].confidence == three.answers[0].confidence < 0.5  # a lead of 2, not "no other answer"
+
+
+def test_a_reader_without_its_own_calibration_keeps_its_order(tmp_path, caplog):
+    from bertsearch.models.reader import DEFAULT_READER_PATH
+
+    shipped = conf.load(DEFAULT_READER_PATH)
+    assert shipped.ranker is not None and shipped.plain_ranker is not None
+    with caplog.at_level("WARNING"):
+        other = conf.load(tmp_path)  # a reader folder with no confidence.json: the shipped one, approximate
+    assert other.confidence == shipped.confidence and other.min_confidence == shipped.min_confidence
+    assert other.ranker is None and other.plain_ranker is None  # fitted on the shipped reader's scores: not used
+    assert "only approximate" in caplog.text and f"--fit {tmp_path / conf.FILE}" in caplog.text

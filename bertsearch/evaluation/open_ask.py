@@ -232,8 +232,10 @@ def fit(records: list[dict[str, Any]], *, split: str = "dev", max_abstained: flo
     from ..search import confidence as conf
 
     dev = [r for r in records if r["split"] == split and r["case"] in ("answerable", "out_of_corpus")]
-    if not dev:
-        raise BadArgument(f"no {split} records to fit on")
+    missing = [c for c in ("answerable", "out_of_corpus") if not any(r["case"] == c for r in dev)]
+    if missing:
+        raise BadArgument(f"no {' or '.join(c.replace('_', '-') for c in missing)} {split} questions to fit the "
+                          "calibration on: give --per-case at least one of each")
     models: dict[str, Any] = {}
     for plain in (False, True):
         prefix = "plain_" if plain else ""

@@ -24,7 +24,7 @@ import logging
 import math
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,9 @@ _warned: set[str] = set()
 
 
 def load(reader_path: str | Path | None) -> Calibration | None:
-    """The calibration beside the reader's weights, else the shipped reader's (with a warning), else None."""
+    """The calibration beside the reader's weights, else the shipped reader's (with a warning) without its ranker
+    (fitted on the shipped reader's scores, it would reorder another reader's answers on the wrong scale), else
+    None."""
     from ..models.reader import DEFAULT_READER_PATH
 
     for folder, own in ((Path(reader_path), True) if reader_path is not None else (None, True),
@@ -192,8 +194,10 @@ def load(reader_path: str | Path | None) -> Calibration | None:
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("ignoring %s (%s)", f, e)
                 continue
-            if not own and str(reader_path) not in _warned and reader_path is not None \
-                    and Path(reader_path).resolve() != DEFAULT_READER_PATH.resolve():
+            foreign = not own and (reader_path is None or Path(reader_path).resolve() != DEFAULT_READER_PATH.resolve())
+            if foreign:
+                cal = replace(cal, ranker=None, plain_ranker=None)
+            if foreign and reader_path is not None and str(reader_path) not in _warned:
                 _warned.add(str(reader_path))
                 log.warning("reader %s has no %s: its answers' confidence uses the shipped reader's calibration and "
                             "is only approximate (fit one on SQuAD v1.1 dev: 'bertsearch eval ask dev-v1.1.json "
