@@ -49,7 +49,7 @@ def evaluate_ask(
     from ..engine import Index, rank_answers
     from ..readers import count_records
     from ..readers.beir import load_qrels, load_queries
-    from ..search.qa import judge, shortlist
+    from ..search.qa import CANDIDATES, judge, shortlist
 
     dataset = Path(dataset)
     if not (dataset / "corpus.jsonl").is_file():
@@ -77,10 +77,10 @@ def evaluate_ask(
             for q in qids:
                 hits = ix.search(queries[q], k=passages, mode=mode, rerank=rerank)
                 found += any(h.doc_id in qrels[q] for h in hits)
-                spans = ix.reader.read(queries[q], [h.text for h in hits], per_passage=3) if hits else []
+                spans = ix.reader.read(queries[q], [h.text for h in hits], per_passage=CANDIDATES) if hits else []
                 for v in variants:
                     pool = rank_answers(spans, hits, scoring=v[0], passage_weight=v[1])
-                    ranked = shortlist(pool, hits, ix.calibration if v[2] else None, 3)
+                    ranked = shortlist(pool, hits, ix.calibration if v[2] else None, CANDIDATES)
                     if not ranked:
                         totals[v]["abstained"] += 1
                         continue
