@@ -141,32 +141,44 @@ class Ingest:
         in `report.truncated`: the model would read only its first window."""
         enc = self.encoder
         window = min(self.config.max_tokens, enc.max_tokens) - enc.special_tokens
-        text_spans = enc.token_spans([d.text for d in docs])
-        title_lens = [len(s) for s in enc.token_spans([d.title for d in docs])]
-        items: list[StoredDocument] = []
+        special = enc.special_tokens
+        spans_of = enc.token_spans([d.text for d in docs] + [d.title for d in docs])  # texts and titles: one call
+        text_spans, title_lens = spans_of[: len(docs)], [len(s) for s in spans_of[len(docs) :]]
+        plans: list[tuple[str, int, list]] = []  # per document: title prefix, budget, chunks
         inputs: list[str] = []
-        for d, h, spans, n_title in zip(docs, hashes, text_spans, title_lens):
+        for d, spans, n_title in zip(docs, text_spans, title_lens):
             prefix = ""
             budget = window
             if d.title and n_title <= min(self.config.title_tokens, window // 4):
                 prefix, budget = d.title + "\n", window - n_title
             elif d.title:
                 report.long_titles += 1
-            for attempt in range(4):
-                chunks = chunk_spans(d.text, spans, budget, min(self.config.overlap, budget // 2 - 1))
-                texts = [prefix + d.text[c.start : c.end] for c in chunks]
-                longest = max(input_tokens(enc, texts), default=0) - enc.special_tokens  # as the model reads it
+            chunks = chunk_spans(d.text, spans, budget, min(self.config.overlap, budget // 2 - 1))
+            plans.append((prefix, budget, chunks))
+            inputs.extend(prefix + d.text[c.start : c.end] for c in chunks)
+        counts = input_tokens(enc, inputs)  # as the model reads them: all documents' chunks in one call
+        items: list[StoredDocument] = []
+        chunk_inputs: list[str] = []
+        at = 0
+        for d, h, spans, (prefix, budget, chunks) in zip(docs, hashes, text_spans, plans):
+            texts, lengths = inputs[at : at + len(chunks)], counts[at : at + len(chunks)]
+            at += len(chunks)
+            for _ in range(3):  # the rare document with a chunk too long: chunked again on a smaller budget
+                longest = max(lengths, default=0) - special
                 smaller = min(budget - 1, budget * window // max(longest, 1))
                 if longest <= window or smaller < 4:
                     break
                 budget = smaller
-            if longest > window:
-                report.truncated += sum(n > window + enc.special_tokens for n in input_tokens(enc, texts))
+                chunks = chunk_spans(d.text, spans, budget, min(self.config.overlap, budget // 2 - 1))
+                texts = [prefix + d.text[c.start : c.end] for c in chunks]
+                lengths = input_tokens(enc, texts)
+            if max(lengths, default=0) - special > window:
+                report.truncated += sum(n > window + special for n in lengths)
                 log.warning("document %s: a chunk is longer than the %d word pieces %s reads even on a smaller "
                             "budget; the model reads only its start", d.id, window, self.config.model)
             items.append(StoredDocument(d, h, chunks, np.zeros((0, self.config.dim), dtype=np.float32)))
-            inputs.extend(texts)
-        return items, inputs
+            chunk_inputs.extend(texts)
+        return items, chunk_inputs
 
 
 def input_tokens(enc: Encoder, texts: list[str]) -> list[int]:

@@ -51,6 +51,30 @@ def test_openvino_vectors_are_close_to_torch_and_the_tokenizer_agrees(export_cac
 
 
 @pytest.mark.model
+def test_encode_reuses_the_ids_that_input_tokens_counted(export_cache):
+    """Ingestion counts each chunk's word pieces before it encodes the chunk: the second tokenization is skipped."""
+    enc = load_encoder(None, backend="openvino")
+    fresh = enc.encode(TEXTS)
+    real, calls = enc.tokenizer, []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def encode_batch(self, texts, **kwargs):
+            calls.append(list(texts))
+            return real.encode_batch(texts, **kwargs)
+
+    enc._tokenizer = Spy()
+    assert enc.input_tokens(TEXTS[:3]) == [len(e.ids) for e in real.encode_batch(TEXTS[:3])]
+    v = enc.encode(TEXTS)
+    assert calls == [TEXTS[:3], TEXTS[3:]]  # only the text not counted was tokenized again
+    assert np.allclose(v, fresh, atol=1e-6)
+    enc.encode(TEXTS[:1])  # the counted ids serve one encode: afterwards a text is tokenized again
+    assert calls[-1] == TEXTS[:1]
+
+
+@pytest.mark.model
 def test_the_conversion_is_made_once_and_reused(export_cache, monkeypatch):
     enc = load_encoder(None, backend="openvino")
     folder = ovb.converted(enc.path, "encoder")
