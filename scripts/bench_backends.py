@@ -8,7 +8,9 @@ Indexing (the default): on the same SciFact abstracts (title, newline, text) and
   openvino-fp32  the same, OpenVINO in fp32
 Each contender runs in a process of its own, filling a new index each round; the corpus goes to them in slices
 (--slice documents), each slice to each contender in turn, so that the load of a shared machine, which changes from
-minute to minute, falls on all of them alike. Models are loaded (and the exports made) before any timing.
+minute to minute, falls on all of them alike. Models are loaded (and the exports made) before any timing. With --against REV,
+each bertsearch contender also runs as it was at commit REV (from a git worktree of it), in the same rounds: a change
+measured against the code before it in one run.
 
 Ask (--ask): wiki-demo indexed once per encoder backend, then its 30 queries asked (`Index.ask`, the shipped rerank
 depth) with the reranker and reader on torch and on OpenVINO (on the torch index, and on the OpenVINO index), each
@@ -17,6 +19,7 @@ abstention, top hits, confidence). With --one-shot N, also N runs each, alternat
 process and a whole `bertsearch search` (hybrid) process on the torch index and on the OpenVINO one.
 
     python scripts/bench_backends.py --docs 600 --rounds 3 --json logs/bench-backends.json
+    python scripts/bench_backends.py --contenders plain,openvino --against HEAD~1 --rounds 5
     python scripts/bench_backends.py --ask --rounds 3 --one-shot 5 --json logs/bench-ask.json
 """
 
@@ -55,6 +58,8 @@ def main() -> int:
     ap.add_argument("--ask", action="store_true", help="time ask on wiki-demo instead of indexing")
     ap.add_argument("--one-shot", type=int, default=0, metavar="N", help="with --ask: N whole `bertsearch ask` runs each")
     ap.add_argument("--slice", type=int, default=100, help="documents each contender indexes in its turn")
+    ap.add_argument("--against", metavar="REV", help="indexing: also run each bertsearch contender as it was at this "
+                    "commit (a git worktree of it), in the same rounds, named NAME@REV")
     ap.add_argument("--ask-worker", choices=["torch", "openvino"], help=argparse.SUPPRESS)
     ap.add_argument("--index-worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     ap.add_argument("--index", type=Path, help=argparse.SUPPRESS)
@@ -82,6 +87,31 @@ def bench_index(args: argparse.Namespace) -> dict:
 
     for backend in {"onnx", "openvino"} & {n.split("-")[0] for n in names}:
         load_encoder(None, backend=backend).encode(["warm up"])  # makes the export once, before any timing
+    tree = None
+    if args.against:  # the same workers, from the other commit's tree (its bertsearch/ first on the path)
+        tree = Path(tempfile.mkdtemp(prefix="bench-against-")) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.against], check=True,
+                       capture_output=True)
+        names += [f"{n}@{args.against}" for n in names if n != "plain"]
+    try:
+        return _bench_index(args, names, tree)
+    finally:
+        if tree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
+def _bench_index(args: argparse.Namespace, names: list[str], tree: Path | None) -> dict:
+    import subprocess
+
+    def worker(name: str) -> subprocess.Popen:
+        contender, _, rev = name.partition("@")
+        script, env = Path(__file__), None
+        if rev:
+            script, env = tree / "scripts" / "bench_backends.py", {**os.environ, "PYTHONPATH": str(tree)}
+        return subprocess.Popen([sys.executable, str(script), "--index-worker", contender, "--corpus", str(args.corpus),
+                                 "--docs", str(args.docs), "--slice", str(args.slice)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
     n_slices = -(-args.docs // args.slice)
     times: dict[str, list[float]] = {name: [] for name in names}
     start_load = machine()
@@ -89,10 +119,7 @@ def bench_index(args: argparse.Namespace) -> dict:
         # a process per contender (one runtime's idle threads never slow another's), each filling its own new index;
         # the slices of the corpus go to each in turn, the order turning each slice, so that a change in the
         # machine's load between slices falls on all alike
-        workers = {name: subprocess.Popen([sys.executable, __file__, "--index-worker", name, "--corpus",
-                                           str(args.corpus), "--docs", str(args.docs), "--slice", str(args.slice)],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                   for name in names}
+        workers = {name: worker(name) for name in names}
         for w in workers.values():
             assert w.stdout is not None and w.stdout.readline().strip() == "ready"
         spent = dict.fromkeys(names, 0.0)
@@ -108,10 +135,10 @@ def bench_index(args: argparse.Namespace) -> dict:
             w.wait()
         for name in names:
             times[name].append(spent[name])
-            print(f"round {r + 1} {name:<13} {args.docs / spent[name]:6.1f} docs/s", flush=True)
+            print(f"round {r + 1} {name:<22} {args.docs / spent[name]:6.1f} docs/s", flush=True)
     rate = {name: args.docs / statistics.median(ts) for name, ts in times.items()}
     base = "plain" if "plain" in rate else names[0]
-    out = {"machine": start_load, "docs": args.docs, "rounds": args.rounds, "slice": args.slice,
+    out = {"machine": start_load, "docs": args.docs, "rounds": args.rounds, "slice": args.slice, "against": args.against,
            "docs_per_s": {k: round(v, 1) for k, v in rate.items()},
            f"ratio_to_{base}": {k: round(v / rate[base], 2) for k, v in rate.items()},
            f"round_ratios_to_{base}": {k: [round(t0 / t, 2) for t, t0 in zip(ts, times[base])] for k, ts in times.items()},

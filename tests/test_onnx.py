@@ -108,3 +108,30 @@ def test_torch_models_run_in_half_precision_where_it_pays():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
     with autocast("cpu", "fp32"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.float32
+
+
+def test_counted_ids_serve_one_encode_and_are_forgotten_past_the_cap(monkeypatch, tmp_path):
+    class Encoding:  # what tokenizers gives: ids, [CLS] and [SEP] around one piece a word
+        def __init__(self, text):
+            self.ids = [101] + [len(w) for w in text.split()] + [102]
+
+    calls = []
+
+    class Tokenizer:
+        def encode_batch(self, texts, add_special_tokens=True):
+            calls.append(list(texts))
+            return [Encoding(t) for t in texts]
+
+    enc = ox.OnnxEncoder("m", tmp_path)
+    enc._tokenizer, enc._meta = Tokenizer(), {"max_seq_length": 4}
+    monkeypatch.setattr(ox, "COUNTED", 10)
+    assert enc.input_tokens(["a bb", "c dd eee"]) == [4, 5]
+    assert enc.input_ids(["c dd eee", "ffff"]) == [[101, 1, 2, 102], [101, 4, 102]]  # cut to the window, [SEP] kept
+    assert calls == [["a bb", "c dd eee"], ["ffff"]]  # only the text not counted was tokenized again
+    enc.input_ids(["a bb"])  # the counts served one call: tokenized afresh now
+    assert calls[-1] == ["a bb"]
+    enc.input_tokens(["a b c d e f g h"])  # 10 pieces kept: at the cap, not past it
+    enc.input_tokens(["x"])
+    assert set(enc._counted) == {"a b c d e f g h", "x"}
+    enc.input_tokens(["y"])  # past the cap: what was counted and never encoded is forgotten
+    assert set(enc._counted) == {"y"}

@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "openvino")
 """Runtimes of the encoder: what `--backend` takes and an index records."""
-COUNTED = 50_000
-"""Texts whose ids `input_tokens` keeps for `encode` at most (an ingestion batch holds a few hundred)."""
+COUNTED = 1 << 20
+"""Word pieces whose ids `input_tokens` keeps for the next `encode`; past this, what was counted and not yet encoded
+is forgotten (about 36 MB of Python ints; an ingestion batch of 128 SciFact abstracts holds about 46,000)."""
 EXPORT = "model_int8.onnx"
 META = "bertsearch-onnx.json"
 
@@ -195,6 +196,7 @@ class OnnxEncoder:
         self._meta: dict[str, Any] | None = None
         self._fingerprint: str | None = None
         self._counted: dict[str, list[int]] = {}  # ids of the texts `input_tokens` just counted, for `encode`
+        self._counted_pieces = 0
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -260,15 +262,17 @@ class OnnxEncoder:
         """Counts as `encode` will read them; the ids are kept until the next `encode`, which then does not
         tokenize those texts again (ingestion counts each chunk's input before encoding it)."""
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        if len(self._counted) > COUNTED:
-            self._counted = {}
+        if self._counted_pieces > COUNTED:  # counted and never encoded (a Ray pool encodes elsewhere): forgotten
+            self._counted, self._counted_pieces = {}, 0
+        counts = [len(e.ids) for e in encodings]
         self._counted.update((t, e.ids) for t, e in zip(texts, encodings))
-        return [len(e.ids) for e in encodings]
+        self._counted_pieces += sum(counts)
+        return counts
 
     def input_ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's word-piece ids, special tokens included and cut to the window: those `input_tokens` counted
         since the last call, the rest tokenized now."""
-        counted, self._counted = self._counted, {}
+        counted, self._counted, self._counted_pieces = self._counted, {}, 0
         todo = [t for t in texts if t not in counted]
         if todo:
             counted.update((t, e.ids) for t, e in zip(todo, self.tokenizer.encode_batch(todo, add_special_tokens=True)))

@@ -8,8 +8,9 @@ changed model is converted again and an unchanged one never twice. Running a con
 Precision: "auto" compiles for bfloat16 where the CPU runs it natively (AVX-512 BF16 or AMX; mean cosine 0.99998 to
 fp32 on SciFact abstracts), else fp32; "fp32" and "bf16" ask for one. Each model is compiled with a stream per core
 (threads: the cores this process may run on), and a call's inputs, sorted by length, go in small batches padded to
-a multiple of PAD_TO word pieces, one batch per stream at a time: the reranker's 20 candidates as a few requests
-rather than one padded to the longest candidate (2.3x as fast as torch in `ask`, where one request was not faster).
+a multiple of PAD_TO word pieces (ENCODER_PAD_TO for the encoder), one batch per stream at a time: the reranker's 20
+candidates as a few requests rather than one padded to the longest candidate (2.3x as fast as torch in `ask`, where
+one request was not faster).
 The compiled model is cached beside the IR, so a later process starts sooner.
 """
 
@@ -45,8 +46,8 @@ PAD_TO = 32
 """A batch is padded to a multiple of this many word pieces: the runtime prepares its kernels once per input shape,
 and fewer shapes recur more often (SciFact chunks: 1.2x as fast as each batch padded to its own longest)."""
 ENCODER_PAD_TO = 16
-"""The encoder's batches, many more than a query's, pad less: the 600 SciFact abstracts' chunks encoded 1.05x as fast
-as padded to multiples of 32 (their padding: 4% of the word pieces against 8%)."""
+"""The encoder's batches, many more than a query's, pad less: the 600 SciFact abstracts' chunks encode 1.06x as fast
+as padded to multiples of 32 (their padding: 4% of the word pieces against 8%; `scripts/probe_openvino.py`)."""
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
