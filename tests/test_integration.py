@@ -83,6 +83,18 @@ def test_bf16_encoding_matches_fp32(demo_index):
         load_encoder(precision="fp8")
 
 
+def test_a_query_encodes_in_fp32_and_a_batch_at_the_asked_precision(monkeypatch):
+    from bertsearch.models import load_encoder, sentence
+
+    seen, real = [], sentence.autocast
+    monkeypatch.setattr(sentence, "autocast", lambda device, precision: seen.append(precision) or real(device, precision))
+    auto, bf16 = load_encoder(), load_encoder(precision="bf16")
+    auto.encode(["what causes the northern lights"])
+    auto.encode(["a", "b", "c"])
+    bf16.encode(["what causes the northern lights"])  # asked for: kept
+    assert seen == ["fp32", "auto", "bf16"]
+
+
 # -- the shipped reranker and reader --------------------------------------------------------------
 
 

@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+FP32_AT_MOST = 2
+"""Under "auto" on a CPU, a call of at most this many texts (a query) runs in fp32: one SciFact query took 9.0 ms p50
+against 11.3 under bfloat16 autocast, two 12.9 against 16.2; four were already faster in bf16 (cosine to the bf16
+vector 0.99999)."""
 
 
 def bf16_is_fast() -> bool:
@@ -118,10 +122,9 @@ class SentenceEncoder:
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        import torch
-
         model = self.model
-        with autocast(model.device, self.precision):
+        few = len(texts) <= FP32_AT_MOST and self.precision == "auto" and model.device.type == "cpu"
+        with autocast(model.device, "fp32" if few else self.precision):
             x = model.encode(
                 texts,
                 batch_size=batch_size,
