@@ -158,3 +158,14 @@ def test_progress_without_a_terminal_is_a_line_now_and_then(monkeypatch, capsys)
     with render.progress("mining", 100, "queries") as advance:
         advance(100)
     assert capsys.readouterr().err == ""
+
+
+def test_a_long_title_is_cut_in_the_result_lines_and_kept_whole_in_json(run, tmp_path):
+    title = "Glaciers " + "and ice sheets " * 40
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"id": "g1", "title": title, "text": "Glaciers are rivers of ice."}) + "\n")
+    ix = tmp_path / "ix"
+    assert run("index", corpus, "--index", ix, "--model", "hashing").exit_code == 0
+    shown = " ".join(run("search", "glaciers", "--index", ix).stdout.split())  # (lines wrap at the console's width)
+    assert shown.startswith("1. Glaciers and ice sheets") and "… [g1]" in shown and title.strip() not in shown
+    assert json.loads(run("search", "glaciers", "--index", ix, "--json").stdout)["hits"][0]["title"] == title

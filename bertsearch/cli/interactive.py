@@ -260,7 +260,7 @@ class Shell:
 def render_answer(result: AskResult, console: Console) -> None:
     """The best answer with its span highlighted in its passage, other answers on one line each; or an
     honest "no answer found"."""
-    from .render import answer_in_context, confidence_words, no_answer_line
+    from .render import answer_in_context, confidence_words, heading, no_answer_line
 
     if result.abstained or not result.answers:
         console.print(no_answer_line(result) + " [dim]the closest documents follow[/dim]")
@@ -269,11 +269,11 @@ def render_answer(result: AskResult, console: Console) -> None:
     head = Text()
     head.append("answer: ", style="bold")
     head.append(best.text, style="bold green")
-    head.append(f"  ({best.title or best.doc_id}, {confidence_words(best)})", style="dim")
+    head.append(f"  ({heading(best)}, {confidence_words(best)})", style="dim")
     console.print(head)
     console.print(answer_in_context(best))
     for a in others:
-        console.print(Text(f"  also: {a.text}  ({a.title or a.doc_id}, {confidence_words(a)})", style="dim"))
+        console.print(Text(f"  also: {a.text}  ({heading(a)}, {confidence_words(a)})", style="dim"))
     console.print()
 
 

@@ -108,7 +108,7 @@ def hits(query: str, results: list[Hit], mode: str, console: Console | None = No
     for h in results:
         head = Text()
         head.append(f"{h.rank:>2}. ", style="bold")
-        head.append(h.title or h.doc_id, style="bold cyan")
+        head.append(heading(h), style="bold cyan")
         head.append(f"  [{h.doc_id}{page_label(h, ', ')}]", style="dim")
         label = "fused" if mode == "rerank" and "fused" in h.scores else mode  # the score that ordered the hits
         head.append(f"  {label} {h.score:.4f}", style="green")
@@ -121,6 +121,18 @@ def hits(query: str, results: list[Hit], mode: str, console: Console | None = No
         for a, b in spans:
             body.stylize("bold yellow", a + 4, b + 4)
         console.print(body)
+
+
+TITLE_CHARS = 100
+"""A title longer than this is cut in a result's head line (the whole document view shows it whole)."""
+
+
+def heading(h: Hit | Answer) -> str:
+    """The title a result line shows: the document's title, cut to TITLE_CHARS, or its id where it has none."""
+    title = " ".join((h.title or "").split())
+    if not title:
+        return h.doc_id
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 def page_label(h: Hit | Answer, sep: str = "") -> str:
@@ -136,13 +148,13 @@ def answers(result: AskResult, console: Console | None = None, *, closest: int =
         console.print(no_answer_line(result) + ("; the closest documents:" if closest else ""))
         for h in result.hits[:closest]:
             where = escape(h.doc_id + page_label(h, ", "))
-            console.print(f"  {h.rank}. {escape(h.title or h.doc_id)}  [dim]\\[{where}][/dim]")
+            console.print(f"  {h.rank}. {escape(heading(h))}  [dim]\\[{where}][/dim]")
     for i, a in enumerate(result.answers, start=1):
         head = Text()
         head.append(f"{i}. ", style="bold")
         head.append(a.text, style="bold green")
         head.append(f"  {confidence_words(a)}", style="dim")
-        head.append(f"  from {a.title or a.doc_id} [{a.doc_id}{page_label(a, ', ')}] chars {a.start}-{a.end}", style="cyan")
+        head.append(f"  from {heading(a)} [{a.doc_id}{page_label(a, ', ')}] chars {a.start}-{a.end}", style="cyan")
         console.print(head)
         console.print(answer_in_context(a, "    "))
     if timings:
