@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def bench_index(args: argparse.Namespace) -> dict:
     finally:
         if tree is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+            shutil.rmtree(tree.parent, ignore_errors=True)
 
 
 def _bench_index(args: argparse.Namespace, names: list[str], tree: Path | None) -> dict:
