@@ -66,6 +66,8 @@ def main() -> int:
     ap.add_argument("--index", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.against and args.ask:
+        ap.error("--against times indexing only; leave out --ask")
     if args.ask_worker:
         ask_worker(args.ask_worker, args.index)
         return 0
@@ -84,17 +86,21 @@ def bench_index(args: argparse.Namespace) -> dict:
     names = [c for c in args.contenders.split(",") if c]
     if unknown := set(names) - set(CONTENDERS):
         raise SystemExit(f"unknown contenders {sorted(unknown)}; use {', '.join(CONTENDERS)}")
-    from bertsearch.models import load_encoder
-
-    for backend in {"onnx", "openvino"} & {n.split("-")[0] for n in names}:
-        load_encoder(None, backend=backend).encode(["warm up"])  # makes the export once, before any timing
     tree = None
     if args.against:  # the same workers, from the other commit's tree (its bertsearch/ first on the path)
         tree = Path(tempfile.mkdtemp(prefix="bench-against-")) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.against], check=True,
-                       capture_output=True)
+        made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.against],
+                              check=False, capture_output=True, text=True)
+        if made.returncode:
+            shutil.rmtree(tree.parent, ignore_errors=True)
+            raise SystemExit(f"--against {args.against}: git could not check it out ({made.stderr.strip()}); "
+                             "name a commit of this repository")
         names += [f"{n}@{args.against}" for n in names if n != "plain"]
     try:
+        from bertsearch.models import load_encoder
+
+        for backend in {"onnx", "openvino"} & {n.split("-")[0] for n in names}:
+            load_encoder(None, backend=backend).encode(["warm up"])  # makes the export once, before any timing
         return _bench_index(args, names, tree)
     finally:
         if tree is not None:

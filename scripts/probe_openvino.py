@@ -62,6 +62,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.docs < 1 or args.rounds < 1:
+        ap.error("--docs and --rounds must be at least 1")
+    if not args.corpus.is_file():
+        ap.error(f"no corpus at {args.corpus}: name a BEIR corpus.jsonl with --corpus")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import openvino as ov
 
