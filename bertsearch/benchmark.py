@@ -67,7 +67,7 @@ def run_benchmark(
                         backend=backend)
         ix.encoder.encode(["warm up"])  # loads the weights
         load_s = time.perf_counter() - t0
-        used = "bf16" if getattr(ix.encoder, "uses_bf16", False) else "fp32"
+        used = getattr(ix.encoder, "vector_precision", None) or ("bf16" if getattr(ix.encoder, "uses_bf16", False) else "fp32")
         report = ix.add_corpus(corpus)
         latency: dict[str, dict[str, float]] = {}
         for mode in modes:

@@ -31,6 +31,10 @@ class IndexConfig:
     backend: str = "torch"
     """What computed the vectors: torch, onnx (int8) or openvino; searching with another is refused. (An index made
     before the field existed was made by torch.)"""
+    precision: str = ""
+    """What the vectors were computed in: int8, bf16, fp16 or fp32 ("": an index made before the field existed, in a
+    float precision). An int8 index's queries are encoded in int8 too; float precisions agree to a cosine of 0.99998
+    and search each other's vectors alike."""
     vectors: str = "faiss"
     """Where the vectors are searched: faiss (a file in the index folder), milvus (milvus-lite, embedded in the
     index folder), or the URI of a Milvus server or cluster (http://host:19530)."""

@@ -95,7 +95,8 @@ class Index:
         self._reranker_name: str | None = reranker
         self._reader_name: str | None = reader
         self._device = device
-        self._precision = precision  # the encoder's, and the reranker's and reader's when they load
+        # the reranker's and reader's when they load (int8 is the encoder's alone; they take "auto")
+        self._precision = "auto" if precision == "int8" else precision
         self.created = False  # whether Index.open made this index's folder
 
     # -- opening ----------------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class Index:
                 if not create:  # a store whose creation was cut off before its config was written
                     raise IndexNotFound(str(path))
                 encoder, chosen = _new_encoder(model, device=device, precision=precision, backend=backend)
+                precision = getattr(encoder, "precision", precision)  # "auto" may have become int8
                 config = IndexConfig(
                     model=encoder.name,
                     fingerprint=encoder.fingerprint(),
@@ -170,6 +172,7 @@ class Index:
                     ann=ann if ann is not None else "flat",
                     vector_dtype=vector_dtype if vector_dtype is not None else "float32",
                     backend=chosen,
+                    precision=getattr(encoder, "vector_precision", ""),
                     vectors=vectors or "faiss",
                 )
                 store.set_config(config)
@@ -180,6 +183,7 @@ class Index:
                         f"little and would not search them alike. Leave out --backend, or index into a new folder "
                         f"with --backend {backend}"
                     )
+                precision = _search_precision(path, config, precision)
                 encoder = load_encoder(model if model is not None else config.model, device=device, precision=precision,
                                        backend=config.backend)
                 _check_model(path, config, encoder, named=model is not None)
@@ -559,6 +563,7 @@ class Index:
             "ann": self.config.ann,
             "vector_dtype": self.config.vector_dtype,
             "backend": self.config.backend,
+            "precision": self.config.precision or "float (made before it was recorded)",
             "vectors": self.config.vectors,
             # the vectors as saved (FAISS's file; Milvus's acknowledged position) reach the store's last write: a
             # process opening the index now replays nothing. False after a write until the next compaction, while
@@ -600,22 +605,58 @@ def _mirror_config(path: Path, config: IndexConfig) -> None:
 def _new_encoder(model: str | None, *, device: str | None, precision: str, backend: str | None) -> tuple[Encoder, str]:
     """A new index's encoder and the backend it runs on. `backend` None or "auto" takes `models.auto_backend`'s
     choice; should OpenVINO fail to convert a model it picked (an architecture its export does not handle), the
-    index is made on torch instead, and the log says why. A backend named outright fails loudly."""
-    if backend not in (None, "auto"):
-        return load_encoder(model, device=device, precision=precision, backend=backend), backend
+    index is made on torch instead, and the log says why. A backend named outright fails loudly. On OpenVINO,
+    precision "auto" takes `models.openvino.auto_precision`'s choice: int8 on a CPU with VNNI and no native bf16."""
     from .models import auto_backend
 
-    chosen = auto_backend(model, device)
+    chosen = backend if backend not in (None, "auto") else auto_backend(model, device)
+    if precision == "int8" and chosen == "torch":
+        raise BadArgument("--precision int8 runs on the openvino backend, and this index would be made on torch: add "
+                          "--backend openvino, or leave out --precision")
+    asked = precision
+    if chosen == "openvino" and not _is_hashing(model) and precision in ("auto", "int8"):
+        from .models.openvino import auto_precision, check_int8
+
+        if precision == "int8":
+            check_int8()
+        else:
+            precision = auto_precision()
     encoder = load_encoder(model, device=device, precision=precision, backend=chosen)
-    if chosen == "torch":
+    if chosen == "torch" or backend not in (None, "auto"):
         return encoder, chosen
     try:  # (a model that does not exist failed above, in load_encoder)
         encoder.dim  # converts the model (once per machine) and compiles it  # noqa: B018
-    except Exception as e:  # noqa: BLE001 - a pooling it lacks, an operator its export lacks: torch runs them all
+    except Exception as e:  # a pooling it lacks, an operator its export lacks: torch runs them all (not in int8)
+        if asked == "int8":
+            raise
         log.warning("%s could not run on %s (%s: %s); this index uses torch instead", encoder.name, chosen,
                     type(e).__name__, e)
-        return load_encoder(model, device=device, precision=precision, backend="torch"), "torch"
+        return load_encoder(model, device=device, precision=asked, backend="torch"), "torch"
     return encoder, chosen
+
+
+def _is_hashing(model: str | None) -> bool:
+    return model is not None and (model == "hashing" or model.startswith("hashing:"))
+
+
+def _search_precision(path: Path, config: IndexConfig, precision: str) -> str:
+    """The encoder's precision for an index made before: an int8 index's queries are encoded in int8 ("auto" gives
+    it), and float vectors are never searched with int8 queries, nor int8 vectors with float ones."""
+    if config.backend != "openvino":
+        if precision == "int8" and config.backend != "onnx":
+            raise ModelMismatch(f"{path} holds {config.backend} vectors; --precision int8 runs on the openvino backend. "
+                                "Leave out --precision, or index into a new folder with --precision int8")
+        return precision
+    if config.precision == "int8":
+        if precision not in ("auto", "int8"):
+            raise ModelMismatch(f"{path} holds int8 vectors, and {precision} queries would not search them alike. "
+                                "Leave out --precision, or index into a new folder with --precision "
+                                f"{precision}")
+        return "int8"
+    if precision == "int8":
+        raise ModelMismatch(f"{path} holds {config.precision or 'float'} vectors, and int8 queries would not search "
+                            "them alike. Leave out --precision, or index into a new folder with --precision int8")
+    return precision
 
 
 def _check_model(path: Path, config: IndexConfig, encoder: Encoder, *, named: bool) -> None:

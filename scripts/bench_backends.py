@@ -6,6 +6,7 @@ Indexing (the default): on the same SciFact abstracts (title, newline, text) and
   onnx           the same, ONNX Runtime backend (int8)
   openvino       the same, OpenVINO backend (bfloat16 where the CPU has it)
   openvino-fp32  the same, OpenVINO in fp32
+  openvino-int8  the same, OpenVINO with int8 weights and activations quantised as they come (--precision int8)
 Each contender runs in a process of its own, filling a new index each round; the corpus goes to them in slices
 (--slice documents), each slice to each contender in turn, so that the load of a shared machine, which changes from
 minute to minute, falls on all of them alike. Models are loaded (and the exports made) before any timing. With --against REV,
@@ -39,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 WIKI = ROOT / "corpora" / "wiki-demo"
-CONTENDERS = ("plain", "torch", "onnx", "openvino", "openvino-fp32")
+CONTENDERS = ("plain", "torch", "onnx", "openvino", "openvino-fp32", "openvino-int8")
 
 
 def cpu_model() -> str:

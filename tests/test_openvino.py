@@ -266,6 +266,7 @@ def test_a_model_openvino_cannot_convert_falls_back_to_torch_for_auto_only(tmp_p
         raise RuntimeError("Cannot export the operator XYZ")
 
     monkeypatch.setattr(ovb, "converted", broken)
+    monkeypatch.setattr(ovb, "quantized", broken)  # where "auto" means int8 (a CPU with VNNI, no native bf16)
     with caplog.at_level("WARNING"), bertsearch.open_index(tmp_path / "auto", create=True) as ix:
         assert ix.config.backend == "torch"
         assert ix.encoder.encode(["a text"]).shape == (1, 384)
@@ -299,3 +300,89 @@ def test_a_reranker_openvino_cannot_convert_runs_on_torch_unless_openvino_was_as
         ix.query_backend = "openvino"
         with pytest.raises(RuntimeError, match="XYZ"):
             ix.search("penicillin mould", k=2, rerank=True)
+
+
+def test_auto_takes_int8_only_where_vnni_runs_it_and_bf16_is_not_native(monkeypatch):
+    assert ovb.auto_precision(bf16=True, flags={"avx512_vnni", "amx_bf16"}) == "bf16"
+    assert ovb.auto_precision(bf16=False, flags={"avx512f", "avx512_vnni"}) == "int8"  # Cascade Lake, Ice Lake
+    assert ovb.auto_precision(bf16=False, flags={"avx2", "avx_vnni"}) == "int8"  # Alder Lake and after
+    assert ovb.auto_precision(bf16=False, flags={"avx2", "fma"}) == "fp32"  # no int8 dot products: int8 is slower
+    assert ovb.auto_precision(bf16=False, flags=set()) == "fp32"  # flags unknown (not Linux)
+    with pytest.raises(BadArgument, match="needs a CPU with VNNI"):
+        ovb.check_int8({"avx2", "fma"})
+    ovb.check_int8({"avx2", "avx_vnni"})
+    ovb.check_int8(set())  # unknown: tried
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else find(name, *a))
+    assert ovb.auto_precision(bf16=False, flags={"avx512_vnni"}) == "fp32"  # nothing to quantise with
+    import platform
+    from pathlib import Path
+
+    if Path("/proc/cpuinfo").is_file() and platform.machine() == "x86_64":
+        assert {"sse2", "avx2"} <= ovb.cpu_flags()  # this machine's, read from Linux's list
+
+
+def test_int8_is_refused_where_it_cannot_run_before_anything_is_made(tmp_path, corpus_file):
+    from click.testing import CliRunner
+
+    from bertsearch.cli import cli
+
+    r = CliRunner().invoke(cli, ["index", str(corpus_file), "--index", str(tmp_path / "ix"), "--backend", "torch",
+                                 "--precision", "int8"])
+    assert r.exit_code == 1 and "runs on the openvino backend" in r.output and not (tmp_path / "ix").exists()
+    with bertsearch.open_index(tmp_path / "h", create=True, model="hashing", backend="torch") as ix:
+        ix.add([{"id": "a", "text": "aurora"}])
+    with pytest.raises(ModelMismatch, match="int8 runs on the openvino backend"):
+        bertsearch.open_index(tmp_path / "h", precision="int8")
+
+
+@pytest.mark.model
+def test_an_int8_index_keeps_int8_for_its_queries_and_refuses_float_ones(tmp_path, export_cache, docs, monkeypatch):
+    monkeypatch.delenv("BERTSEARCH_BACKEND", raising=False)
+    fp32 = load_encoder(None, backend="openvino", precision="fp32").encode(TEXTS)
+    enc = load_encoder(None, backend="openvino", precision="int8")
+    q = enc.encode(TEXTS)
+    assert q.shape == (4, 384) and np.allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
+    cos = (q * fp32).sum(1)
+    assert cos.min() > 0.99 and not np.allclose(q, fp32, atol=1e-4)  # int8: close, not equal
+    assert (ovb.quantized(enc.path) / ovb.IR).is_file() and enc.vector_precision == "int8"
+    # a new index on a CPU with VNNI and no native bf16 takes int8 by itself, and says so
+    monkeypatch.setattr(ovb, "native_bf16", lambda: False)
+    monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})
+    with bertsearch.open_index(tmp_path / "ix", create=True) as ix:
+        ix.add(docs)
+        assert ix.config.backend == "openvino" and ix.info()["precision"] == "int8"
+        assert ix.search("what causes the northern lights", k=1, mode="dense")[0].doc_id == "aurora"
+    monkeypatch.undo()
+    monkeypatch.delenv("BERTSEARCH_BACKEND", raising=False)
+    with bertsearch.open_index(tmp_path / "ix") as ix:  # here (bf16 or not), its queries stay int8
+        assert ix.encoder.inner.precision == "int8"
+        assert ix.search("what causes the northern lights", k=1, mode="dense")[0].doc_id == "aurora"
+        assert ix.ask("who discovered penicillin").answers  # the reranker and reader: not int8, and they load
+    for other in ("fp32", "bf16"):
+        with pytest.raises(ModelMismatch, match="holds int8 vectors"):
+            bertsearch.open_index(tmp_path / "ix", precision=other)
+    with bertsearch.open_index(tmp_path / "f", create=True, precision="fp32") as ix:
+        assert ix.info()["precision"] == "fp32"
+    with pytest.raises(ModelMismatch, match="holds fp32 vectors"):
+        bertsearch.open_index(tmp_path / "f", precision="int8")
+
+
+@pytest.mark.model
+def test_the_first_int8_index_keeps_stdout_for_its_json(tmp_path, export_cache, corpus_file):
+    """NNCF logs a table and draws progress bars while it compresses the weights: none of it reaches stdout."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from bertsearch.models import DEFAULT_ENCODER, resolve_model_path
+
+    shutil.rmtree(ovb.quantized(resolve_model_path(DEFAULT_ENCODER)))  # made again by the command below
+    run = subprocess.run([sys.executable, "-m", "bertsearch", "index", str(corpus_file), "--index", str(tmp_path / "ix"),
+                          "--backend", "openvino", "--precision", "int8", "--json"], check=False, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "BERTSEARCH_CACHE": str(export_cache)})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["added"] >= 3 and "compressing the encoder's weights" in run.stderr

@@ -178,10 +178,12 @@ def query_backend_option(f: F) -> F:
 def precision_option(f: F) -> F:
     return click.option(
         "--precision",
-        type=click.Choice(["auto", "fp32", "bf16"]),
+        type=click.Choice(["auto", "fp32", "bf16", "int8"]),
         default="auto",
         show_default=True,
-        help="Encoder arithmetic: auto uses bfloat16 autocast on CPUs that run it natively (about 2x faster), else fp32.",
+        help="Encoder arithmetic: auto uses bfloat16 on CPUs that run it natively (about 2x faster); a new OpenVINO "
+        "index on a CPU with VNNI and no native bfloat16 takes int8 (2.4x as fast as fp32 there), else fp32. An int8 "
+        "index's queries are int8 too.",
     )(f)
 
 

@@ -186,6 +186,7 @@ class OnnxEncoder:
 
     backend = "onnx"
     marker = META  # the file in the export's folder that holds `meta`
+    vector_precision = "int8"
 
     def __init__(self, name: str, path: Path, *, threads: int | None = None) -> None:
         self.name = name

@@ -140,3 +140,11 @@ class SentenceEncoder:
         if self._bf16 is None:
             self._bf16 = uses_bf16(self.model.device, self.precision)
         return self._bf16
+
+    @property
+    def vector_precision(self) -> str:
+        """What the vectors are computed in (a new index records it): bf16, fp16 (autocast) or fp32."""
+        import torch
+
+        dtype = half_dtype(self.model.device, self.precision)
+        return "fp32" if dtype is None else "bf16" if dtype == torch.bfloat16 else "fp16"
