@@ -386,3 +386,19 @@ def test_the_first_int8_index_keeps_stdout_for_its_json(tmp_path, export_cache, 
                          env={**os.environ, "BERTSEARCH_CACHE": str(export_cache)})
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["added"] >= 3 and "compressing the encoder's weights" in run.stderr
+
+
+@pytest.mark.model
+def test_the_reranker_and_reader_run_int8_where_auto_gives_a_new_index_int8(export_cache, monkeypatch):
+    fp32_reranker, fp32_reader = load_reranker(backend="openvino", precision="fp32"), load_reader(backend="openvino",
+                                                                                                 precision="fp32")
+    b, b_spans = fp32_reranker.score(QUESTION, PASSAGES), fp32_reader.read(QUESTION, PASSAGES, per_passage=2)
+    monkeypatch.setattr(ovb, "native_bf16", lambda: False)  # a CPU with VNNI and no native bf16: "auto" is int8
+    monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})
+    reranker, reader = load_reranker(backend="openvino"), load_reader(backend="openvino")
+    a, a_spans = reranker.score(QUESTION, PASSAGES), reader.read(QUESTION, PASSAGES, per_passage=2)
+    for role, model in (("reranker", reranker), ("reader", reader)):
+        assert (ovb.quantized(model.path, model.fingerprint(), role) / ovb.MARKER).is_file()
+    assert _spearman(a, b) >= 0.9 and int(np.argmax(a)) == int(np.argmax(b)) == 0 and not np.allclose(a, b, atol=1e-4)
+    assert np.abs(a - b).max() < 0.5
+    assert a_spans[0].text == b_spans[0].text == "Alexander Fleming" and abs(a_spans[0].score - b_spans[0].score) < 0.5

@@ -182,8 +182,8 @@ def precision_option(f: F) -> F:
         default="auto",
         show_default=True,
         help="Encoder arithmetic: auto uses bfloat16 on CPUs that run it natively (about 2x faster); a new OpenVINO "
-        "index on a CPU with VNNI and no native bfloat16 takes int8 (2.4x as fast as fp32 there), else fp32. An int8 "
-        "index's queries are int8 too.",
+        "index on a CPU with VNNI and no native bfloat16 takes int8 (1.8x as fast as fp32 there), else fp32. An int8 "
+        "index's queries are int8 too; int8 asks for it.",
     )(f)
 
 
