@@ -95,8 +95,7 @@ class Index:
         self._reranker_name: str | None = reranker
         self._reader_name: str | None = reader
         self._device = device
-        # the reranker's and reader's when they load ("int8" names the encoder's; they take "auto", which is int8
-        # where a new index's encoder would be: models.openvino.compile_role)
+        # the reranker's and reader's when they load (int8 is the encoder's alone; they take "auto")
         self._precision = "auto" if precision == "int8" else precision
         self.created = False  # whether Index.open made this index's folder
 

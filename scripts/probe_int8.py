@@ -13,12 +13,6 @@ the overlap of each query's top 10 passages with fp32's, and the median seconds 
 against fp32's, alternating, --rounds rounds. To run as a CPU without bfloat16 would, limit OpenVINO's kernels:
 
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python scripts/probe_int8.py --json logs/probe-int8.json
-
-With --ask INDEX: `ask` on the demo's 30 queries, the reranker and reader in fp32 and in bertsearch's int8 (what
-"auto" gives them on a CPU with VNNI and no native bfloat16), each in a process of its own, alternating, --rounds
-times: p50 and p95, and how many top answers agree.
-
-    ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python scripts/probe_int8.py --ask indexes/demo --rounds 2
 """
 
 from __future__ import annotations
@@ -45,13 +39,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default="static,static-ffn,weights-dq32,weights-dq64,weights-dq128,weights-dq384")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--ask", type=Path, default=None, metavar="INDEX")
-    ap.add_argument("--ask-worker", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.ask_worker:
-        return ask_worker(*args.ask_worker)
-    if args.ask is not None:
-        return ask(args)
     if args.docs < 10 or args.rounds < 1:
         ap.error("--docs must be at least 10 and --rounds at least 1")
     names = [v for v in args.variants.split(",") if v]
@@ -142,53 +130,6 @@ def main() -> int:
         print(name, json.dumps({k: v for k, v in row.items() if k != "seconds"}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
-    return 0
-
-
-def ask(args: argparse.Namespace) -> int:
-    import subprocess
-
-    if not (args.ask / "store.db").is_file():
-        raise SystemExit(f"no index at {args.ask}: make one with 'bertsearch index corpora/wiki-demo/docs.jsonl --index {args.ask}'")
-    times: dict[str, list[float]] = {"fp32": [], "int8": []}
-    answers: dict[str, list] = {}
-    for r in range(args.rounds):
-        for mode in ("fp32", "int8") if r % 2 == 0 else ("int8", "fp32"):
-            run = subprocess.run([sys.executable, __file__, "--ask-worker", mode, str(args.ask)], check=True,
-                                 capture_output=True, text=True)
-            got = json.loads(run.stdout.splitlines()[-1])
-            times[mode] += got["ms"]
-            answers[mode] = got["answers"]
-    out = {"isa_limit": os.environ.get("ONEDNN_MAX_CPU_ISA", "none"), "index": str(args.ask), "rounds": args.rounds,
-           "date": time.strftime("%Y-%m-%d"),
-           **{f"{m}_ms": {"p50": round(statistics.median(v), 1), "p95": round(float(np.percentile(v, 95)), 1)}
-              for m, v in times.items()},
-           "speed": round(statistics.median(times["fp32"]) / statistics.median(times["int8"]), 2),
-           "same_top_answer": sum(a == b for a, b in zip(answers["fp32"], answers["int8"])),
-           "queries": len(answers["fp32"])}
-    print(json.dumps(out))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
-    return 0
-
-
-def ask_worker(mode: str, index: str) -> int:
-    """One process: every query asked once (after one to warm up), its times and top answers on stdout."""
-    import bertsearch
-    from bertsearch.models import openvino as ovm
-
-    if mode == "fp32":  # what the reranker and reader ran in before int8 (auto on such a CPU)
-        ovm.auto_precision = lambda *a, **k: "fp32"
-    queries = [line.split("\t")[0] for line in (WIKI / "queries.tsv").read_text(encoding="utf-8").splitlines()[1:]]
-    ms, answers = [], []
-    with bertsearch.open_index(index) as ix:
-        ix.ask(queries[0])
-        for q in queries:
-            t = time.perf_counter()
-            result = ix.ask(q)
-            ms.append((time.perf_counter() - t) * 1000)
-            answers.append(result.answers[0].text if result.answers else None)
-    print(json.dumps({"ms": ms, "answers": answers}))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -11,7 +12,7 @@ if os.environ.get("CI") != "1":  # CI installs openvino: there, a missing one is
     pytest.importorskip("openvino")
 
 import bertsearch
-from bertsearch.errors import BadArgument, ModelMismatch, ModelNotFound
+from bertsearch.errors import BadArgument, BertsearchError, ModelMismatch, ModelNotFound
 from bertsearch.models import load_encoder, query_backend
 from bertsearch.models import openvino as ovb
 from bertsearch.models.reader import load_reader
@@ -348,6 +349,16 @@ def test_an_int8_index_keeps_int8_for_its_queries_and_refuses_float_ones(tmp_pat
     cos = (q * fp32).sum(1)
     assert cos.min() > 0.99 and not np.allclose(q, fp32, atol=1e-4)  # int8: close, not equal
     assert (ovb.quantized(enc.path) / ovb.IR).is_file() and enc.vector_precision == "int8"
+    # an int8 model that compiled wrong is refused when it loads, before it can index anything
+    record = ovb.quantized(enc.path) / ovb.MARKER
+    saved = record.read_text(encoding="utf-8")
+    meta = json.loads(saved)
+    record.write_text(json.dumps({**meta, "probe": [-v for v in meta["probe"]]}), encoding="utf-8")
+    try:
+        with pytest.raises(BertsearchError, match="strays from fp32"):
+            load_encoder(None, backend="openvino", precision="int8").encode(["a text"])
+    finally:
+        record.write_text(saved, encoding="utf-8")
     # a new index on a CPU with VNNI and no native bf16 takes int8 by itself, and says so
     monkeypatch.setattr(ovb, "native_bf16", lambda: False)
     monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})
@@ -360,7 +371,7 @@ def test_an_int8_index_keeps_int8_for_its_queries_and_refuses_float_ones(tmp_pat
     with bertsearch.open_index(tmp_path / "ix") as ix:  # here (bf16 or not), its queries stay int8
         assert ix.encoder.inner.precision == "int8"
         assert ix.search("what causes the northern lights", k=1, mode="dense")[0].doc_id == "aurora"
-        assert ix.ask("who discovered penicillin").answers  # the reranker and reader: not int8, and they load
+        assert ix.ask("who discovered penicillin").answers  # the reranker and reader (never int8) load
     for other in ("fp32", "bf16"):
         with pytest.raises(ModelMismatch, match="holds int8 vectors"):
             bertsearch.open_index(tmp_path / "ix", precision=other)
@@ -373,7 +384,6 @@ def test_an_int8_index_keeps_int8_for_its_queries_and_refuses_float_ones(tmp_pat
 @pytest.mark.model
 def test_the_first_int8_index_keeps_stdout_for_its_json(tmp_path, export_cache, corpus_file):
     """NNCF logs a table and draws progress bars while it compresses the weights: none of it reaches stdout."""
-    import json
     import shutil
     import subprocess
     import sys
@@ -381,24 +391,9 @@ def test_the_first_int8_index_keeps_stdout_for_its_json(tmp_path, export_cache, 
     from bertsearch.models import DEFAULT_ENCODER, resolve_model_path
 
     shutil.rmtree(ovb.quantized(resolve_model_path(DEFAULT_ENCODER)))  # made again by the command below
-    run = subprocess.run([sys.executable, "-m", "bertsearch", "index", str(corpus_file), "--index", str(tmp_path / "ix"),
-                          "--backend", "openvino", "--precision", "int8", "--json"], check=False, capture_output=True, text=True, timeout=600,
+    command = [sys.executable, "-m", "bertsearch", "index", str(corpus_file), "--index", str(tmp_path / "ix"),
+               "--backend", "openvino", "--precision", "int8", "--json"]
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "BERTSEARCH_CACHE": str(export_cache)})
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["added"] >= 3 and "compressing the encoder's weights" in run.stderr
-
-
-@pytest.mark.model
-def test_the_reranker_and_reader_run_int8_where_auto_gives_a_new_index_int8(export_cache, monkeypatch):
-    fp32_reranker, fp32_reader = load_reranker(backend="openvino", precision="fp32"), load_reader(backend="openvino",
-                                                                                                 precision="fp32")
-    b, b_spans = fp32_reranker.score(QUESTION, PASSAGES), fp32_reader.read(QUESTION, PASSAGES, per_passage=2)
-    monkeypatch.setattr(ovb, "native_bf16", lambda: False)  # a CPU with VNNI and no native bf16: "auto" is int8
-    monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})
-    reranker, reader = load_reranker(backend="openvino"), load_reader(backend="openvino")
-    a, a_spans = reranker.score(QUESTION, PASSAGES), reader.read(QUESTION, PASSAGES, per_passage=2)
-    for role, model in (("reranker", reranker), ("reader", reader)):
-        assert (ovb.quantized(model.path, model.fingerprint(), role) / ovb.MARKER).is_file()
-    assert _spearman(a, b) >= 0.9 and int(np.argmax(a)) == int(np.argmax(b)) == 0 and not np.allclose(a, b, atol=1e-4)
-    assert np.abs(a - b).max() < 0.5
-    assert a_spans[0].text == b_spans[0].text == "Alexander Fleming" and abs(a_spans[0].score - b_spans[0].score) < 0.5

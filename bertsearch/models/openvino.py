@@ -6,15 +6,14 @@ changed model is converted again and an unchanged one never twice. Running a con
 `openvino` and `tokenizers`: no torch, no transformers.
 
 Precision: "auto" compiles for bfloat16 where the CPU runs it natively (AVX-512 BF16 or AMX; mean cosine 0.99998 to
-fp32 on SciFact abstracts), else fp32; "fp32" and "bf16" ask for one. "int8" runs a copy whose weights NNCF
-compressed to int8, the activations quantised as they come (`quantized`, INT8_GROUP): about twice as fast as fp32 on
-a CPU with AVX-512 VNNI and no native bfloat16, at a mean cosine of 0.999 to fp32. On such a CPU a new index's
-encoder takes it (`auto_precision`) and records it, so that its queries are int8 too, and "auto" gives it to the
-reranker and the reader (`compile_role`, QUERY_INT8_GROUP). Each model is compiled with a stream per core (threads:
-the cores this process may run on), and a call's inputs, sorted by length, go in small batches padded to a multiple
-of PAD_TO word pieces (ENCODER_PAD_TO for the encoder), one batch per stream at a time: the reranker's 20 candidates
-as a few requests rather than one padded to the longest candidate (2.3x as fast as torch in `ask`, where one request
-was not faster).
+fp32 on SciFact abstracts), else fp32; "fp32" and "bf16" ask for one. "int8" (the encoder only) runs a copy whose
+weights NNCF compressed to int8, the activations quantised as they come (`quantized`, INT8_GROUP): twice as fast as
+fp32 on a CPU with AVX-512 VNNI and no native bfloat16, at a mean cosine of 0.999 to fp32. A new index takes it on
+such a CPU (`auto_precision`) and records it: its queries are int8 too. Each model is compiled with a stream per
+core (threads: the cores this process may run on), and a call's inputs, sorted by length, go in small batches padded
+to a multiple of PAD_TO word pieces (ENCODER_PAD_TO for the encoder), one batch per stream at a time: the reranker's
+20 candidates as a few requests rather than one padded to the longest candidate (2.3x as fast as torch in `ask`,
+where one request was not faster).
 The compiled model is cached beside the IR, so a later process starts sooner.
 """
 
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadArgument, MissingDependency
+from ..errors import BadArgument, BertsearchError, MissingDependency
 from .base import fingerprint_dir
 from .onnx import OnnxEncoder, cache_root, cached, encoder_meta, export_fp32, mean_pool
 from .reader import ExtractiveReader
@@ -61,10 +60,6 @@ INT8_GROUP = 128
 on 600 wiki-demo passages, a mean cosine to fp32 of 0.99915 at 1.9x fp32's speed (AVX-512 VNNI), against 0.99938 at
 1.7x for groups of 64 and 0.99821 at 1.9x for groups of 384; static int8 (NNCF, calibrated) gave 0.9979 at 2.7x and
 lost 0.007 nDCG@10 on SciFact (`scripts/probe_int8.py`, docs/measurements/speed.md)."""
-
-QUERY_INT8_GROUP = 64
-"""The reranker's and reader's groups: smaller, closer to fp32 (with groups of 128, squad-dev-retrieval's reranked
-nDCG@10 fell 0.0054 from fp32's)."""
 
 
 def _openvino() -> Any:
@@ -103,21 +98,21 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def quantized(path: Path, fingerprint: str | None = None, role: str = "encoder") -> Path:
-    """The folder holding the model at `path` in `role` with int8 weights (OpenVINO IR), made on first use from the
-    fp32 IR of `converted` by NNCF's weight compression (asymmetric, per output channel; no data needed). At run
-    time the activations are quantised as they come, per group of INT8_GROUP values (`compile_ir`)."""
+def quantized(path: Path, fingerprint: str | None = None) -> Path:
+    """The folder holding the encoder at `path` with int8 weights (OpenVINO IR), made on first use from the fp32 IR
+    of `converted` by NNCF's weight compression (asymmetric, per output channel; no data needed). At run time the
+    activations are quantised as they come, per group of INT8_GROUP values (`compile_ir`)."""
     fingerprint = fingerprint or fingerprint_dir(path)
-    folder = cache_root() / "openvino" / f"{fingerprint}-{role}-int8"
+    folder = cache_root() / "openvino" / f"{fingerprint}-encoder-int8"
     if (folder / MARKER).is_file():
         return folder
-    source = converted(path, role, fingerprint)
+    source = converted(path, "encoder", fingerprint)
     ov = _openvino()
     try:
         import nncf
     except ImportError:
-        raise MissingDependency("nncf", f"the int8 {role} on OpenVINO") from None
-    log.warning("compressing the %s's weights to int8, once for this machine (kept in %s)", role, folder)
+        raise MissingDependency("nncf", "the int8 encoder on OpenVINO (--precision int8)") from None
+    log.warning("compressing the encoder's weights to int8, once for this machine (kept in %s)", folder)
 
     def build(tmp: Path) -> None:
         said = logging.getLogger("nncf")  # its log writes a table to stdout, which is for results (--json)
@@ -132,9 +127,42 @@ def quantized(path: Path, fingerprint: str | None = None, role: str = "encoder")
         ov.save_model(model, str(tmp / IR), compress_to_fp16=False)
         shutil.copy(source / "tokenizer.json", tmp / "tokenizer.json")
         meta = json.loads((source / MARKER).read_text(encoding="utf-8"))
-        (tmp / MARKER).write_text(json.dumps({**meta, "precision": INT8, "nncf": nncf.__version__}, indent=2) + "\n")
+        fp32 = _probe(Runner(compile_ir(source, "fp32", threads=1)), source)  # what the int8 model must come close to
+        (tmp / MARKER).write_text(json.dumps({**meta, "precision": INT8, "nncf": nncf.__version__,
+                                              "probe": [round(float(v), 6) for v in fp32]}, indent=2) + "\n")
 
     return cached(folder, build, MARKER)
+
+
+PROBE = "The northern lights are caused by charged particles from the Sun striking the upper atmosphere."
+INT8_FLOOR = 0.98
+"""The int8 encoder, once compiled, must give PROBE a mean hidden state this close (cosine) to fp32's, recorded when
+the weights were compressed (0.998 on the Xeon): a model that compiled wrong fails loudly instead of indexing wrong
+vectors. (Added after an int8 reranker, since reverted, once gave logits 2,800 times fp32's: speed.md.)"""
+
+
+def _probe(runner: Runner, folder: Path) -> np.ndarray:
+    """The mean of the last hidden state for PROBE: a check of a compiled encoder against another."""
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(PROBE).ids
+    x = padded([ids], pad_to=ENCODER_PAD_TO)
+    return mean_pool(runner.outputs([x])[0][0], x["attention_mask"])[0]
+
+
+def verify_int8(folder: Path, runner: Runner) -> None:
+    """Refuses a compiled int8 encoder whose output strays from fp32's on PROBE (see INT8_FLOOR)."""
+    want = json.loads((folder / MARKER).read_text(encoding="utf-8")).get("probe")
+    if not want:
+        return
+    got, want = _probe(runner, folder), np.asarray(want, dtype=np.float32)
+    cos = float(got @ want / max(float(np.linalg.norm(got) * np.linalg.norm(want)), 1e-12))
+    if not cos >= INT8_FLOOR:
+        raise BertsearchError(
+            f"the int8 encoder compiled on this CPU strays from fp32 (cosine {cos:.3f} on a check sentence, where 0.998 "
+            f"is usual), so it would index wrong vectors. Make the index with --precision fp32; if it is an int8 index "
+            f"already, re-index it that way. (Cached in {folder}: removing the folder makes it again.)"
+        )
 
 
 BELOW_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
@@ -185,15 +213,6 @@ def auto_precision(bf16: bool | None = None, flags: set[str] | None = None) -> s
     return "fp32"
 
 
-def compile_role(path: Path, role: str, fingerprint: str, precision: str) -> Any:
-    """The reranker or reader at `path`, compiled: "auto" takes `auto_precision`'s choice, so int8 where the CPU
-    has VNNI and no native bfloat16 (`ask` 1.7x as fast there as in fp32, the same answers: docs/measurements/
-    speed.md)."""
-    chosen = auto_precision() if precision == "auto" else precision
-    folder = quantized(path, fingerprint, role) if chosen == INT8 else converted(path, role, fingerprint)
-    return compile_ir(folder, chosen, group=QUERY_INT8_GROUP)
-
-
 def precision_hint(precision: str) -> str:
     """OpenVINO's inference precision for bertsearch's `precision`: bf16 when asked, or "auto" on a CPU that runs
     it natively; else f32."""
@@ -204,7 +223,7 @@ def precision_hint(precision: str) -> str:
     return "bf16" if precision == "bf16" else "f32"  # int8: what it does not quantise runs in fp32
 
 
-def compile_ir(folder: Path, precision: str, *, threads: int | None = None, group: int = INT8_GROUP) -> Any:
+def compile_ir(folder: Path, precision: str, *, threads: int | None = None) -> Any:
     """The IR in `folder` compiled for this machine's CPU: a stream per core, each running one request on one
     thread (a call's batches run side by side; on a busy machine a stream that waits holds up no other)."""
     ov = _openvino()
@@ -214,7 +233,7 @@ def compile_ir(folder: Path, precision: str, *, threads: int | None = None, grou
               # the compiled model is kept beside the IR (by settings): a later process loads it instead of compiling
               "CACHE_DIR": str(folder / COMPILED)}
     if precision == INT8:
-        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = INT8_GROUP
     return core.compile_model(str(folder / IR), "CPU", config)
 
 
@@ -400,6 +419,8 @@ class OpenVINOEncoder(OnnxEncoder):
         else:
             folder = converted(self.path, "encoder", self.fingerprint())
         self._runner = Runner(compile_ir(folder, self.precision, threads=self.threads))
+        if self.precision == INT8:
+            verify_int8(folder, self._runner)
         return folder
 
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
@@ -464,8 +485,7 @@ class OpenVINOReranker(CrossEncoderReranker):
             tokenizer = Pieces(folder / "tokenizer.json")
             self._settle(_limit(self.path), tokenizer)
             log.info("loading reranker %s on OpenVINO from %s", self.name, folder)
-            self._model = Compiled(Runner(compile_role(self.path, "reranker", self.fingerprint(), self.precision)),
-                                   tokenizer)
+            self._model = Compiled(Runner(compile_ir(folder, self.precision)), tokenizer)
         return self._model
 
     def _logits(self, pairs: list[tuple[str, str]], batch_size: int) -> np.ndarray:
@@ -510,8 +530,7 @@ class OpenVINOReader(ExtractiveReader):
     def model(self) -> Compiled:
         if self._model is None:
             log.info("loading reader %s on OpenVINO from %s", self.name, self._converted())
-            self._model = Compiled(Runner(compile_role(self.path, "reader", self.fingerprint(), self.precision)),
-                                   self.tokenizer)
+            self._model = Compiled(Runner(compile_ir(self._converted(), self.precision)), self.tokenizer)
         return self._model
 
     def _logits(self, enc: Any, batch_size: int) -> Any:

@@ -150,7 +150,11 @@ class MilvusBackend(VectorBackend):
         pymilvus = _pymilvus()
         if self.lite_path is None:
             try:
-                return pymilvus.MilvusClient(uri=self.uri, timeout=CONNECT_TIMEOUT)
+                client = pymilvus.MilvusClient(uri=self.uri, timeout=CONNECT_TIMEOUT)
+                # one call now: on a loaded machine the client can come back before its channel fails, and the
+                # failure would then reach the first real call as pymilvus's own error (seen once in the suite)
+                client.list_collections(timeout=CONNECT_TIMEOUT)
+                return client
             except Exception as e:  # noqa: BLE001 - MilvusException, or a gRPC error of its own
                 raise BertsearchError(
                     f"cannot reach Milvus at {self.target} ({_reason(e)}); start Milvus there or check the address "
