@@ -7,7 +7,7 @@ changed model is converted again and an unchanged one never twice. Running a con
 
 Precision: "auto" compiles for bfloat16 where the CPU runs it natively (AVX-512 BF16 or AMX; mean cosine 0.99998 to
 fp32 on SciFact abstracts), else fp32; "fp32" and "bf16" ask for one. "int8" (the encoder only) runs a copy whose
-weights NNCF compressed to int8, the activations quantised as they come (`quantized`, INT8_GROUP): twice as fast as
+weights NNCF compressed to int8, the activations quantised as they come (`quantized`, INT8_GROUP): 1.8x as fast as
 fp32 on a CPU with AVX-512 VNNI and no native bfloat16, at a mean cosine of 0.999 to fp32. A new index takes it on
 such a CPU (`auto_precision`) and records it: its queries are int8 too. Each model is compiled with a stream per
 core (threads: the cores this process may run on), and a call's inputs, sorted by length, go in small batches padded
@@ -160,8 +160,8 @@ def verify_int8(folder: Path, runner: Runner) -> None:
     if not cos >= INT8_FLOOR:
         raise BertsearchError(
             f"the int8 encoder compiled on this CPU strays from fp32 (cosine {cos:.3f} on a check sentence, where 0.998 "
-            f"is usual), so it would index wrong vectors. Make the index with --precision fp32; if it is an int8 index "
-            f"already, re-index it that way. (Cached in {folder}: removing the folder makes it again.)"
+            f"is usual), so it would index wrong vectors. Index into a new folder with --precision fp32 (an int8 index "
+            f"has to be made again that way). (Cached in {folder}: removing the folder makes it again.)"
         )
 
 
@@ -201,7 +201,7 @@ def check_int8(flags: set[str] | None = None) -> None:
 
 def auto_precision(bf16: bool | None = None, flags: set[str] | None = None) -> str:
     """What "auto" gives a new index's encoder on OpenVINO: bfloat16 where the CPU runs it natively; else int8
-    where it has VNNI (AVX-512 VNNI or AVX-VNNI: int8 dot products; twice as fast as fp32 there) and NNCF is
+    where it has VNNI (AVX-512 VNNI or AVX-VNNI: int8 dot products; 1.8x as fast as fp32 there) and NNCF is
     installed to compress the weights; else fp32."""
     import importlib.util
 
