@@ -615,10 +615,10 @@ def _new_encoder(model: str | None, *, device: str | None, precision: str, backe
                           "--backend openvino, or leave out --precision")
     asked = precision
     if chosen == "openvino" and not _is_hashing(model) and precision in ("auto", "int8"):
-        from .models.openvino import auto_precision, check_int8
+        from .models.openvino import auto_precision, require_vnni
 
         if precision == "int8":
-            check_int8()
+            require_vnni()
         else:
             precision = auto_precision()
     encoder = load_encoder(model, device=device, precision=precision, backend=chosen)

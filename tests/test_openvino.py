@@ -310,9 +310,9 @@ def test_auto_takes_int8_only_where_vnni_runs_it_and_bf16_is_not_native(monkeypa
     assert ovb.auto_precision(bf16=False, flags={"avx2", "fma"}) == "fp32"  # no int8 dot products: int8 is slower
     assert ovb.auto_precision(bf16=False, flags=set()) == "fp32"  # flags unknown (not Linux)
     with pytest.raises(BadArgument, match="needs a CPU with VNNI"):
-        ovb.check_int8({"avx2", "fma"})
-    ovb.check_int8({"avx2", "avx_vnni"})
-    ovb.check_int8(set())  # unknown: tried
+        ovb.require_vnni({"avx2", "fma"})
+    ovb.require_vnni({"avx2", "avx_vnni"})
+    ovb.require_vnni(set())  # unknown: tried
     import importlib.util
 
     find = importlib.util.find_spec

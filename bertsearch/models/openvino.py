@@ -191,7 +191,7 @@ VNNI = {"avx512_vnni", "avx_vnni"}
 """Linux's names of the CPU features that multiply int8 (AVX-512 VNNI, AVX-VNNI)."""
 
 
-def check_int8(flags: set[str] | None = None) -> None:
+def require_vnni(flags: set[str] | None = None) -> None:
     """Refuses int8 for a new index on a CPU known to lack VNNI, where it would run slower than fp32."""
     flags = cpu_flags() if flags is None else flags
     if flags and not flags & VNNI:
