@@ -93,6 +93,44 @@ def test_the_conversion_is_made_once_and_reused(export_cache, monkeypatch):
 
 
 @pytest.mark.model
+def test_each_precision_keeps_its_own_compiled_model(export_cache):
+    """OpenVINO's cache handed a compile for bfloat16 the model compiled for fp32 from the same IR, and wrong vectors
+    came out (or the process crashed): each set of settings now keeps its own."""
+    folder = ovb.converted(load_encoder(None, backend="openvino").path, "encoder")
+    (folder / ovb.COMPILED).mkdir(exist_ok=True)
+    (folder / ovb.COMPILED / "6696935190294111183.blob").write_bytes(b"kept loose by an older version")
+    got: dict[str, list[np.ndarray]] = {"fp32": [], "bf16": []}
+    for precision in ("fp32", "bf16", "fp32", "bf16"):  # each compiled after the other's model was cached
+        got[precision].append(ovb._probe(ovb.Runner(ovb.compile_ir(folder, precision)), folder))
+    for precision, runs in got.items():
+        fresh = ovb._probe(ovb.Runner(ovb.compile_ir(folder, precision, cache=False)), folder)
+        for v in runs:
+            assert np.allclose(v, fresh, atol=1e-4), precision
+    kept = list((folder / ovb.COMPILED).iterdir())
+    assert len(kept) == 2 and all(p.is_dir() and any(p.glob("*.blob")) for p in kept)  # the loose one is gone
+
+
+@pytest.mark.model
+def test_an_encoder_that_compiled_wrong_is_refused_before_it_encodes(export_cache):
+    enc = load_encoder(None, backend="openvino")
+    folder = ovb.converted(enc.path, "encoder")
+    record = folder / ovb.MARKER
+    saved = record.read_text(encoding="utf-8")
+    meta = json.loads(saved)
+    assert len(meta["probe"]) == 384  # fp32's output for a check sentence, recorded when it was converted
+    try:
+        record.write_text(json.dumps({**meta, "probe": [-v for v in meta["probe"]]}), encoding="utf-8")
+        with pytest.raises(BertsearchError, match=r"strays from fp32 \(cosine -1.000.*Remove .*--backend torch"):
+            load_encoder(None, backend="openvino").encode(["a text"])
+        # a folder converted before the check was recorded gets it on its next load
+        record.write_text(json.dumps({k: v for k, v in meta.items() if k != "probe"}), encoding="utf-8")
+        assert load_encoder(None, backend="openvino").encode(["a text"]).shape == (1, 384)
+        assert np.allclose(json.loads(record.read_text(encoding="utf-8"))["probe"], meta["probe"], atol=1e-4)
+    finally:
+        record.write_text(saved, encoding="utf-8")
+
+
+@pytest.mark.model
 def test_reranker_scores_follow_torch(export_cache):
     ov, torch = load_reranker(backend="openvino"), load_reranker(precision="fp32")
     assert isinstance(ov, ovb.OpenVINOReranker)

@@ -14,12 +14,14 @@ core (threads: the cores this process may run on), and a call's inputs, sorted b
 to a multiple of PAD_TO word pieces (ENCODER_PAD_TO for the encoder), one batch per stream at a time: the reranker's
 20 candidates as a few requests rather than one padded to the longest candidate (2.3x as fast as torch in `ask`,
 where one request was not faster).
-The compiled model is cached beside the IR, so a later process starts sooner.
+The compiled model is cached beside the IR, a folder for each set of settings (`compiled_dir`), so a later process
+starts sooner.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -89,6 +91,8 @@ def converted(path: Path, role: str, fingerprint: str | None = None) -> Path:
         ov.save_model(ov.convert_model(str(onnx_file)), str(tmp / IR), compress_to_fp16=False)
         onnx_file.unlink()
         shutil.copy(path / "tokenizer.json", tmp / "tokenizer.json")
+        if role == "encoder":  # what every compile of it must come close to (`verify`)
+            meta["probe"] = _rounded(_probe(Runner(compile_ir(tmp, "fp32", threads=1, cache=False)), tmp))
         (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
 
     return cached(folder, build, MARKER)
@@ -127,18 +131,18 @@ def quantized(path: Path, fingerprint: str | None = None) -> Path:
         ov.save_model(model, str(tmp / IR), compress_to_fp16=False)
         shutil.copy(source / "tokenizer.json", tmp / "tokenizer.json")
         meta = json.loads((source / MARKER).read_text(encoding="utf-8"))
-        fp32 = _probe(Runner(compile_ir(source, "fp32", threads=1)), source)  # what the int8 model must come close to
         (tmp / MARKER).write_text(json.dumps({**meta, "precision": INT8, "nncf": nncf.__version__,
-                                              "probe": [round(float(v), 6) for v in fp32]}, indent=2) + "\n")
+                                              "probe": reference(source)}, indent=2) + "\n")
 
     return cached(folder, build, MARKER)
 
 
 PROBE = "The northern lights are caused by charged particles from the Sun striking the upper atmosphere."
-INT8_FLOOR = 0.98
-"""The int8 encoder, once compiled, must give PROBE a mean hidden state this close (cosine) to fp32's, recorded when
-the weights were compressed (0.998 on the Xeon): a model that compiled wrong fails loudly instead of indexing wrong
-vectors. (Added after an int8 reranker, since reverted, once gave logits 2,800 times fp32's: speed.md.)"""
+PROBE_FLOOR = 0.98
+"""The encoder, once compiled, must give PROBE a mean hidden state this close (cosine) to fp32's, recorded when it was
+converted (on the Xeon: bf16 0.9999, int8 0.998): a model that compiled wrong fails loudly instead of indexing wrong
+vectors. (Added for int8 after an int8 reranker, since reverted, once gave logits 2,800 times fp32's; for every
+precision after OpenVINO's cache handed a bf16 compile the model compiled for fp32: `compiled_dir`.)"""
 
 
 def _probe(runner: Runner, folder: Path) -> np.ndarray:
@@ -150,19 +154,39 @@ def _probe(runner: Runner, folder: Path) -> np.ndarray:
     return mean_pool(runner.outputs([x])[0][0], x["attention_mask"])[0]
 
 
-def verify_int8(folder: Path, runner: Runner) -> None:
-    """Refuses a compiled int8 encoder whose output strays from fp32's on PROBE (see INT8_FLOOR)."""
-    want = json.loads((folder / MARKER).read_text(encoding="utf-8")).get("probe")
-    if not want:
-        return
-    got, want = _probe(runner, folder), np.asarray(want, dtype=np.float32)
+def _rounded(v: np.ndarray) -> list[float]:
+    return [round(float(x), 6) for x in v]
+
+
+def reference(folder: Path) -> list[float]:
+    """fp32's output for PROBE, recorded in `folder`'s MARKER: when the encoder was converted, or (a folder converted
+    by an older version) now, by a compile of its own, and then recorded."""
+    record = folder / MARKER
+    meta = json.loads(record.read_text(encoding="utf-8"))
+    if not meta.get("probe"):
+        meta["probe"] = _rounded(_probe(Runner(compile_ir(folder, "fp32", threads=1, cache=False)), folder))
+        tmp = folder / f".{MARKER}.{os.getpid()}"
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, record)  # whole or not at all: another process may be reading it
+    return meta["probe"]
+
+
+def verify(folder: Path, runner: Runner, precision: str) -> None:
+    """Refuses a compiled encoder whose output strays from fp32's on PROBE (see PROBE_FLOOR)."""
+    got, want = _probe(runner, folder), np.asarray(reference(folder), dtype=np.float32)
     cos = float(got @ want / max(float(np.linalg.norm(got) * np.linalg.norm(want)), 1e-12))
-    if not cos >= INT8_FLOOR:
-        raise BertsearchError(
-            f"the int8 encoder compiled on this CPU strays from fp32 (cosine {cos:.3f} on a check sentence, where 0.998 "
-            f"is usual), so it would index wrong vectors. Index into a new folder with --precision fp32 (an int8 index "
-            f"has to be made again that way). (Cached in {folder}: removing the folder makes it again.)"
-        )
+    if cos >= PROBE_FLOOR:
+        return
+    if precision == INT8:
+        fix = "Index into a new folder with --precision fp32 (an int8 index has to be made again that way)"
+    else:
+        fix = (f"Remove {folder} so that it is converted and compiled again; if this message comes back, index into "
+               "a new folder with --backend torch")
+    raise BertsearchError(
+        f"the encoder compiled on this CPU ({precision}) strays from fp32 (cosine {cos:.3f} on a check sentence, where "
+        f"0.998 or more is usual), so it would index wrong vectors; nothing was encoded with it. {fix}."
+        + (f" (Cached in {folder}: removing the folder makes it again.)" if precision == INT8 else "")
+    )
 
 
 BELOW_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
@@ -223,18 +247,35 @@ def precision_hint(precision: str) -> str:
     return "bf16" if precision == "bf16" else "f32"  # int8: what it does not quantise runs in fp32
 
 
-def compile_ir(folder: Path, precision: str, *, threads: int | None = None) -> Any:
+def compile_ir(folder: Path, precision: str, *, threads: int | None = None, cache: bool = True) -> Any:
     """The IR in `folder` compiled for this machine's CPU: a stream per core, each running one request on one
-    thread (a call's batches run side by side; on a busy machine a stream that waits holds up no other)."""
+    thread (a call's batches run side by side; on a busy machine a stream that waits holds up no other). With
+    `cache`, the compiled model is kept beside the IR (`compiled_dir`): a later process loads it instead of compiling."""
     ov = _openvino()
     core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": precision_hint(precision), "PERFORMANCE_HINT": "THROUGHPUT",
-              "INFERENCE_NUM_THREADS": threads if threads is not None else cpus(),
-              # the compiled model is kept beside the IR (by settings): a later process loads it instead of compiling
-              "CACHE_DIR": str(folder / COMPILED)}
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision_hint(precision), "PERFORMANCE_HINT": "THROUGHPUT",
+                              "INFERENCE_NUM_THREADS": threads if threads is not None else cpus()}
     if precision == INT8:
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = INT8_GROUP
+    if cache:
+        config["CACHE_DIR"] = str(compiled_dir(folder, config))
     return core.compile_model(str(folder / IR), "CPU", config)
+
+
+def compiled_dir(folder: Path, config: dict[str, Any]) -> Path:
+    """Where the model compiled from the IR in `folder` with `config` is cached: a folder for each set of settings.
+
+    OpenVINO's cache names a compiled model by the IR's path and some of the settings only, not the precision: a
+    compile for bfloat16 loaded the model compiled earlier for fp32 from the same IR, and then computed wrong numbers
+    (vectors of norm 3.7 where 5.4 is right) or crashed the process (found 2026-12-06; OpenVINO 2026.4). Compiled
+    models that older versions kept loose in `compiled/` are removed, as they may be such a mix-up."""
+    root = folder / COMPILED
+    if root.is_dir():
+        for stale in root.glob("*.blob"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    key = hashlib.sha256(json.dumps(sorted((k, str(v)) for k, v in config.items())).encode()).hexdigest()[:16]
+    return root / key
 
 
 def length_batches(lengths: list[int], max_rows: int, max_tokens: int) -> list[np.ndarray]:
@@ -419,8 +460,7 @@ class OpenVINOEncoder(OnnxEncoder):
         else:
             folder = converted(self.path, "encoder", self.fingerprint())
         self._runner = Runner(compile_ir(folder, self.precision, threads=self.threads))
-        if self.precision == INT8:
-            verify_int8(folder, self._runner)
+        verify(folder, self._runner, self.precision)
         return folder
 
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
