@@ -166,8 +166,9 @@ def reference(folder: Path) -> list[float]:
     if not meta.get("probe"):
         meta["probe"] = _rounded(_probe(Runner(compile_ir(folder, "fp32", threads=1, cache=False)), folder))
         tmp = folder / f".{MARKER}.{os.getpid()}"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, record)  # whole or not at all: another process may be reading it
+        with contextlib.suppress(OSError):  # a cache the user may not write to: made again next time
+            tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, record)  # whole or not at all: another process may be reading it
     return meta["probe"]
 
 
@@ -183,7 +184,7 @@ def verify(folder: Path, runner: Runner, precision: str) -> None:
         fix = (f"Remove {folder} so that it is converted and compiled again; if this message comes back, index into "
                "a new folder with --backend torch")
     raise BertsearchError(
-        f"the encoder compiled on this CPU ({precision}) strays from fp32 (cosine {cos:.3f} on a check sentence, where "
+        f"the encoder compiled on this CPU ({INT8 if precision == INT8 else precision_hint(precision)}) strays from fp32 (cosine {cos:.3f} on a check sentence, where "
         f"0.998 or more is usual), so it would index wrong vectors; nothing was encoded with it. {fix}."
         + (f" (Cached in {folder}: removing the folder makes it again.)" if precision == INT8 else "")
     )
@@ -267,8 +268,9 @@ def compiled_dir(folder: Path, config: dict[str, Any]) -> Path:
 
     OpenVINO's cache names a compiled model by the IR's path and some of the settings only, not the precision: a
     compile for bfloat16 loaded the model compiled earlier for fp32 from the same IR, and then computed wrong numbers
-    (vectors of norm 3.7 where 5.4 is right) or crashed the process (found 2026-12-06; OpenVINO 2026.4). Compiled
-    models that older versions kept loose in `compiled/` are removed, as they may be such a mix-up."""
+    (a sentence's mean hidden state of norm 3.7 where 5.4 is right) or crashed the process (found 2026-12-06;
+    OpenVINO 2026.4). Compiled models that older versions kept loose in `compiled/` are removed, as they may be such
+    a mix-up."""
     root = folder / COMPILED
     if root.is_dir():
         for stale in root.glob("*.blob"):
