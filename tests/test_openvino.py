@@ -101,9 +101,9 @@ def test_each_precision_keeps_its_own_compiled_model(export_cache):
     (folder / ovb.COMPILED / "6696935190294111183.blob").write_bytes(b"kept loose by an older version")
     got: dict[str, list[np.ndarray]] = {"fp32": [], "bf16": []}
     for precision in ("fp32", "bf16", "fp32", "bf16"):  # each compiled after the other's model was cached
-        got[precision].append(ovb._probe(ovb.Runner(ovb.compile_ir(folder, precision)), folder))
+        got[precision].append(ovb._check(ovb.Runner(ovb.compile_ir(folder, precision)), ovb.reading(folder)))
     for precision, runs in got.items():
-        fresh = ovb._probe(ovb.Runner(ovb.compile_ir(folder, precision, cache=False)), folder)
+        fresh = ovb._check(ovb.Runner(ovb.compile_ir(folder, precision, cache=False)), ovb.reading(folder))
         for v in runs:
             assert np.allclose(v, fresh, atol=1e-4), precision
     kept = list((folder / ovb.COMPILED).iterdir())
@@ -117,15 +117,20 @@ def test_an_encoder_that_compiled_wrong_is_refused_before_it_encodes(export_cach
     record = folder / ovb.MARKER
     saved = record.read_text(encoding="utf-8")
     meta = json.loads(saved)
-    assert len(meta["probe"]) == 384  # fp32's output for a check sentence, recorded when it was converted
+    fp32 = meta["check"]["fp32"]  # fp32's output for a check sentence, recorded when it was converted
+    assert len(fp32) == 384 and meta["check"]["text"] == ovb.CHECK
     try:
-        record.write_text(json.dumps({**meta, "probe": [-v for v in meta["probe"]]}), encoding="utf-8")
-        with pytest.raises(BertsearchError, match=r"strays from fp32 \(cosine -1.000.*Remove .*--backend torch"):
-            load_encoder(None, backend="openvino").encode(["a text"])
-        # a folder converted before the check was recorded gets it on its next load
-        record.write_text(json.dumps({k: v for k, v in meta.items() if k != "probe"}), encoding="utf-8")
+        record.write_text(json.dumps({**meta, "check": {"text": ovb.CHECK, "fp32": [-v for v in fp32]}}),
+                          encoding="utf-8")
+        wrong = load_encoder(None, backend="openvino")
+        for _ in range(2):  # and again on the next call: nothing encodes with it
+            with pytest.raises(BertsearchError, match=r"strays from fp32 \(cosine -1.000.*Remove .*--backend torch"):
+                wrong.encode(["a text"])
+        # a folder converted before the check was recorded (or with another sentence) gets it on its next load
+        record.write_text(json.dumps({**{k: v for k, v in meta.items() if k != "check"}, "probe": [0.0] * 384}),
+                          encoding="utf-8")
         assert load_encoder(None, backend="openvino").encode(["a text"]).shape == (1, 384)
-        assert np.allclose(json.loads(record.read_text(encoding="utf-8"))["probe"], meta["probe"], atol=1e-4)
+        assert np.allclose(json.loads(record.read_text(encoding="utf-8"))["check"]["fp32"], fp32, atol=1e-4)
     finally:
         record.write_text(saved, encoding="utf-8")
 
@@ -391,7 +396,8 @@ def test_an_int8_index_keeps_int8_for_its_queries_and_refuses_float_ones(tmp_pat
     record = ovb.quantized(enc.path) / ovb.MARKER
     saved = record.read_text(encoding="utf-8")
     meta = json.loads(saved)
-    record.write_text(json.dumps({**meta, "probe": [-v for v in meta["probe"]]}), encoding="utf-8")
+    record.write_text(json.dumps({**meta, "check": {"text": ovb.CHECK, "fp32": [-v for v in meta["check"]["fp32"]]}}),
+                      encoding="utf-8")
     try:
         with pytest.raises(BertsearchError, match="strays from fp32"):
             load_encoder(None, backend="openvino", precision="int8").encode(["a text"])

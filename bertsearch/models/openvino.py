@@ -92,7 +92,7 @@ def converted(path: Path, role: str, fingerprint: str | None = None) -> Path:
         onnx_file.unlink()
         shutil.copy(path / "tokenizer.json", tmp / "tokenizer.json")
         if role == "encoder":  # what every compile of it must come close to (`verify`)
-            meta["probe"] = _rounded(_probe(Runner(compile_ir(tmp, "fp32", threads=1, cache=False)), tmp))
+            meta["check"] = _fp32_check(tmp)
         (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
 
     return cached(folder, build, MARKER)
@@ -132,51 +132,66 @@ def quantized(path: Path, fingerprint: str | None = None) -> Path:
         shutil.copy(source / "tokenizer.json", tmp / "tokenizer.json")
         meta = json.loads((source / MARKER).read_text(encoding="utf-8"))
         (tmp / MARKER).write_text(json.dumps({**meta, "precision": INT8, "nncf": nncf.__version__,
-                                              "probe": reference(source)}, indent=2) + "\n")
+                                              "check": {"text": CHECK, "fp32": reference(source)}}, indent=2) + "\n")
 
     return cached(folder, build, MARKER)
 
 
-PROBE = "The northern lights are caused by charged particles from the Sun striking the upper atmosphere."
-PROBE_FLOOR = 0.98
-"""The encoder, once compiled, must give PROBE a mean hidden state this close (cosine) to fp32's, recorded when it was
+CHECK = "What causes the northern lights?"
+"""The sentence each compiled encoder is checked on (`verify`): short, so that its shape, 1 x 16 word pieces, is the
+one most queries take, and the check prepares the runtime for them rather than costing a shape of its own."""
+CHECK_FLOOR = 0.98
+"""The encoder, once compiled, must give CHECK a mean hidden state this close (cosine) to fp32's, recorded when it was
 converted (on the Xeon: bf16 0.9999, int8 0.998): a model that compiled wrong fails loudly instead of indexing wrong
 vectors. (Added for int8 after an int8 reranker, since reverted, once gave logits 2,800 times fp32's; for every
 precision after OpenVINO's cache handed a bf16 compile the model compiled for fp32: `compiled_dir`.)"""
 
 
-def _probe(runner: Runner, folder: Path) -> np.ndarray:
-    """The mean of the last hidden state for PROBE: a check of a compiled encoder against another."""
+def reading(folder: Path) -> Any:
+    """The tokenizer in `folder` as the encoder reads with it: no padding, no truncation (`OnnxEncoder._load`)."""
     from tokenizers import Tokenizer
 
-    ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(PROBE).ids
-    x = padded([ids], pad_to=ENCODER_PAD_TO)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def _check(runner: Runner, tokenizer: Any) -> np.ndarray:
+    """The mean of the last hidden state for CHECK."""
+    x = padded([tokenizer.encode(CHECK).ids], pad_to=ENCODER_PAD_TO)
     return mean_pool(runner.outputs([x])[0][0], x["attention_mask"])[0]
 
 
-def _rounded(v: np.ndarray) -> list[float]:
-    return [round(float(x), 6) for x in v]
+def _fp32_check(folder: Path) -> dict[str, Any]:
+    """CHECK's output from the IR in `folder`, compiled for fp32 without the cache, as MARKER records it."""
+    v = _check(Runner(compile_ir(folder, "fp32", threads=1, cache=False)), reading(folder))
+    return {"text": CHECK, "fp32": [round(float(x), 6) for x in v]}
 
 
 def reference(folder: Path) -> list[float]:
-    """fp32's output for PROBE, recorded in `folder`'s MARKER: when the encoder was converted, or (a folder converted
-    by an older version) now, by a compile of its own, and then recorded."""
+    """fp32's output for CHECK, recorded in `folder`'s MARKER when the encoder was converted; for a folder made by an
+    older version, now (an int8 folder's from the fp32 IR it was made from) and then recorded."""
     record = folder / MARKER
     meta = json.loads(record.read_text(encoding="utf-8"))
-    if not meta.get("probe"):
-        meta["probe"] = _rounded(_probe(Runner(compile_ir(folder, "fp32", threads=1, cache=False)), folder))
+    if (meta.get("check") or {}).get("text") != CHECK:
+        source = folder.parent / f"{meta.get('fingerprint')}-encoder"
+        if meta.get("precision") == INT8 and (source / MARKER).is_file():
+            meta["check"] = {"text": CHECK, "fp32": reference(source)}
+        else:
+            meta["check"] = _fp32_check(folder)
         tmp = folder / f".{MARKER}.{os.getpid()}"
         with contextlib.suppress(OSError):  # a cache the user may not write to: made again next time
             tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, record)  # whole or not at all: another process may be reading it
-    return meta["probe"]
+    return meta["check"]["fp32"]
 
 
-def verify(folder: Path, runner: Runner, precision: str) -> None:
-    """Refuses a compiled encoder whose output strays from fp32's on PROBE (see PROBE_FLOOR)."""
-    got, want = _probe(runner, folder), np.asarray(reference(folder), dtype=np.float32)
+def verify(folder: Path, runner: Runner, precision: str, tokenizer: Any) -> None:
+    """Refuses a compiled encoder whose output strays from fp32's on CHECK (see CHECK_FLOOR)."""
+    got, want = _check(runner, tokenizer), np.asarray(reference(folder), dtype=np.float32)
     cos = float(got @ want / max(float(np.linalg.norm(got) * np.linalg.norm(want)), 1e-12))
-    if cos >= PROBE_FLOOR:
+    if cos >= CHECK_FLOOR:
         return
     if precision == INT8:
         fix = "Index into a new folder with --precision fp32 (an int8 index has to be made again that way)"
@@ -184,8 +199,9 @@ def verify(folder: Path, runner: Runner, precision: str) -> None:
         fix = (f"Remove {folder} so that it is converted and compiled again; if this message comes back, index into "
                "a new folder with --backend torch")
     raise BertsearchError(
-        f"the encoder compiled on this CPU ({INT8 if precision == INT8 else precision_hint(precision)}) strays from fp32 (cosine {cos:.3f} on a check sentence, where "
-        f"0.998 or more is usual), so it would index wrong vectors; nothing was encoded with it. {fix}."
+        f"the encoder compiled on this CPU ({INT8 if precision == INT8 else precision_hint(precision)}) strays from fp32"
+        f" (cosine {cos:.3f} on a check sentence, where 0.998 or more is usual), so it would index wrong vectors; "
+        f"nothing was encoded with it. {fix}."
         + (f" (Cached in {folder}: removing the folder makes it again.)" if precision == INT8 else "")
     )
 
@@ -446,6 +462,7 @@ class OpenVINOEncoder(OnnxEncoder):
         super().__init__(name, path, threads=threads)
         self.precision = precision
         self._runner: Any = None
+        self._folder: Path | None = None
 
     @property
     def uses_bf16(self) -> bool:
@@ -462,8 +479,16 @@ class OpenVINOEncoder(OnnxEncoder):
         else:
             folder = converted(self.path, "encoder", self.fingerprint())
         self._runner = Runner(compile_ir(folder, self.precision, threads=self.threads))
-        verify(folder, self._runner, self.precision)
+        self._folder = folder
         return folder
+
+    def _load(self) -> None:
+        super()._load()
+        try:
+            verify(self._folder, self._runner, self.precision, self._tokenizer)
+        except BaseException:
+            self._tokenizer = self._runner = None  # the next call loads, and is checked, again
+            raise
 
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         """Unit vectors, (len(texts), dim): batches of similar length (at most `batch_size` texts and about
