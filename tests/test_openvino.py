@@ -136,6 +136,21 @@ def test_an_encoder_that_compiled_wrong_is_refused_before_it_encodes(export_cach
 
 
 @pytest.mark.model
+def test_a_lexical_search_does_not_load_the_encoder(tmp_path, export_cache, docs, monkeypatch):
+    with bertsearch.open_index(tmp_path / "ix", create=True, backend="openvino") as ix:
+        ix.add(docs)
+
+    def no_model(self):
+        raise BertsearchError("the encoder was loaded")
+
+    monkeypatch.setattr(ovb.OpenVINOEncoder, "_load", no_model)
+    with bertsearch.open_index(tmp_path / "ix") as ix:
+        assert ix.search("penicillin", mode="lexical", k=3)  # BM25 alone: no model
+        with pytest.raises(BertsearchError, match="the encoder was loaded"):
+            ix.search("penicillin", mode="dense", k=3)
+
+
+@pytest.mark.model
 def test_reranker_scores_follow_torch(export_cache):
     ov, torch = load_reranker(backend="openvino"), load_reranker(precision="fp32")
     assert isinstance(ov, ovb.OpenVINOReranker)

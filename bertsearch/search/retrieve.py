@@ -78,7 +78,8 @@ class Retriever:
         window = self.config.max_tokens - 2
         words = list(re.finditer(r"\S+", query))
         end = words[window - 1].end() if len(words) > window else len(query)
-        pieces = min(self.config.max_tokens, self.encoder.max_tokens) - self.encoder.special_tokens
+        # lexical mode asks nothing of the encoder: the model is not loaded for it
+        pieces = 0 if mode == "lexical" else min(self.config.max_tokens, self.encoder.max_tokens) - self.encoder.special_tokens
         if mode != "lexical" and len(query[:end].encode("utf-8")) > pieces:  # (a word piece is at least one byte)
             window = pieces
             spans = self.encoder.token_spans([query[:end]])[0]
