@@ -164,6 +164,18 @@ def test_open_corpus_records_are_reused_only_by_the_models_that_made_them(index,
     index._reader = WordReader("1945")  # another reader would be reported with the first one's answers
     with pytest.raises(bertsearch.BertsearchError, match="reader word-1928, not word-1945.*--records"):
         open_ask.collect(index, qs, out)
+    index._reader = WordReader("1928")
+    made = first[0]["pipeline"]["runtime"]
+    assert made["reader"] == "WordReader fp32" and made["encoder"].startswith(index.config.backend)
+    other = {**first[0], "pipeline": {**first[0]["pipeline"], "runtime": {**made, "reranker": "OpenVINOReranker bf16"}}}
+    out.write_text(json.dumps(other) + "\n", encoding="utf-8")  # the same weights on another runtime
+    with pytest.raises(bertsearch.BertsearchError, match="runtime .*OpenVINOReranker bf16.*not .*WordReranker fp32"):
+        open_ask.collect(index, qs, out)
+    unsaid = {**first[0], "pipeline": {k: v for k, v in first[0]["pipeline"].items() if k != "runtime"}}
+    out.write_text(json.dumps(unsaid) + "\n", encoding="utf-8")  # records from before the runtime was recorded
+    with caplog.at_level("WARNING"):
+        assert open_ask.collect(index, qs, out)[0]["spans"] == first[0]["spans"]
+    assert "do not say their runtime" in caplog.text
     old = {k: v for k, v in first[0].items() if k != "pipeline"}  # records from before the models were recorded
     out.write_text(json.dumps(old) + "\n", encoding="utf-8")
     with caplog.at_level("WARNING"):

@@ -94,9 +94,16 @@ def questions(v11: list[dict[str, Any]], v20: list[dict[str, Any]] | None, group
 
 
 def pipeline(ix: Any, passages: int) -> dict[str, Any]:
-    """What made a record's answers: the weights of the encoder, cross-encoder and reader, and the passages read."""
+    """What made a record's answers: the weights of the encoder, cross-encoder and reader, the runtime and precision
+    each ran in (the answers differ a little between them), and the passages read."""
     return {"encoder": ix.config.fingerprint, "reranker": ix.reranker.fingerprint(), "reader": ix.reader.fingerprint(),
-            "passages": passages}
+            "passages": passages,
+            "runtime": {"encoder": f"{ix.config.backend} {getattr(ix.encoder, 'vector_precision', 'fp32')}",
+                        "reranker": _runtime(ix.reranker), "reader": _runtime(ix.reader)}}
+
+
+def _runtime(model: Any) -> str:
+    return f"{type(model).__name__} {'bf16' if getattr(model, 'uses_bf16', False) else 'fp32'}"
 
 
 def collect(ix: Any, qs: list[dict[str, Any]], out: Path, *, passages: int = 5, per_passage: int = CANDIDATES,
@@ -138,12 +145,14 @@ def span_records(spans: list[Any]) -> list[dict[str, Any]]:
 
 def _check_made_by(out: Path, records: Any, made_by: dict[str, Any]) -> None:
     unknown = 0
+    unsaid: set[str] = set()  # what records of an older version do not say (the runtime, before 2026-12-06)
     for r in records:
         theirs = r.get("pipeline")
         if theirs is None:
             unknown += 1
             continue
-        differ = [k for k in made_by if theirs.get(k) != made_by[k]]
+        unsaid |= {k for k in made_by if k not in theirs}
+        differ = [k for k in made_by if k in theirs and theirs[k] != made_by[k]]
         if differ:
             raise BadArgument(
                 f"{out} holds answers of another pipeline ({', '.join(f'{k} {theirs.get(k)}, not {made_by[k]}' for k in differ)}):"
@@ -151,6 +160,9 @@ def _check_made_by(out: Path, records: Any, made_by: dict[str, Any]) -> None:
     if unknown:
         log.warning("%d records in %s do not say which models made them (collected before bertsearch recorded it); "
                     "they are reused as they are: delete the file to ask afresh with these models", unknown, out)
+    if unsaid:
+        log.warning("records in %s do not say their %s (collected before bertsearch recorded it); they are reused as "
+                    "they are: delete the file to ask afresh", out, " or ".join(sorted(unsaid)))
 
 
 def correct(record: dict[str, Any], text: str) -> tuple[float, float]:
