@@ -15,7 +15,7 @@ against fp32's, alternating, --rounds rounds. To run as a CPU without bfloat16 w
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python scripts/probe_int8.py --json logs/probe-int8.json
 
 With --hint bf16 every variant (and the baseline, "fp32" in the output) is compiled for bfloat16: on a CPU with AMX,
-whether int8 beats bfloat16 (2026-12-06 on the Xeon: static int8 1.05x, weights-dq128 0.71x).
+whether int8 beats bfloat16 (2026-12-06 on the Xeon: static int8 1.03x, weights-dq128 0.71x).
 """
 
 from __future__ import annotations
