@@ -139,7 +139,8 @@ def quantized(path: Path, fingerprint: str | None = None) -> Path:
 
 CHECK = "What causes the northern lights?"
 """The sentence each compiled encoder is checked on (`verify`): short (1 x 16 word pieces, padded), so the check costs
-a process about 20 ms before its first query (a one-shot search on the demo index: 0.346 against 0.328 s)."""
+a process about 20 ms before its first query (import, open and a first search of the demo index in one process:
+0.346 against 0.328 s)."""
 CHECK_FLOOR = 0.98
 """The encoder, once compiled, must give CHECK a mean hidden state this close (cosine) to fp32's, recorded when it was
 converted (on the Xeon: bf16 0.9999, int8 0.998): a model that compiled wrong fails loudly instead of indexing wrong
