@@ -90,6 +90,15 @@ def test_the_conversion_is_made_once_and_reused(export_cache, monkeypatch):
     assert again.encode(TEXTS[:2]).shape == (2, 384)
     assert ovb.converted(enc.path, "encoder") == folder and (folder / ovb.IR).stat().st_mtime_ns == stamp
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no half-made folder left behind
+    # a new recipe (a change to how the folders are made) never reads a folder the old one made
+    from bertsearch.models import onnx as onnxb
+
+    monkeypatch.setattr(onnxb, "RECIPE", 2)
+    made = []
+    monkeypatch.setattr(ovb, "export_fp32", lambda *a, **k: made.append(a) or no_export())
+    with pytest.raises(AssertionError, match="converted again"):
+        ovb.converted(enc.path, "encoder")
+    assert made and ovb.folder_name(enc.fingerprint(), "encoder") == f"{enc.fingerprint()}-encoder-r2"
 
 
 @pytest.mark.model

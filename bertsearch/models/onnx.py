@@ -43,10 +43,21 @@ def cache_root() -> Path:
     return Path(os.environ.get("BERTSEARCH_CACHE", Path.home() / ".cache" / "bertsearch")).expanduser()
 
 
+RECIPE = 1
+"""How the cached folders of exported and converted models are made (here and in `openvino`: the export, the
+conversion, the weight compression, what their records hold). A change that changes what a folder holds raises it:
+the folders get new names (`versioned`), and every model is made again, never read as the old recipe made it."""
+
+
+def versioned(name: str) -> str:
+    """A cache folder's name under the current RECIPE (the first recipe's names carry no suffix)."""
+    return name + (f"-r{RECIPE}" if RECIPE > 1 else "")
+
+
 def exported(path: Path, fingerprint: str | None = None) -> Path:
     """The folder holding the int8 ONNX export of the sentence-transformers model at `path`: made on first use."""
     fingerprint = fingerprint or fingerprint_dir(path)
-    folder = cache_root() / "onnx" / fingerprint
+    folder = cache_root() / "onnx" / versioned(fingerprint)
     if (folder / META).is_file():
         return folder
     meta = encoder_meta(path, fingerprint)  # refuses a model it cannot pool before the slow export

@@ -1,9 +1,9 @@
 """The encoder, the cross-encoder reranker and the extractive reader on OpenVINO, compiled for this CPU.
 
 Each model is exported once to ONNX in fp32 (`onnx.export_fp32`), converted with `openvino.convert_model` and
-saved as OpenVINO IR under `$BERTSEARCH_CACHE/openvino/FINGERPRINT-ROLE` (default `~/.cache/bertsearch`), so a
-changed model is converted again and an unchanged one never twice. Running a converted model needs only
-`openvino` and `tokenizers`: no torch, no transformers.
+saved as OpenVINO IR under `$BERTSEARCH_CACHE/openvino/FINGERPRINT-ROLE` (default `~/.cache/bertsearch`; `folder_name`),
+so a changed model, or a changed way of converting it (`onnx.RECIPE`), is converted again and an unchanged one never twice.
+Running a converted model needs only `openvino` and `tokenizers`: no torch, no transformers.
 
 Precision: "auto" compiles for bfloat16 where the CPU runs it natively (AVX-512 BF16 or AMX; mean cosine 0.99998 to
 fp32 on SciFact abstracts), else fp32; "fp32" and "bf16" ask for one. "int8" (the encoder only) runs a copy whose
@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import BadArgument, BertsearchError, MissingDependency
 from .base import fingerprint_dir
-from .onnx import OnnxEncoder, cache_root, cached, encoder_meta, export_fp32, mean_pool
+from .onnx import OnnxEncoder, cache_root, cached, encoder_meta, export_fp32, mean_pool, versioned
 from .reader import ExtractiveReader
 from .reranker import MAX_LENGTH_CAP, CrossEncoderReranker
 
@@ -73,11 +73,17 @@ def _openvino() -> Any:
     return openvino
 
 
+def folder_name(fingerprint: str, role: str) -> str:
+    """The cache folder's name for a model (its weights' fingerprint) in a role ("encoder", "encoder-int8", ...),
+    under the current `onnx.RECIPE`."""
+    return versioned(f"{fingerprint}-{role}")
+
+
 def converted(path: Path, role: str, fingerprint: str | None = None) -> Path:
     """The folder holding the OpenVINO IR (fp32 weights) of the model at `path` in `role` ("encoder", "reranker" or
     "reader"; see `onnx.HEADS`), its tokenizer and what it needs beside them: made on first use."""
     fingerprint = fingerprint or fingerprint_dir(path)
-    folder = cache_root() / "openvino" / f"{fingerprint}-{role}"
+    folder = cache_root() / "openvino" / folder_name(fingerprint, role)
     if (folder / MARKER).is_file():
         return folder
     meta = encoder_meta(path, fingerprint) if role == "encoder" else {"source": str(path), "fingerprint": fingerprint}
@@ -107,7 +113,7 @@ def quantized(path: Path, fingerprint: str | None = None) -> Path:
     of `converted` by NNCF's weight compression (asymmetric, per output channel; no data needed). At run time the
     activations are quantised as they come, per group of INT8_GROUP values (`compile_ir`)."""
     fingerprint = fingerprint or fingerprint_dir(path)
-    folder = cache_root() / "openvino" / f"{fingerprint}-encoder-int8"
+    folder = cache_root() / "openvino" / folder_name(fingerprint, "encoder-int8")
     if (folder / MARKER).is_file():
         return folder
     source = converted(path, "encoder", fingerprint)
@@ -176,7 +182,7 @@ def reference(folder: Path) -> list[float]:
     record = folder / MARKER
     meta = json.loads(record.read_text(encoding="utf-8"))
     if (meta.get("check") or {}).get("text") != CHECK:
-        source = folder.parent / f"{meta.get('fingerprint')}-encoder"
+        source = folder.parent / folder_name(str(meta.get("fingerprint")), "encoder")
         if meta.get("precision") == INT8 and (source / MARKER).is_file():
             meta["check"] = {"text": CHECK, "fp32": reference(source)}
         else:
