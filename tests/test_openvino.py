@@ -102,7 +102,7 @@ def test_the_conversion_is_made_once_and_reused(export_cache, monkeypatch):
 
 
 @pytest.mark.model
-def test_each_precision_keeps_its_own_compiled_model(export_cache):
+def test_each_precision_keeps_its_own_compiled_model(export_cache, monkeypatch):
     """OpenVINO's cache handed a compile for bfloat16 the model compiled for fp32 from the same IR, and wrong vectors
     came out (or the process crashed): each set of settings now keeps its own."""
     folder = ovb.converted(load_encoder(None, backend="openvino").path, "encoder")
@@ -117,6 +117,13 @@ def test_each_precision_keeps_its_own_compiled_model(export_cache):
             assert np.allclose(v, fresh, atol=1e-4), precision
     kept = list((folder / ovb.COMPILED).iterdir())
     assert len(kept) == 2 and all(p.is_dir() and any(p.glob("*.blob")) for p in kept)  # the loose one is gone
+    # a cache folder that cannot be made (a cache the user may only read): compiled all the same, nothing kept
+    blocked = folder / ovb.COMPILED / "blocked"
+    blocked.write_text("a file where a folder would go", encoding="utf-8")
+    monkeypatch.setattr(ovb, "compiled_dir", lambda folder, config: blocked / "key")
+    fresh = ovb._check(ovb.Runner(ovb.compile_ir(folder, "fp32", cache=False)), ovb.reading(folder))
+    assert np.allclose(ovb._check(ovb.Runner(ovb.compile_ir(folder, "fp32")), ovb.reading(folder)), fresh, atol=1e-4)
+    blocked.unlink()
 
 
 @pytest.mark.model

@@ -282,7 +282,12 @@ def compile_ir(folder: Path, precision: str, *, threads: int | None = None, cach
     if precision == INT8:
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = INT8_GROUP
     if cache:
-        config["CACHE_DIR"] = str(compiled_dir(folder, config))
+        where = compiled_dir(folder, config)
+        try:
+            where.mkdir(parents=True, exist_ok=True)  # OpenVINO refuses to compile into a folder it cannot make
+            config["CACHE_DIR"] = str(where)
+        except OSError:  # a cache the user may only read: compiled afresh, and nothing kept
+            log.info("cannot make %s: the model is compiled without keeping the result", where)
     return core.compile_model(str(folder / IR), "CPU", config)
 
 
