@@ -437,8 +437,8 @@ class Index:
         try:
             model.model  # converts the model (once per machine) and compiles it  # noqa: B018
         except Exception as e:  # noqa: BLE001 - an operator or a head its export lacks: torch runs them all
-            log.warning("the %s %s could not run on %s (%s: %s); it runs on torch instead", role, model.name, backend,
-                        type(e).__name__, e)
+            log.warning("the %s %s could not run on %s (%s: %s%s); it runs on torch instead", role, model.name, backend,
+                        type(e).__name__, e, _cache_hint(e))
             return load(name, device=self._device, precision=self._precision, backend="torch")
         return model
 
@@ -629,10 +629,19 @@ def _new_encoder(model: str | None, *, device: str | None, precision: str, backe
     except Exception as e:  # a pooling it lacks, an operator its export lacks: torch runs them all (not in int8)
         if asked == "int8":
             raise
-        log.warning("%s could not run on %s (%s: %s); this index uses torch instead", encoder.name, chosen,
-                    type(e).__name__, e)
+        log.warning("%s could not run on %s (%s: %s%s); this index uses torch instead", encoder.name, chosen,
+                    type(e).__name__, e, _cache_hint(e))
         return load_encoder(model, device=device, precision=asked, backend="torch"), "torch"
     return encoder, chosen
+
+
+def _cache_hint(e: BaseException) -> str:
+    """What to do when a model's converted copy could not be written or read: it lives in the cache folder."""
+    if not isinstance(e, OSError):
+        return ""
+    from .models.onnx import cache_root
+
+    return f"; the converted models are kept in {cache_root()}: set $BERTSEARCH_CACHE to a folder you can write"
 
 
 def _is_hashing(model: str | None) -> bool:

@@ -349,6 +349,13 @@ def test_a_model_openvino_cannot_convert_falls_back_to_torch_for_auto_only(tmp_p
     with pytest.raises(RuntimeError, match="XYZ"):  # named outright: the failure is the user's to see
         bertsearch.open_index(tmp_path / "named", create=True, backend="openvino")
     assert not (tmp_path / "named").exists()  # and no half-made index is left
+    # a cache folder that cannot be written: the warning says where the converted models go, and how to move them
+    caplog.clear()
+    monkeypatch.setattr(ovb, "converted", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied")))
+    monkeypatch.setattr(ovb, "quantized", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied")))
+    with caplog.at_level("WARNING"), bertsearch.open_index(tmp_path / "unwritable", create=True) as ix:
+        assert ix.config.backend == "torch"
+    assert f"kept in {export_cache}: set $BERTSEARCH_CACHE to a folder you can write" in caplog.text
 
 
 @pytest.mark.model
