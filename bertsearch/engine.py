@@ -607,14 +607,14 @@ def _new_encoder(model: str | None, *, device: str | None, precision: str, backe
     choice; should OpenVINO fail to convert a model it picked (an architecture its export does not handle), the
     index is made on torch instead, and the log says why. A backend named outright fails loudly. On OpenVINO,
     precision "auto" takes `models.openvino.auto_precision`'s choice: int8 on a CPU with VNNI and no native bf16."""
-    from .models import auto_backend
+    from .models import auto_backend, is_hashing
 
     chosen = backend if backend not in (None, "auto") else auto_backend(model, device)
     if precision == "int8" and chosen == "torch":
         raise BadArgument("--precision int8 runs on the openvino backend, and this index would be made on torch: add "
                           "--backend openvino, or leave out --precision")
     asked = precision
-    if chosen == "openvino" and not _is_hashing(model) and precision in ("auto", "int8"):
+    if chosen == "openvino" and not is_hashing(model) and precision in ("auto", "int8"):
         from .models.openvino import auto_precision, require_vnni
 
         if precision == "int8":
@@ -642,10 +642,6 @@ def _cache_hint(e: BaseException) -> str:
     from .models.onnx import cache_root
 
     return f"; the converted models are kept in {cache_root()}: set $BERTSEARCH_CACHE to a folder you can write"
-
-
-def _is_hashing(model: str | None) -> bool:
-    return model is not None and (model == "hashing" or model.startswith("hashing:"))
 
 
 def _search_precision(path: Path, config: IndexConfig, precision: str) -> str:

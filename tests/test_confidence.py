@@ -167,6 +167,9 @@ def test_open_corpus_records_are_reused_only_by_the_models_that_made_them(index,
     index._reader = WordReader("1928")
     made = first[0]["pipeline"]["runtime"]
     assert made["reader"] == "WordReader fp32" and made["encoder"].startswith(index.config.backend)
+    from bertsearch.models.shared import SharedReranker
+
+    assert open_ask._runtime(SharedReranker(WordReranker("x"))) == "WordReranker fp32"  # the model, not the wrapper
     other = {**first[0], "pipeline": {**first[0]["pipeline"], "runtime": {**made, "reranker": "OpenVINOReranker bf16"}}}
     out.write_text(json.dumps(other) + "\n", encoding="utf-8")  # the same weights on another runtime
     with pytest.raises(bertsearch.BertsearchError, match="runtime .*OpenVINOReranker bf16.*not .*WordReranker fp32"):

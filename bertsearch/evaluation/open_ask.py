@@ -103,6 +103,7 @@ def pipeline(ix: Any, passages: int) -> dict[str, Any]:
 
 
 def _runtime(model: Any) -> str:
+    model = getattr(model, "inner", model)  # the model under the index's thread-sharing wrapper
     return f"{type(model).__name__} {'bf16' if getattr(model, 'uses_bf16', False) else 'fp32'}"
 
 

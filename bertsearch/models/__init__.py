@@ -41,8 +41,7 @@ def auto_backend(model: str | None = None, device: str | None = None) -> str:
         if chosen not in BACKENDS:
             raise ModelNotFound(f"unknown backend {chosen!r} in ${BACKEND_ENV}; use one of {', '.join(BACKENDS)}")
         return chosen
-    name = canonical_name(model)
-    if name == "hashing" or name.startswith("hashing:"):
+    if is_hashing(model):
         return "torch"
     if device is not None and not str(device).startswith("cpu"):
         return "torch"
@@ -80,6 +79,12 @@ def query_backend(backend: str | None = None, index_backend: str = "torch") -> s
 def canonical_name(name: str | None) -> str:
     name = DEFAULT_ENCODER if name is None else name
     return _ALIASES.get(name, name)
+
+
+def is_hashing(name: str | None) -> bool:
+    """Whether `name` is the hashing encoder ("hashing" or "hashing:DIM"): no weights, torch only."""
+    name = canonical_name(name)
+    return name == "hashing" or name.startswith("hashing:")
 
 
 def resolve_model_path(name: str) -> Path:
@@ -128,7 +133,7 @@ def load_encoder(name: str | None = None, *, device: str | None = None, precisio
     if backend not in BACKENDS:
         raise ModelNotFound(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     name = canonical_name(name)
-    if name == "hashing" or name.startswith("hashing:"):
+    if is_hashing(name):
         from .hashing import HashingEncoder
 
         dim = name.partition(":")[2]

@@ -54,6 +54,17 @@ def versioned(name: str) -> str:
     return name + (f"-r{RECIPE}" if RECIPE > 1 else "")
 
 
+def reading(folder: Path) -> Any:
+    """The tokenizer in `folder` (an export's or a conversion's) as the encoder reads with it: no padding, no
+    truncation (the encoder cuts to its window itself)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
 def exported(path: Path, fingerprint: str | None = None) -> Path:
     """The folder holding the int8 ONNX export of the sentence-transformers model at `path`: made on first use."""
     fingerprint = fingerprint or fingerprint_dir(path)
@@ -217,14 +228,9 @@ class OnnxEncoder:
 
     def _load(self) -> None:
         folder = self._prepare()
-        from tokenizers import Tokenizer
-
         # read from the model's folder, not the export's record: a reading fixed since the export applies at once
         self._meta = encoder_meta(self.path, self.fingerprint())
-        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        tok.no_truncation()
-        tok.no_padding()
-        self._tokenizer = tok
+        self._tokenizer = reading(folder)
 
     def _prepare(self) -> Path:
         """The runtime's session, made from the export (made first, once); returns the export's folder."""

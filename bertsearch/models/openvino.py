@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import BadArgument, BertsearchError, MissingDependency
 from .base import fingerprint_dir
-from .onnx import OnnxEncoder, cache_root, cached, encoder_meta, export_fp32, mean_pool, versioned
+from .onnx import OnnxEncoder, cache_root, cached, encoder_meta, export_fp32, mean_pool, reading, versioned
 from .reader import ExtractiveReader
 from .reranker import MAX_LENGTH_CAP, CrossEncoderReranker
 
@@ -152,16 +152,6 @@ CHECK_FLOOR = 0.98
 converted (on the Xeon: bf16 0.9999, int8 0.998): a model that compiled wrong fails loudly instead of indexing wrong
 vectors. (Added for int8 after an int8 reranker, since reverted, once gave logits 2,800 times fp32's; for every
 precision after OpenVINO's cache handed a bf16 compile the model compiled for fp32: `compiled_dir`.)"""
-
-
-def reading(folder: Path) -> Any:
-    """The tokenizer in `folder` as the encoder reads with it: no padding, no truncation (`OnnxEncoder._load`)."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    return tok
 
 
 def _check(runner: Runner, tokenizer: Any) -> np.ndarray:
@@ -556,6 +546,10 @@ class OpenVINOReranker(CrossEncoderReranker):
     def __init__(self, name: str, path: Path, **kwargs: Any) -> None:
         _check_device(kwargs.get("device"))
         super().__init__(name, path, **kwargs)
+
+    @property
+    def uses_bf16(self) -> bool:
+        return precision_hint(self.precision) == "bf16"
 
     @property
     def model(self) -> Compiled:

@@ -135,6 +135,13 @@ class CrossEncoderReranker:
     # -- loading ----------------------------------------------------------------------------------
 
     @property
+    def uses_bf16(self) -> bool:
+        """bfloat16 autocast: asked for, or "auto" on a CPU (not a GPU) that runs it natively (as the reader's)."""
+        from .sentence import uses_bf16
+
+        return uses_bf16(self.model.device, self.precision)
+
+    @property
     def model(self) -> Any:
         if self._model is None:
             import torch
