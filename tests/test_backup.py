@@ -91,6 +91,35 @@ def test_existing_folders_are_replaced_only_with_force(run, built, tmp_path, doc
     assert run("backup", empty, "--index", built).exit_code == 0 and stored(empty) == before
 
 
+def test_force_never_replaces_a_folder_of_other_files(run, built, tmp_path):
+    """`restore --force` and `backup --force` into a folder of the user's own files deleted them (and `restore` said
+    the folder "already holds an index")."""
+    out = tmp_path / "bk"
+    assert run("backup", out, "--index", built).exit_code == 0
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("my thesis")
+    for args in (("restore", out, "--index", precious), ("restore", out, "--index", precious, "--force"),
+                 ("backup", precious, "--index", built, "--force")):
+        r = run(*args)
+        assert r.exit_code == 1 and "holds files that are not an index (thesis.txt)" in r.stderr, (args, r.output)
+        assert "already holds an index" not in r.stderr
+        assert sorted(p.name for p in precious.iterdir()) == ["thesis.txt"]
+    r = run("index", tmp_path / "none.jsonl", "--index", "")
+    assert r.exit_code == 2 and "give a folder name" in r.stderr and not (Path.cwd() / "store.db").exists()
+
+
+def test_an_index_in_a_read_only_folder_is_backed_up(run, built, tmp_path, monkeypatch):
+    """Its backup said the store was damaged, and advised `restore --force` over a sound index."""
+    monkeypatch.setattr(bk, "writable_folder", lambda folder: folder != built)  # as a read-only mount is, to root too
+    r = run("backup", tmp_path / "bk", "--index", built)
+    assert r.exit_code == 0, r.output
+    assert stored(tmp_path / "bk") == stored(built)
+    (built / "store.db-wal").write_bytes(b"x" * 100)  # writes not yet folded in: they cannot be read, so refused
+    r = run("backup", tmp_path / "bk2", "--index", built)
+    assert r.exit_code == 1 and "read-only and holds writes not yet folded" in r.stderr and "damaged" not in r.stderr
+
+
 def test_user_mistakes_are_one_line(run, built, tmp_path):
     cases = [
         (("backup", tmp_path / "x", "--index", tmp_path / "missing"), "no index at"),

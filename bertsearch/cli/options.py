@@ -21,7 +21,15 @@ def index_option(f: F) -> F:
         show_default="$BERTSEARCH_INDEX or indexes/default",
         help="Index folder.",
         metavar="DIR",
+        callback=_a_folder,
     )(f)
+
+
+def _a_folder(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An empty --index would mean the working folder: an index's files among the user's own."""
+    if not str(value).strip():
+        raise click.BadParameter("give a folder name (an empty one would be the working folder)")
+    return value
 
 
 def model_option(f: F) -> F:

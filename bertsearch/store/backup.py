@@ -36,6 +36,7 @@ from typing import Any
 from ..config import IndexConfig
 from ..errors import BertsearchError, IndexNotFound
 from .migrations import SCHEMA_VERSION
+from .sqlite import writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ def backup(index: str | Path, out: str | Path, *, force: bool = False, timeout: 
     if not (index / STORE).is_file():
         raise IndexNotFound(str(index))
     _refuse_same(index, out, f"back up {index} into {out}: one holds the other; choose an OUT folder beside the index")
+    _refuse_foreign(out, "a backup")
     if _occupied(out) and not force:
-        raise BackupError(f"{out} already exists; choose a new folder for the backup, or pass --force to replace it")
+        raise BackupError(f"{out} already holds a backup or an index; choose a new folder for the backup, or pass "
+                          "--force to replace it")
     fix = f"restore it from an earlier backup with 'bertsearch restore BACKUP --index {index} --force'"
     return _copy(index, out, manifest=True, force=force, timeout=timeout, fix=fix)
 
@@ -77,6 +80,7 @@ def restore(source: str | Path, index: str | Path, *, force: bool = False, timeo
         raise BackupError(f"no backup at {source} (it has no {STORE}); give a folder written by 'bertsearch backup'")
     _recover(index)
     _refuse_same(source, index, f"restore {source} into {index}: one holds the other; keep backups outside the index folder")
+    _refuse_foreign(index, "the restored index")
     if _occupied(index) and not force:
         raise BackupError(
             f"{index} already holds an index; pass --force to replace it with {source}, or restore into a new folder"
@@ -142,7 +146,7 @@ def _copy(src: Path, dst: Path, *, manifest: bool, force: bool, timeout: float, 
 def _copy_store(src: Path, dst: Path, *, timeout: float, fix: str) -> dict[str, Any]:
     """Copy src/store.db to `dst` in one step (one read transaction) and check the copy."""
     for attempt in (1, 2):
-        conn = sqlite3.connect(src / STORE, timeout=timeout)  # exists: checked by the caller
+        conn = _reading(src / STORE, timeout)
         try:
             target = sqlite3.connect(dst)
             try:
@@ -154,7 +158,9 @@ def _copy_store(src: Path, dst: Path, *, timeout: float, fix: str) -> dict[str, 
                 raise BackupError(f"{src} stayed locked for {timeout:.0f}s; try again when its writer finishes") from None
             if dst.exists() and ("full" in str(e) or "I/O" in str(e)):
                 raise  # the destination failed: reported by the caller
-            raise _damaged(src, fix) from None
+            if "malformed" in str(e) or "not a database" in str(e):
+                raise _damaged(src, fix) from None
+            raise BackupError(f"could not read {src / STORE} ({e}); check the permissions of {src} and its files") from None
         except sqlite3.DatabaseError:
             raise _damaged(src, fix) from None
         finally:
@@ -169,6 +175,19 @@ def _copy_store(src: Path, dst: Path, *, timeout: float, fix: str) -> dict[str, 
         _set_meta(dst, "retired", None)  # a folder left retired (given by hand): its copy is a live index
         info["retired"] = None
     return info
+
+
+def _reading(db: Path, timeout: float) -> sqlite3.Connection:
+    """A connection to read the store `db` (which exists: checked by the caller). In a folder this process cannot
+    write, SQLite's write-ahead log cannot be opened, so the store is read as immutable, as a search reads it; one
+    with writes not yet folded in from its log is refused (they would be left out of the copy)."""
+    if writable_folder(db.parent):
+        return sqlite3.connect(db, timeout=timeout)
+    wal = db.with_name(db.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise BackupError(f"{db.parent} is read-only and holds writes not yet folded into {db.name} ({wal.name}); make "
+                          "the folder writable and run any bertsearch command on it once, then back it up")
+    return sqlite3.connect(f"{db.resolve().as_uri()}?immutable=1", uri=True, timeout=timeout)
 
 
 def _verify(db: Path, src: Path, fix: str) -> dict[str, Any]:
@@ -325,6 +344,16 @@ def _recover(index: Path) -> None:
 
 def _occupied(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def _refuse_foreign(dst: Path, what: str) -> None:
+    """Refuses, --force or not, a destination that holds files but no index store: replacing it would delete the
+    user's own files (found 2026-12-06: `restore --force` into a folder of notes left only the index)."""
+    names = sorted(p.name for p in dst.iterdir()) if dst.is_dir() and not (dst / STORE).exists() else []
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise BackupError(f"{dst} holds files that are not an index ({shown}); bertsearch replaces only an index "
+                          f"or a backup folder, never other files. Choose a new folder for {what}, or empty this one")
 
 
 def _refuse_same(a: Path, b: Path, what: str) -> None:
