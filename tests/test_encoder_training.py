@@ -144,3 +144,72 @@ def test_cli_train_encoder_from_pairs_and_argument_errors(tiny_encoder, tmp_path
     r = CliRunner().invoke(cli, ["train", "encoder", "--pairs", str(pairs), "--beir", str(tmp_path), "--out",
                                  str(tmp_path / "x")])
     assert r.exit_code == 1 and "one source" in r.stderr
+
+
+def _weights(folder):
+    from safetensors.numpy import load_file
+
+    (f,) = folder.glob("**/model.safetensors")
+    return load_file(str(f))
+
+
+def test_a_run_of_one_step_learns_and_says_it_is_short(tiny_encoder, beir_dir, tmp_path, caplog):
+    """transformers' warmup (a ratio, rounded up) ran a one-step run at a learning rate of 0: the base was saved as
+    trained. Rounded down, a run too short for a warmup has none, and the log says how short it is."""
+    from bertsearch.training.common import warmup_steps
+
+    assert [warmup_steps(0.1, n) for n in (1, 9, 10, 15, 1000)] == [0, 0, 1, 1, 100]
+    out = tmp_path / "enc"
+    report = training.train_encoder(out, beir=beir_dir, base=str(tiny_encoder), epochs=1, batch_size=32,
+                                    mini_batch_size=4, dev_fraction=0.25, dev_corpus=10, filter_negatives=False)
+    assert report["steps"] == 1
+    assert "only 1 optimizer step in this run" in caplog.text
+    before, after = _weights(tiny_encoder), _weights(out)
+    assert max(float(np.abs(after[k].astype(np.float32) - before[k].astype(np.float32)).max()) for k in before) > 0
+
+
+def test_out_must_not_be_an_index_nor_a_model_saved_before(tiny_encoder, beir_dir, tmp_path):
+    from bertsearch.errors import BadArgument
+
+    kw = {"beir": beir_dir, "base": str(tiny_encoder), "epochs": 1, "batch_size": 4, "mini_batch_size": 2,
+          "dev_fraction": 0.25, "dev_corpus": 10, "filter_negatives": False}
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        ix.add([{"id": "a", "text": "kept"}])
+    with pytest.raises(BadArgument, match="is an index folder"):
+        training.train_encoder(tmp_path / "ix", **kw)
+    with bertsearch.open_index(tmp_path / "ix") as ix:  # untouched
+        assert ix.get("a")["text"] == "kept" and ix.config.model.startswith("hashing")
+    out = tmp_path / "enc"
+    training.train_encoder(out, **kw)
+    first = (out / "model.safetensors").read_bytes()
+    with pytest.raises(BadArgument, match="already holds a model .* --no-resume"):
+        training.train_encoder(out, **{**kw, "lr": 5e-5})
+    assert (out / "model.safetensors").read_bytes() == first
+    training.train_encoder(out, resume=False, **{**kw, "lr": 5e-5})  # --no-resume: start over and replace it
+    assert (out / "model.safetensors").read_bytes() != first
+
+
+def test_a_reranker_or_a_reader_is_refused_as_the_encoder(tiny_encoder, tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering, BertForSequenceClassification
+
+    from bertsearch.errors import BadArgument
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_encoder))
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64)
+    torch.manual_seed(0)
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "text": "Bees make honey."}) + "\n")
+    for kind, what in ((BertForSequenceClassification, "a cross-encoder"),
+                       (BertForQuestionAnswering, "an extractive reader")):
+        folder = tmp_path / kind.__name__
+        kind(BertConfig(**config.to_dict(), num_labels=1) if what == "a cross-encoder" else config).save_pretrained(
+            folder)
+        tok.save_pretrained(folder)
+        r = CliRunner().invoke(cli, ["index", str(corpus), "--index", str(tmp_path / "ix"),
+                                     "--model", str(folder)])
+        assert r.exit_code == 1 and f"is {what}" in r.stderr and "not an embedding model" in r.stderr, r.output
+        assert not (tmp_path / "ix").exists()
+        with pytest.raises(BadArgument, match="not an embedding model"):
+            training.train_encoder(tmp_path / "out", pairs=str(corpus), base=str(folder))

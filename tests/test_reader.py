@@ -397,6 +397,28 @@ def test_train_reader_saves_a_loadable_reader_and_resumes(tmp_path, tiny_dir):
     assert not (out / "checkpoints").exists()
 
 
+def test_a_reranker_or_an_encoder_is_refused_as_the_reader(tmp_path, tokenizer):
+    """Given as --reader, a cross-encoder failed in the first question with a traceback, and a bare encoder answered
+    from a head never trained; as the base of `train reader`, a cross-encoder failed the same way."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from bertsearch.training.reader import train_reader
+
+    cross = tmp_path / "cross"
+    BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)).save_pretrained(
+        cross)
+    tokenizer.save_pretrained(cross)
+    with pytest.raises(BadArgument, match=r"is a cross-encoder \(a reranker\) \(BertForSequenceClassification\), not an "
+                                          "extractive reader"):
+        load_reader(str(cross))
+    with pytest.raises(BadArgument, match="without a question-answering head"):
+        load_reader(DEFAULT_ENCODER)
+    with pytest.raises(BadArgument, match="base model .* is a cross-encoder"):
+        train_reader(SQUAD / "train-v1.1.json", tmp_path / "out", base=str(cross), **TRAIN)
+    assert not (tmp_path / "out").exists()
+
+
 def test_checkpoints_of_a_run_from_before_unanswerable_resume_with_unanswerable_0(tmp_path):
     from bertsearch.training.common import RUN_FILE, check_same_run
     from bertsearch.training.reader import _BEFORE_UNANSWERABLE

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
-from ..errors import ModelNotFound
+from ..errors import BadArgument, ModelNotFound
 from .base import Encoder
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -96,6 +97,12 @@ def resolve_model_path(name: str) -> Path:
                 f"{p} holds no model (none of {', '.join(MODEL_FILES)}); give the folder a model was saved to "
                 f"(SentenceTransformer.save or save_pretrained), a model id, or leave the option out for the default"
             )
+        if not any(f.suffix == ".safetensors" or (f.name.startswith("pytorch_model") and f.suffix == ".bin")
+                   for f in [*p.glob("*"), *p.glob("*/*")]):
+            raise ModelNotFound(
+                f"{p} has a model's settings but no weights (no .safetensors or pytorch_model.bin file, in it or a "
+                "folder of it); copy the whole model folder, weights included"
+            )
         return p.resolve()
     if name in _PACKAGED:
         module, package = _PACKAGED[name]
@@ -118,6 +125,39 @@ def resolve_model_path(name: str) -> Path:
             f"model {name} is neither a local folder nor in the Hugging Face cache; this machine cannot download "
             f"it, so copy the model folder here and pass its path, or use the default ({DEFAULT_ENCODER})"
         ) from None
+
+
+TASK_HEADS = {"ForSequenceClassification": "a cross-encoder (a reranker)",
+              "ForQuestionAnswering": "an extractive reader"}
+"""Architectures that end so carry a task's head, and what a model with one is to a user."""
+
+
+def task_head(path: Path) -> tuple[str, str] | None:
+    """The architecture of the model at `path` and what it is, when it carries a task head (TASK_HEADS); None for a
+    base model, a bi-encoder, or a folder whose config.json does not say."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for arch in config.get("architectures") or []:
+        for ending, what in TASK_HEADS.items():
+            if str(arch).endswith(ending):
+                return str(arch), what
+    return None
+
+
+def encoder_path(name: str) -> Path:
+    """`resolve_model_path(name)`, refusing a model with a task head: a reranker or a reader given as the encoder
+    would still embed (mean pooling over its body), but poorly, and nothing would say so."""
+    path = resolve_model_path(name)
+    head = task_head(path)
+    if head is not None:
+        raise BadArgument(
+            f"{name} is {head[1]} ({head[0]}), not an embedding model: an encoder (--model, --base of 'train encoder') "
+            "is a sentence-transformers model or a base model such as the default; a reranker goes to --reranker, "
+            "a reader to --reader"
+        )
+    return path
 
 
 def load_encoder(name: str | None = None, *, device: str | None = None, precision: str = "auto",
@@ -143,11 +183,11 @@ def load_encoder(name: str | None = None, *, device: str | None = None, precisio
     if backend == "onnx":
         from .onnx import OnnxEncoder
 
-        return OnnxEncoder(name, resolve_model_path(name))
+        return OnnxEncoder(name, encoder_path(name))
     if backend == "openvino":
         from .openvino import OpenVINOEncoder
 
-        return OpenVINOEncoder(name, resolve_model_path(name), device=device, precision=precision)
+        return OpenVINOEncoder(name, encoder_path(name), device=device, precision=precision)
     from .sentence import SentenceEncoder
 
-    return SentenceEncoder(name, resolve_model_path(name), device=device, precision=precision)
+    return SentenceEncoder(name, encoder_path(name), device=device, precision=precision)

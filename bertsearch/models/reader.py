@@ -299,6 +299,18 @@ def _read_settings(path: Path) -> dict[str, Any]:
     return {k: data[k] for k in DEFAULTS if k in data}
 
 
+def check_reader(name: str, path: Path) -> None:
+    """Raise a clear error when `path` holds no extractive reader (a question-answering head): a reranker's or a bare
+    encoder's weights would fail deep in the first question, or answer from a head never trained."""
+    from . import task_head
+
+    head = task_head(path)
+    if head is None or not head[0].endswith("ForQuestionAnswering"):
+        what = f"{head[1]} ({head[0]})" if head else "a model without a question-answering head"
+        raise BadArgument(f"{name} is {what}, not an extractive reader; --reader needs a question-answering model, "
+                          "such as one made by 'bertsearch train reader'")
+
+
 def load_reader(
     name: str | None = None,
     *,
@@ -327,6 +339,7 @@ def load_reader(
         from . import resolve_model_path
 
         path = resolve_model_path(name)
+        check_reader(name, path)
     kind: type[ExtractiveReader] = ExtractiveReader
     if backend == "openvino":
         from .openvino import OpenVINOReader

@@ -53,7 +53,17 @@ from typing import Any
 
 from ..errors import BadArgument, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
-from .common import dev_metrics, machine, progress_callback, resume_point, run_trainer, schedule_args, write_json
+from .common import (
+    dev_metrics,
+    machine,
+    progress_callback,
+    refuse_index_folder,
+    resume_point,
+    run_trainer,
+    schedule_args,
+    warmup_steps,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +169,7 @@ def adapt(
     settings = {k: str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, tuple) else v
                 for k, v in locals().items() if k != "progress"}
     from ..engine import Index
+    from ..models import resolve_model_path
 
     unknown = set(steps) - set(STEPS)
     if unknown:
@@ -172,6 +183,9 @@ def adapt(
         raise BadArgument("negatives and queries_per_doc must be at least 1, holdout at least 0, remove_query in "
                           "[0, 1], average in (0, 1]")
     out_dir = Path(out_dir)
+    refuse_index_folder(out_dir)
+    if base is not None:
+        resolve_model_path(base)  # a model that is not there is named now, not after the queries and the mining
     work = out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"index": str(index), "out": str(out_dir), "steps": {}}
@@ -565,8 +579,9 @@ def _mlm(index: str | Path, out: Path, base: str, *, epochs: int, batch_size: in
     data = datasets.Dataset.from_dict({"text": texts}).map(
         lambda b: tok(b["text"], truncation=True, max_length=max_length), batched=True, remove_columns=["text"])
     collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.15)  # 80% [MASK], 10% random, 10% kept
+    warmup = warmup_steps(0.1, math.ceil(len(data) / batch_size) * epochs)
     args = Args(output_dir=str(out / "checkpoints"), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-                learning_rate=lr, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0, save_strategy="no",
+                learning_rate=lr, warmup_steps=warmup, lr_scheduler_type="linear", max_grad_norm=1.0, save_strategy="no",
                 use_cpu=not torch.cuda.is_available(), bf16=bf16, seed=seed, report_to="none", disable_tqdm=True)
     trainer = Trainer(model=mlm_model, args=args, train_dataset=data, data_collator=collator,
                       callbacks=[progress_callback(progress)])

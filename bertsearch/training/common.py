@@ -42,6 +42,21 @@ def check_settings(s: dict[str, Any]) -> None:
         raise BadArgument(f"time_limit must be a positive number of minutes, not {s['time_limit']}")
 
 
+FEW_STEPS = 10
+"""Fewer optimizer steps than this get a warning: too few to move the model much (see `warmup_steps`)."""
+
+
+def warmup_steps(ratio: float, total: int) -> int:
+    """The linear warmup's length in steps: `ratio` of `total`, rounded down. transformers rounds a ratio up, and its
+    warmup runs the first step at a learning rate of 0, so a run of one step changed nothing and saved the base
+    model as trained (found 2026-12-06): rounded down, a run of fewer than 1/ratio steps has no warmup, and its first
+    step learns. A run with fewer than FEW_STEPS steps is warned about."""
+    if total < FEW_STEPS:
+        log.warning("only %d optimizer step%s in this run: too few to change the model much; more examples, more "
+                    "--epochs or a smaller --batch-size give it more", total, "" if total == 1 else "s")
+    return int(ratio * total)
+
+
 def schedule_args(
     *,
     checkpoints: Path,
@@ -69,7 +84,7 @@ def schedule_args(
         "per_device_eval_batch_size": batch_size,
         "learning_rate": lr,
         "lr_scheduler_type": "linear",
-        "warmup_steps": warmup_ratio,  # a float below 1 is a ratio of all steps
+        "warmup_steps": warmup_steps(warmup_ratio, steps_per_epoch * epochs),
         "weight_decay": weight_decay,
         "max_grad_norm": max_grad_norm,
         "eval_strategy": strategy if best_metric is not None else "no",
@@ -116,6 +131,30 @@ def check_same_run(
     if changed:
         was = ", ".join(f"{k}={before.get(k)!r} (now {settings[k]!r})" for k in changed)
         raise BadArgument(f"the checkpoints in {checkpoints} come from a run with other settings: {was}; {fix}")
+
+
+def refuse_index_folder(out_dir: Path) -> None:
+    if (out_dir / "store.db").exists():
+        raise BadArgument(f"{out_dir} is an index folder: a model saved there would overwrite its config.json; give "
+                          "--out a folder of its own (for example models/NAME)")
+
+
+def check_out(out_dir: Path, *, resume: bool) -> None:
+    """Refuses an `out_dir` where the model to be saved would break or replace something: an index folder (a model's
+    config.json would overwrite the index's), or a model saved there before, unless `resume` is False (--no-resume:
+    start over, and replace it). A run with checkpoints to resume from goes on."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    refuse_index_folder(out_dir)
+    checkpoints = out_dir / "checkpoints"
+    if checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)) is not None:
+        return
+    model = [p.name for p in out_dir.glob("*") if p.name in ("config.json", "modules.json") or p.suffix == ".safetensors"]
+    if model and resume:
+        raise BadArgument(f"{out_dir} already holds a model ({', '.join(sorted(model))}), which this run would replace; "
+                          "give --out another folder, or add --no-resume to train again from the start and replace it")
+    if model:
+        log.warning("replacing the model in %s (--no-resume)", out_dir)
 
 
 def resume_point(

@@ -34,6 +34,7 @@ from ..errors import BadArgument, CorpusError, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
 from .cards import model_card
 from .common import (
+    check_out,
     check_settings,
     dev_metrics,
     finish,
@@ -193,11 +194,13 @@ def train_encoder(
         from transformers import PrinterCallback
     except ImportError as e:
         raise MissingDependency("datasets accelerate", f"training an encoder ({e})") from None
-    from ..models import resolve_model_path
+    from ..models import encoder_path
 
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     cuda = torch.cuda.is_available()
+    check_out(out_dir, resume=resume)
+    base_path = encoder_path(base)  # named now, before the data is read and the negatives mined
     last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume)
     transformers.set_seed(seed)
     t0 = time.perf_counter()
@@ -266,7 +269,7 @@ def train_encoder(
     data_seconds = time.perf_counter() - t0
 
     # 3. model and loss
-    model = SentenceTransformer(str(resolve_model_path(base)), device="cuda" if cuda else "cpu", local_files_only=True,
+    model = SentenceTransformer(str(base_path), device="cuda" if cuda else "cpu", local_files_only=True,
                                 model_kwargs={"dtype": torch.float32})
     model.max_seq_length = min(max_length, model.max_seq_length or max_length)
     loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)

@@ -23,6 +23,7 @@ from ..evaluation.beir import ProgressFactory, no_progress
 from ..evaluation.squad import Example, evaluate_examples, evaluate_squad, load_squad
 from .cards import model_card
 from .common import (
+    check_out,
     check_settings,
     finish,
     machine,
@@ -286,7 +287,7 @@ def train_reader(
         TrainingArguments,
     )
 
-    from ..models import resolve_model_path
+    from ..models import resolve_model_path, task_head
     from ..models.reader import SETTINGS_FILE, load_reader
 
     check_settings(
@@ -312,12 +313,17 @@ def train_reader(
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     cuda = torch.cuda.is_available()
+    check_out(out_dir, resume=resume)
     last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume, absent=_BEFORE_UNANSWERABLE)
     transformers.set_seed(seed)
 
     # 1. model: the base encoder with a fresh span head (start and end logits per token), or a reader
     #    to go on training (its head kept; its report, when it has one, becomes this one's history)
     base_path = resolve_model_path(base)
+    head = task_head(base_path)
+    if head is not None and not head[0].endswith("ForQuestionAnswering"):
+        raise BadArgument(f"base model {base} is {head[1]} ({head[0]}); a reader starts from a base model such as the "
+                          "default, or from a reader to go on training it")
     history_of_base = _stages(base_path)
     tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
     if not tokenizer.is_fast:

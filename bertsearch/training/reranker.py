@@ -43,6 +43,7 @@ from ..errors import BadArgument, CorpusError, MalformedRecord, MissingDependenc
 from ..evaluation.beir import ProgressFactory, no_progress
 from .cards import model_card
 from .common import (
+    check_out,
     check_settings,
     dev_metrics,
     finish,
@@ -282,9 +283,9 @@ def read_pairs(path: str | Path) -> list[Example]:
     path = Path(path)
     kind = PAIRS_SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise BadArgument(
-            f"cannot tell the format of {path}: give SQuAD JSON (.json), or pairs as .jsonl, .csv or .tsv"
-        )
+        raise BadArgument(f"{path} is not a pairs file: give pairs as .jsonl, .csv or .tsv (one query and its "
+                          "positive passage a line)"
+                          + ("; a SQuAD file trains the reranker or the reader (--train)" if path.suffix == ".json" else ""))
     if not path.is_file():
         raise CorpusError(f"no pairs file at {path}")
     rows = _jsonl_pairs(path) if kind == "jsonl" else _delimited_pairs(path, "," if kind == "csv" else "\t")
@@ -519,6 +520,7 @@ def train_reranker(
     checkpoints = out_dir / "checkpoints"
     work = out_dir / WORK_DIR  # mined BM25 candidates, kept until the run ends so that a resume skips mining
     cuda = torch.cuda.is_available()
+    check_out(out_dir, resume=resume)
     last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume)
     transformers.set_seed(seed)
 
