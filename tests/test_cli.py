@@ -169,3 +169,35 @@ def test_a_long_title_is_cut_in_the_result_lines_and_kept_whole_in_json(run, tmp
     shown = " ".join(run("search", "glaciers", "--index", ix).stdout.split())  # (lines wrap at the console's width)
     assert shown.startswith("1. Glaciers and ice sheets") and "… [g1]" in shown and title.strip() not in shown
     assert json.loads(run("search", "glaciers", "--index", ix, "--json").stdout)["hits"][0]["title"] == title
+
+
+@pytest.mark.model
+def test_a_search_that_matches_nothing_exits_cleanly(tmp_path, corpus_file):
+    """A dense or hybrid search whose filter passed nothing printed "no results", then the process aborted (exit 134:
+    the encoder's worker was still in its model call at exit)."""
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "bertsearch", *map(str, args)], capture_output=True, text=True,
+                              timeout=300, check=False)
+
+    assert cli("index", corpus_file, "--index", tmp_path / "ix").returncode == 0
+    for mode in ("hybrid", "dense"):
+        r = cli("search", "who", "--index", tmp_path / "ix", "--mode", mode, "--where", "topic = 'nothing'")
+        assert (r.returncode, r.stdout.strip()) == (0, "no results for 'who'"), r.stderr
+        assert "FATAL" not in r.stderr and "terminate called" not in r.stderr
+
+
+def test_a_bad_record_says_what_was_kept_and_an_empty_corpus_says_so(run, tmp_path, caplog):
+    lines = [json.dumps({"id": f"d{i}", "text": f"document number {i}"}) for i in range(30)]
+    lines[26] = '{"id": "bad", "text": '
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    r = run("index", corpus, "--index", tmp_path / "ix", "--model", "hashing", "--batch-size", "10")
+    assert r.exit_code == 1 and "bad.jsonl:27: invalid JSON: Expecting value at column 23" in r.stderr
+    assert "the documents read before the bad record were indexed" in caplog.text and "holds 20 documents" in caplog.text
+    caplog.clear()
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    r = run("add", tmp_path / "blank.jsonl", "--index", tmp_path / "ix")
+    assert r.exit_code == 0 and "blank.jsonl held no documents, so nothing was indexed" in caplog.text

@@ -9,9 +9,11 @@ again call by call to find it).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
@@ -22,6 +24,22 @@ log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+
+_LIVE: weakref.WeakSet[Batcher[Any, Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_workers() -> None:
+    """At interpreter exit, let each worker finish the model call it is in: a thread stopped inside a native model
+    call aborted the process (SIGABRT, exit 134) after its output was printed, as when a filtered search matched
+    nothing and returned before its query's vectors were taken, or indexing was interrupted (found 2026-12-06)."""
+    for batcher in list(_LIVE):
+        batcher.close()
+    for batcher in list(_LIVE):
+        thread = batcher._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=60)
 
 
 class Batcher(Generic[In, Out]):
@@ -63,6 +81,7 @@ class Batcher(Generic[In, Out]):
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=f"bertsearch-{self.name}", daemon=True)
                 self._thread.start()
+                _LIVE.add(self)
 
     def close(self) -> None:
         with self._start_lock:
@@ -140,6 +159,7 @@ class SharedEncoder:
             rows = fut.result()
             return np.stack(rows) if len(rows) else np.zeros((0, self.dim), dtype=np.float32)
 
+        result.future = fut  # type: ignore[attr-defined]  # (a caller that returns early waits on it: `settle`)
         return result
 
     def __getattr__(self, name: str) -> Any:  # dim, max_tokens, special_tokens, fingerprint, token_spans, ...

@@ -6,8 +6,10 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import numbers
 import re
 from collections.abc import Callable
+from concurrent.futures import wait
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,11 @@ from ..types import Hit
 from . import fusion
 
 log = logging.getLogger(__name__)
+
+
+def blank(text: str) -> bool:
+    """Whether a query holds nothing to search for: only spaces and control characters (a NUL, say)."""
+    return not any(c.isprintable() and not c.isspace() for c in text)
 
 
 class Retriever:
@@ -62,12 +69,12 @@ class Retriever:
     def check_queries(self, queries: list[str], k: int, mode: str) -> list[str]:
         if isinstance(queries, str):
             raise BadArgument("batch_search takes a list of queries; use search() for one")
-        if k < 1:
-            raise BadArgument(f"k must be > 0, got {k}")
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+            raise BadArgument(f"k must be a whole number above 0, got {k!r}")
         if mode not in fusion.MODES:
             raise BadArgument(f"unknown search mode {mode!r}; use one of {', '.join(fusion.MODES)}")
         for q in queries:
-            if not isinstance(q, str) or not q.strip():
+            if not isinstance(q, str) or blank(q):
                 raise BadQuery("empty query; give some words to search for")
         return [self.cut_query(q, mode)[0] for q in queries]
 
@@ -88,8 +95,9 @@ class Retriever:
         if end >= len(query.rstrip()):
             return query, None
         kept = len(query[:end].split())
-        log.warning("query of %d words cut to its first %d words, the %d word pieces the model reads",
-                    len(words), kept, window)
+        log.warning("query of %d words cut to its first %d words, %s", len(words), kept,
+                    f"as many as the model reads ({window})" if mode == "lexical" else
+                    f"the {window} word pieces the model reads")
         return query[:end], kept
 
     def _batch_search(self, queries: list[str], k: int, mode: str, depth: int, flt: Filter | None) -> list[list[Hit]]:
@@ -99,12 +107,17 @@ class Retriever:
         if mode in ("dense", "hybrid"):  # the queries go to the encoder's worker now; BM25 runs meanwhile, here
             later = getattr(self.encoder, "encode_later", None)
             encoded = later(queries) if later is not None else (lambda: self.encoder.encode(queries))
-        lexical = [self.store.bm25(q, n, flt) for q in queries] if mode in ("lexical", "hybrid") else []
-        if encoded is not None:
-            for qi, ranked in enumerate(self._dense(queries, n, flt, encoded)):
-                for r, (doc, cid, score, doc_id) in enumerate(ranked, start=1):
-                    c = cands[qi].setdefault(doc, fusion.Candidate(doc, cid, doc_id))
-                    c.scores["dense"], c.ranks["dense"] = score, r
+        try:
+            lexical = [self.store.bm25(q, n, flt) for q in queries] if mode in ("lexical", "hybrid") else []
+            dense = self._dense(queries, n, flt, encoded) if encoded is not None else []
+        finally:  # a search that needed no vectors (nothing passed its filter) or failed waits for the worker's call
+            future = getattr(encoded, "future", None)
+            if future is not None:
+                wait([future])
+        for qi, ranked in enumerate(dense):
+            for r, (doc, cid, score, doc_id) in enumerate(ranked, start=1):
+                c = cands[qi].setdefault(doc, fusion.Candidate(doc, cid, doc_id))
+                c.scores["dense"], c.ranks["dense"] = score, r
         for qi, found in enumerate(lexical):
             for r, (doc, score, doc_id) in enumerate(found, start=1):
                 c = cands[qi].setdefault(doc, fusion.Candidate(doc))
