@@ -13,9 +13,19 @@ class BertsearchError(Exception):
 
 class IndexNotFound(BertsearchError):
     def __init__(self, path: str) -> None:
-        super().__init__(
-            f"no index at {path}; run 'bertsearch index CORPUS --index {path}' first"
-        )
+        if os.path.isfile(path):
+            super().__init__(f"{path} is a file, not an index folder; give --index the folder an index was made in "
+                             "('bertsearch index CORPUS --index FOLDER' makes one)")
+        else:
+            super().__init__(f"no index at {path}; run 'bertsearch index CORPUS --index {path}' first")
+
+
+class ReadOnlyIndex(BertsearchError):
+    """The index's files or folder cannot be written: it can be searched, not changed."""
+
+
+class DiskFull(BertsearchError):
+    """The disk holding the index is full: nothing committed was lost, and nothing more can be written."""
 
 
 class IndexBusy(BertsearchError):
@@ -29,7 +39,7 @@ class CorruptIndex(BertsearchError):
         self.db = db
         super().__init__(
             f"{db} is damaged ({detail}); restore the index from a backup ('bertsearch restore BACKUP --index "
-            f"{os.path.dirname(db) or '.'}') or re-index the corpus into a new folder"
+            f"{os.path.dirname(db) or '.'} --force') or re-index the corpus into a new folder"
         )
 
 
@@ -78,10 +88,10 @@ def from_sqlite(e: Exception, db: str) -> BertsearchError:
     low = msg.lower()
     folder = os.path.dirname(db) or "."
     if "full" in low:
-        return BertsearchError(f"the disk holding {db} is full ({msg}); nothing committed was lost: free some space "
+        return DiskFull(f"the disk holding {db} is full ({msg}); nothing committed was lost: free some space "
                                "and run the command again")
     if "readonly" in low or "read-only" in low:
-        return BertsearchError(f"cannot write to {db} ({msg}); make {folder} writable, or only search it")
+        return ReadOnlyIndex(f"cannot write to {db} ({msg}); make {folder} writable, or only search it")
     if "locked" in low or "busy" in low:
         return IndexBusy(f"{folder} is being written by another process ({msg}); try again when it finishes")
     if "disk i/o" in low:

@@ -59,6 +59,24 @@ def test_serve_refuses_a_missing_index_and_a_bad_key_before_listening(tmp_path, 
     assert r.returncode == 1 and "at least 16" in r.stderr
 
 
+def test_serve_refuses_a_port_in_use_a_bad_host_and_a_file_before_claiming_to_serve(tmp_path, built, corpus_file):
+    def serve(*args):
+        return subprocess.run([sys.executable, "-m", "bertsearch", "serve", "--index", str(built), *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        r = serve("--port", str(taken.getsockname()[1]))
+    assert r.returncode == 1 and "is in use" in r.stderr and "--port" in r.stderr, r.stderr
+    assert "serving" not in r.stderr and "Traceback" not in r.stderr
+    r = serve("--host", "999.1.1.1")
+    assert r.returncode == 1 and "cannot listen on '999.1.1.1'" in r.stderr and "serving" not in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "bertsearch", "serve", "--index", str(corpus_file)],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 1 and "is a file, not an index folder" in r.stderr, r.stderr
+
+
 @pytest.mark.model
 def test_sigterm_lets_requests_in_flight_finish(built):
     port = _port()

@@ -12,6 +12,8 @@ from fakes import WordReader, WordReranker
 from fastapi.testclient import TestClient
 
 import bertsearch
+from bertsearch.errors import BadQuery, ReadOnlyIndex
+from bertsearch.filters import BadFilter
 from bertsearch.service import schemas
 from bertsearch.service.app import Keys, create_app
 from bertsearch.service.client import RemoteError, RemoteIndex
@@ -74,10 +76,13 @@ def test_curl_style_json_without_a_content_type(client):
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({"query": "   "}, 400, "empty query"),
+    ({"query": "   "}, 422, "empty query"),
+    ({"query": "\u0000"}, 422, "empty query"),
     ({"query": ""}, 422, "query"),
     ({"query": "x", "k": 10**6}, 422, "less than or equal to 100"),
     ({"query": "x", "k": 0}, 422, "k"),
+    ({"query": "x", "k": True}, 422, "k"),
+    ({"query": "x", "k": "5"}, 422, "k"),
     ({"query": "x", "mode": "fuzzy"}, 422, "mode"),
     ({"query": "x" * (schemas.MAX_QUERY_CHARS + 1)}, 422, "query"),
     ({"query": "x", "where": "year >>= 3"}, 400, "bad filter"),
@@ -212,7 +217,12 @@ def test_the_remote_client_makes_the_calls_of_index(client, ix):
     assert remote.delete(["glacier"]) == 1 and remote.info()["documents"] == 4
     with pytest.raises(RemoteError, match="empty query") as e:
         remote.search("  ")
-    assert e.value.status == 400
+    assert e.value.status == 422 and isinstance(e.value, BadQuery)  # what Index raises in process, too
+    with pytest.raises(BadFilter, match="bad filter"):
+        remote.search("x", where="year >>= 3")
+    queries = [f"query {i} volcano" for i in range(schemas.MAX_BATCH + 8)]  # more than one request takes
+    assert [[h.doc_id for h in hits] for hits in remote.batch_search(queries, k=2)] == [
+        [h.doc_id for h in hits] for hits in ix.batch_search(queries, k=2)]
     reader_only = RemoteIndex("http://testserver", client=client)
     with pytest.raises(RemoteError, match="write key"):
         reader_only.add([{"id": "x", "text": "y"}])
@@ -243,3 +253,37 @@ def test_cors_is_off_unless_an_origin_is_named(ix):
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
         other = c.options("/search", headers={**preflight, "Origin": "https://evil.example"})
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+def test_ids_with_slashes_and_dots_are_documents_not_paths(client, ix):
+    """An id holding "/" was added, then every per-id call answered 404 "no such endpoint", and connect().get() said
+    the document was not there."""
+    remote = RemoteIndex("http://testserver", key=WRITE, client=client)
+    ids = ["a/b", "../../etc/passwd", "..", "x/", "100%/sure?#"]
+    remote.add([{"id": i, "text": f"Text of {i}."} for i in ids])
+    for i in ids:
+        assert remote.get(i)["text"] == f"Text of {i}.", i
+    assert client.get("/documents/a%2Fb").json()["id"] == "a/b"
+    assert client.put("/documents/a%2Fb", json={"text": "New text."}, headers=auth()).json()["replaced"] == 1
+    assert ix.get("a/b")["text"] == "New text."
+    assert client.delete("/documents/..%2F..%2Fetc%2Fpasswd", headers=auth()).json()["deleted"] == 1
+    assert remote.get("../../etc/passwd") is None and remote.get("..")["id"] == ".."
+    r = client.patch("/documents/a%2Fb")  # the methods a document's path takes are named
+    assert "use DELETE, GET, PUT" in error_of(r, 405) and r.headers["allow"] == "DELETE, GET, PUT"
+    assert "not the path's" in error_of(client.put("/documents/a", json={"id": "b", "text": "t"}, headers=auth()), 422)
+    assert ix.get("b") is None
+
+
+def test_a_read_only_index_is_served_for_reads_and_says_so(client, ix, monkeypatch):
+    from bertsearch.store import Store
+
+    assert client.get("/info").json()["writable"] is True
+    monkeypatch.setattr(Store, "writable", property(lambda self: False))
+    assert client.get("/info").json()["writable"] is False
+    r = client.put("/documents", json=[{"id": "glacier", "text": "Glaciers carve valleys."}], headers=auth())
+    assert "read-only on this server" in error_of(r, 403) and r.json()["error"]["code"] == "read_only"
+    assert client.get("/search", params={"q": "aurora"}).status_code == 200
+    monkeypatch.setattr(Store, "writable", property(lambda self: True))  # the folder turns read-only later
+    monkeypatch.setattr(type(ix), "add", lambda self, docs: (_ for _ in ()).throw(ReadOnlyIndex("cannot write")))
+    r = client.put("/documents", json=[{"id": "glacier", "text": "Glaciers carve valleys."}], headers=auth())
+    assert error_of(r, 403) == "cannot write" and r.json()["error"]["kind"] == "ReadOnlyIndex"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 import click
 
-from ..errors import MissingDependency
+from ..errors import BadArgument, MissingDependency
 from .options import index_option, query_backend_option
 
 
@@ -45,13 +47,41 @@ def serve_command(index_path: str, host: str, port: int, key_file: str | None, c
     _one_thread_per_search()
     ix = Index.open(index_path)  # a missing or damaged index fails here, before the server starts
     try:
+        sock = _listen(host, port)  # a port in use, or an address not of this machine, fails here too
         app = create_app(ix, keys=keys, cors_origins=cors_origins, max_pending=max_pending)
         reads = "reads need the read key" if keys.read else "reads open"
-        writes = "writes need the write key" if keys.write else "writes refused (no write key)"
-        render.err.print(f"serving {index_path} on http://{host}:{port}/ ({reads}, {writes}); Ctrl-C stops")
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+        writes = ("writes refused (no write key)" if not keys.write else "writes refused (the index is read-only)"
+                  if not ix.store.writable else "writes need the write key")
+        render.err.print(f"serving {index_path} on http://{_url_host(host)}:{port}/ ({reads}, {writes}); Ctrl-C stops")
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+        server.run(sockets=[sock])
     finally:
         ix.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port`, for the server to listen on; a clear error when it cannot be."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise BadArgument(f"cannot listen on {host!r} ({e.strerror}); give --host an address of this machine, such "
+                          "as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart need not wait
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise BadArgument(f"port {port} on {host} is in use (another server, or another bertsearch serve?); stop "
+                              "it, or give --port another number") from None
+        raise BadArgument(f"cannot listen on {host}:{port} ({e.strerror}); give --host an address of this machine, "
+                          "and a --port above 1023 unless running as root") from None
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _one_thread_per_search() -> None:

@@ -27,24 +27,37 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BadArgument, BertsearchError, CorruptIndex, IndexBusy, IndexClosed, IndexNotFound, ModelNotFound
+from ..errors import (
+    BadArgument,
+    BertsearchError,
+    CorruptIndex,
+    DiskFull,
+    IndexBusy,
+    IndexClosed,
+    IndexNotFound,
+    ModelNotFound,
+    ReadOnlyIndex,
+)
+from ..search.retrieve import blank
 from . import schemas as s
 
 log = logging.getLogger(__name__)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "bad_request", 500: "internal",
-         501: "not_available", 503: "overloaded"}
+         501: "not_available", 503: "overloaded", 507: "disk_full"}
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": s.ErrorResponse, "description": CODES[status].replace("_", " ")}
-    for status in (400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 501, 503)
+    for status in (400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 501, 503, 507)
 }
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/ndjson")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None,
+                 kind: str | None = None):
         self.status, self.message, self.code, self.headers = status, message, code or CODES.get(status, "error"), headers
+        self.kind = kind
 
 
 class Keys:
@@ -140,6 +153,9 @@ def create_app(
             raise ApiError(403, "this server takes no writes: start it with BERTSEARCH_WRITE_KEY set (or a key file) "
                                 "to allow them")
         _check(credentials, "write", lambda given: _matches(given, keys.write))
+        if not ix().store.writable:
+            raise ApiError(403, f"the index at {ix().path} is read-only on this server (its folder cannot be "
+                                "written): it can be searched, not changed", code="read_only")
 
     Read = Depends(reader)
     Write = Depends(writer)
@@ -151,18 +167,20 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return _error(e.status, e.message, e.code, e.headers)
+        return _error(e.status, e.message, e.code, e.headers, kind=e.kind)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        return _error(422, _describe(e.errors()))
+        return _error(422, _describe(e.errors()), kind="BadArgument")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         headers = dict(e.headers or {})
         if e.status_code == 405:  # name every method the path takes (a path with GET and POST lists both)
-            methods = sorted({m for r in app.routes if getattr(r, "path", None) == request.url.path
-                              for m in getattr(r, "methods", ()) or ()})
+            path = request.scope["path"]  # a fixed path's own routes, else those of the templates it fits
+            routes = [r for r in app.routes if getattr(r, "path", None) == path] or [
+                r for r in app.routes if getattr(r, "path_regex", None) and r.path_regex.match(path)]
+            methods = sorted({m for r in routes for m in getattr(r, "methods", ()) or ()})
             headers["Allow"] = ", ".join(methods)
             return _error(405, f"{request.method} is not allowed on {request.url.path}; use {', '.join(methods)}",
                           headers=headers)
@@ -173,16 +191,25 @@ def create_app(
 
     @app.exception_handler(BertsearchError)
     async def engine_error(request: Request, e: BertsearchError) -> JSONResponse:
+        message, code, headers = str(e), None, None
         if isinstance(e, IndexBusy):
-            return _error(503, str(e), "busy", {"Retry-After": "2"})
-        if isinstance(e, IndexClosed):
-            return _error(503, "the server is shutting down; try again shortly", "not_ready", {"Retry-After": "5"})
-        if isinstance(e, ModelNotFound):
-            return _error(501, str(e))
-        if isinstance(e, (CorruptIndex, IndexNotFound)):
+            status, code, headers = 503, "busy", {"Retry-After": "2"}
+        elif isinstance(e, IndexClosed):
+            status, code, headers = 503, "not_ready", {"Retry-After": "5"}
+            message = "the server is shutting down; try again shortly"
+        elif isinstance(e, ModelNotFound):
+            status = 501
+        elif isinstance(e, ReadOnlyIndex):  # the server's state, not the request's fault
+            status, code = 403, "read_only"
+        elif isinstance(e, DiskFull):
+            status = 507
+        elif isinstance(e, (CorruptIndex, IndexNotFound)):
+            status = 500
+        else:
+            status = 400
+        if status >= 500 and status != 503:
             log.error("%s", e)
-            return _error(500, str(e))
-        return _error(400, str(e))
+        return _error(status, message, code, headers, kind=type(e).__name__)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
@@ -204,7 +231,7 @@ def create_app(
     @app.get("/info", response_model=s.Info, tags=["index"], dependencies=[Read], summary="What the index holds")
     def info() -> dict[str, Any]:
         data = ix().info()
-        return {**data, "writable": keys.write is not None,
+        return {**data, "writable": keys.write is not None and ix().store.writable,
                 "limits": {"k": s.MAX_K, "query_chars": s.MAX_QUERY_CHARS, "batch": s.MAX_BATCH,
                            "documents_per_write": s.MAX_DOCUMENTS, "body_bytes": s.MAX_BODY_BYTES}}
 
@@ -241,7 +268,7 @@ def create_app(
         for q in req.queries:
             if len(q) > s.MAX_QUERY_CHARS:
                 raise ApiError(422, f"a query is {len(q)} characters; the limit is {s.MAX_QUERY_CHARS}")
-        queries = [_query(q) for q in req.queries]
+        queries = [_query(q, f" (number {i + 1} of the batch)") for i, q in enumerate(req.queries)]
         results = index.batch_search(queries, k=req.k, mode=req.mode, where=req.where, rerank=req.rerank)
         return {"results": [{"query": index.cut_query(q, req.mode)[0], "mode": req.mode, "k": req.k,
                              "hits": [h.to_dict() for h in hits], "timings": hits.timings}
@@ -256,7 +283,7 @@ def create_app(
 
     # -- documents ------------------------------------------------------------------------------------
 
-    @app.get("/documents/{doc_id}", response_model=s.DocumentOut, tags=["documents"], dependencies=[Read],
+    @app.get("/documents/{doc_id:path}", response_model=s.DocumentOut, tags=["documents"], dependencies=[Read],
              summary="A stored document")
     def get_document(doc_id: str) -> dict[str, Any]:
         doc = ix().get(doc_id)
@@ -281,12 +308,16 @@ def create_app(
         docs = await _documents(request)
         return await _in_thread(write, docs, replace=True)
 
-    @app.put("/documents/{doc_id}", response_model=s.WriteReport, tags=["documents"], dependencies=[Write],
+    @app.put("/documents/{doc_id:path}", response_model=s.WriteReport, tags=["documents"], dependencies=[Write],
              summary="Upsert one document")
     def put_document(doc_id: str, body: s.DocumentBody) -> dict[str, Any]:
-        return write([{**body.model_dump(), "id": doc_id}], replace=True)
+        fields = body.model_dump()
+        if "id" in fields and str(fields["id"]) != doc_id:
+            raise ApiError(422, f"the body's id {fields['id']!r} is not the path's {doc_id!r}; leave it out of the body "
+                                "(the path names the document)")
+        return write([{**fields, "id": doc_id}], replace=True)
 
-    @app.delete("/documents/{doc_id}", response_model=s.DeleteResponse, tags=["documents"], dependencies=[Write],
+    @app.delete("/documents/{doc_id:path}", response_model=s.DeleteResponse, tags=["documents"], dependencies=[Write],
                 summary="Delete one document")
     def delete_document(doc_id: str) -> dict[str, Any]:
         index = ix()
@@ -333,9 +364,11 @@ def _check(credentials: HTTPAuthorizationCredentials | None, what: str, ok: Call
         raise ApiError(403, f"the key sent is not the {what} key")
 
 
-def _query(text: str) -> str:
-    if not text.strip():
-        raise ApiError(400, "empty query; give some words to search for")
+def _query(text: str, which: str = "") -> str:
+    """`text`, refused (422, as an empty string is by the schema) when it holds nothing but spaces and control
+    characters; `which` names it within a batch."""
+    if blank(text):
+        raise ApiError(422, f"empty query{which}; give some words to search for", kind="BadQuery")
     return text
 
 
@@ -393,9 +426,14 @@ def _describe(errors: Any) -> str:
     return "; ".join(parts) + ("; ..." if len(list(errors)) > 5 else "")
 
 
-def _error(status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"status": status, "code": code or CODES.get(status, "error"), "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
+def _error(status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None, *,
+           kind: str | None = None) -> JSONResponse:
+    """The one error shape. `kind`: the exception a program calling `Index` in-process would get (`connect` raises
+    it too)."""
+    body: dict[str, Any] = {"status": status, "code": code or CODES.get(status, "error"), "message": message}
+    if kind is not None:
+        body["kind"] = kind
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 class _Limits:

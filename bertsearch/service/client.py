@@ -11,16 +11,27 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from .. import errors
 from ..errors import BertsearchError, MissingDependency
+from ..filters import BadFilter
 from ..types import Answer, AskResult, Document, Hit, Hits, IndexReport
 
 
 class RemoteError(BertsearchError):
-    """The server refused a request or failed: `status` is its HTTP status, the message its own."""
+    """The server refused a request or failed: `status` is its HTTP status (0: no answer), the message its own. Where
+    the server names the exception a program would get in process (BadQuery, BadFilter, ...), the error is that one's
+    class too: `except BadFilter` catches a bad filter over HTTP as it does in process."""
 
     def __init__(self, status: int, message: str) -> None:
         self.status = status
-        super().__init__(f"{message} (HTTP {status})")
+        Exception.__init__(self, f"{message} (HTTP {status})" if status else message)
+
+
+KINDS = {cls.__name__: cls for cls in (errors.BadQuery, errors.BadArgument, BadFilter, errors.ModelMismatch,
+                                        errors.ModelNotFound, errors.IndexBusy, errors.ReadOnlyIndex, errors.DiskFull,
+                                        errors.CorruptIndex, errors.IndexNotFound, errors.CorpusError)}
+"""The exceptions a server's error can carry over (its `kind`): each is raised as a RemoteError of that class too."""
+_REMOTE = {name: type(f"Remote{name}", (RemoteError, cls), {"__module__": __name__}) for name, cls in KINDS.items()}
 
 
 class RemoteIndex:
@@ -54,10 +65,16 @@ class RemoteIndex:
         return _hits(self._call("POST", "/search", body))
 
     def batch_search(self, queries: list[str], k: int = 10, mode: str = "hybrid", *, where: str | None = None,
-                     rerank: bool = False) -> list[Hits]:
-        data = self._call("POST", "/search/batch", {"queries": list(queries), "k": k, "mode": mode, "where": where,
-                                                     "rerank": rerank})
-        return [_hits(r) for r in data["results"]]
+                     rerank: bool = False, batch_size: int = 32) -> list[Hits]:
+        """As `Index.batch_search`; sent `batch_size` queries a request (the server takes at most 32)."""
+        if isinstance(queries, str):
+            raise errors.BadArgument("batch_search takes a list of queries; use search() for one")
+        queries, results = list(queries), []
+        for i in range(0, len(queries), batch_size):
+            data = self._call("POST", "/search/batch", {"queries": queries[i : i + batch_size], "k": k, "mode": mode,
+                                                         "where": where, "rerank": rerank})
+            results += [_hits(r) for r in data["results"]]
+        return results
 
     def ask(self, question: str, *, k: int = 3, passages: int = 5, mode: str = "hybrid", where: str | None = None,
             rerank: bool = True, hits: int | None = None, min_confidence: float | None = None) -> AskResult:
@@ -125,11 +142,13 @@ class RemoteIndex:
         except httpx.HTTPError as e:
             raise RemoteError(0, f"cannot reach the server ({e}); is 'bertsearch serve' running there?") from None
         if r.status_code >= 400:
+            kind = None
             try:
-                message = r.json()["error"]["message"]
+                error = r.json()["error"]
+                message, kind = error["message"], error.get("kind")
             except (ValueError, KeyError, TypeError):
                 message = r.text[:200] or r.reason_phrase
-            raise RemoteError(r.status_code, message)
+            raise _REMOTE.get(kind, RemoteError)(r.status_code, message)
         return r.json()
 
 
@@ -146,4 +165,5 @@ def _as_dict(d: Document | dict[str, Any]) -> dict[str, Any]:
 def _quote(doc_id: str) -> str:
     from urllib.parse import quote
 
-    return quote(doc_id, safe="")
+    quoted = quote(doc_id, safe="")
+    return quoted.replace(".", "%2E") if set(doc_id) == {"."} else quoted  # "." and ".." are not path steps

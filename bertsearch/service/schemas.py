@@ -29,7 +29,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SearchRequest(Strict):
+class Typed(Strict):
+    """A request whose numbers must be numbers: `"k": true` or `"k": "5"` is refused (422), not read as 1 or 5."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SearchRequest(Typed):
     query: str = Query
     k: int = Field(default=10, ge=1, le=MAX_K, description=f"Results to return (at most {MAX_K}).")
     mode: Mode = "hybrid"
@@ -39,7 +45,7 @@ class SearchRequest(Strict):
     rerank_penalty: float | None = Field(default=None, ge=0, le=100, description="Logits lost per first-stage place.")
 
 
-class BatchSearchRequest(Strict):
+class BatchSearchRequest(Typed):
     queries: list[str] = Field(min_length=1, max_length=MAX_BATCH, description=f"At most {MAX_BATCH} queries.")
     k: int = Field(default=10, ge=1, le=MAX_K)
     mode: Mode = "hybrid"
@@ -47,7 +53,7 @@ class BatchSearchRequest(Strict):
     rerank: StrictBool = False
 
 
-class AskRequest(Strict):
+class AskRequest(Typed):
     question: str = Query
     k: int = Field(default=3, ge=1, le=20, description="Answers to return.")
     passages: int = Field(default=5, ge=1, le=20, description="Top passages the reader reads.")
@@ -174,8 +180,11 @@ class DeleteResponse(BaseModel):
 class ErrorBody(BaseModel):
     status: int
     code: str = Field(description="bad_request, unauthorized, forbidden, not_found, conflict, too_large, "
-                                  "overloaded, not_ready, internal")
+                                  "overloaded, busy, not_ready, read_only, internal, not_available, disk_full")
     message: str = Field(description="What went wrong and how to fix it.")
+    kind: str | None = Field(default=None, description="The bertsearch exception a program would get for this in "
+                                                       "process (BadQuery, BadFilter, ModelMismatch, ...), when there "
+                                                       "is one; `bertsearch.connect` raises it")
 
 
 class ErrorResponse(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config import IndexConfig
-from ..errors import BertsearchError, IndexBusy, IndexClosed, from_sqlite
+from ..errors import BertsearchError, IndexBusy, IndexClosed, ReadOnlyIndex, from_sqlite
 from ..filters import Filter
 from ..types import Chunk, Document
 from .migrations import SCHEMA_VERSION, migrate
@@ -110,7 +110,7 @@ class Store:
                 migrate(conn)
         except sqlite3.DatabaseError as e:
             conn.close()
-            if self.path.exists() and not _writable(self.path.parent):  # a read-only folder: the index still reads
+            if self.path.exists() and not writable_folder(self.path.parent):  # a read-only folder: the index still reads
                 self.read_only = True
                 return self._register(self._connect_read_only())
             raise from_sqlite(e, str(self.path)) from None
@@ -118,6 +118,11 @@ class Store:
             conn.close()
             raise
         return self._register(conn)
+
+    @property
+    def writable(self) -> bool:
+        """Whether a write can go to this store now: its folder may be read-only (to root too, on a read-only mount)."""
+        return not self.read_only and writable_folder(self.path.parent)
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """A connection to a store in a folder this process cannot write. SQLite's WAL mode needs to write beside
@@ -184,8 +189,8 @@ class Store:
         process take turns (a lock) before SQLite's own lock, which other processes wait on."""
         conn = self.conn
         if self.read_only:
-            raise BertsearchError(f"cannot write to {self.path.parent}: the folder is read-only; make it writable, "
-                                  "or only search it")
+            raise ReadOnlyIndex(f"cannot write to {self.path.parent}: the folder is read-only; make it writable, "
+                                "or only search it")
         if conn.in_transaction:  # a read snapshot of this thread: a write cannot start inside it
             raise RuntimeError("a write transaction cannot start inside a read snapshot of the same thread")
         if not self._write_lock.acquire(timeout=self.timeout):
@@ -210,6 +215,9 @@ class Store:
                 yield conn
                 if bump:
                     conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                    conn.execute("INSERT INTO meta(key, value) VALUES ('changed_at', ?) "  # deletes too (`last_updated`)
+                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                 (datetime.now(timezone.utc).isoformat(timespec="seconds"),))
                 conn.execute("COMMIT")
             except sqlite3.DatabaseError as e:  # a full disk, a read-only file, damage: said with this store's path
                 _rollback(conn)
@@ -547,7 +555,10 @@ class Store:
             c.execute("UPDATE documents SET hash = '' WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.doc = documents.rowid)")
 
     def last_updated(self) -> str | None:
-        return self.conn.execute("SELECT max(updated_at) FROM documents").fetchone()[0]
+        """When a write last changed the index: a delete too (a store from before this was recorded: its newest
+        document's time)."""
+        stamps = [self.get_meta("changed_at"), self.conn.execute("SELECT max(updated_at) FROM documents").fetchone()[0]]
+        return max((s for s in stamps if s), default=None)
 
     def _in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
@@ -567,7 +578,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
             pass
 
 
-def _writable(folder: Path) -> bool:
+def writable_folder(folder: Path) -> bool:
     """Whether this process can create files in `folder` (as root, modes are checked by trying)."""
     try:
         with tempfile.TemporaryFile(dir=folder):
