@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import IndexConfig
-from .errors import BadArgument, BertsearchError, IndexNotFound, ModelMismatch, from_sqlite
+from .errors import BadArgument, BertsearchError, IndexNotFound, ModelMismatch, ModelNotFound, from_sqlite
 from .filters import Filter
 from .ingest import DocLike, Ingest, Progress, content_hash
 from .models import Encoder, load_encoder
@@ -143,6 +143,7 @@ class Index:
         recover(path)  # a re-index cut off between its two renames
         db = path / Store.FILE
         made = False  # this call made the folder: a failure removes it again, never leaving a half-made index
+        changed, before = False, None  # an existing index's vector settings changed by this call, and what they were
         if not db.exists():
             if not create:
                 raise IndexNotFound(str(path))
@@ -164,7 +165,7 @@ class Index:
                 encoder, chosen = _new_encoder(model, device=device, precision=precision, backend=backend)
                 precision = getattr(encoder, "precision", precision)  # "auto" may have become int8
                 config = IndexConfig(
-                    model=encoder.name,
+                    model=_recorded(encoder.name),
                     fingerprint=encoder.fingerprint(),
                     dim=encoder.dim,
                     max_tokens=encoder.max_tokens,
@@ -184,10 +185,21 @@ class Index:
                         f"with --backend {backend}"
                     )
                 precision = _search_precision(path, config, precision)
-                encoder = load_encoder(model if model is not None else config.model, device=device, precision=precision,
-                                       backend=config.backend)
-                _check_model(path, config, encoder, named=model is not None)
-                changed = False
+                try:
+                    encoder = load_encoder(model if model is not None else config.model, device=device,
+                                           precision=precision, backend=config.backend)
+                except ModelNotFound:
+                    if model is not None:
+                        raise
+                    # what needs no encoder (a lexical search, info, check, delete, get) still works
+                    encoder = MissingEncoder(config.model, ModelNotFound(
+                        f"{path} was indexed with the model {config.model}, which is not found here (not a folder "
+                        f"from {Path.cwd()}, nor a model in the Hugging Face cache); pass --model with where that "
+                        "model is now (the same weights)"
+                    ))
+                else:
+                    _check_model(path, config, encoder, named=model is not None)
+                changed, before = False, config.to_json()
                 if ann is not None and ann != config.ann:
                     log.info("switching the vector index of %s from %s to %s", path, config.ann, ann)
                     config.ann, changed = ann, True
@@ -215,9 +227,23 @@ class Index:
             if made:
                 shutil.rmtree(path, ignore_errors=True)
             raise
+        ix = None
+        try:
+            ix = cls(path, store, config, encoder, gpu=gpu, reranker=reranker, reader=reader, device=device,
+                     precision=precision)
+            if made or changed:  # a bad ANN setting or an unreachable Milvus fails now, before anything is written
+                ix.vectors.sync()
+        except BaseException:
+            if changed and before is not None:  # the index keeps the settings it had
+                store.set_config(IndexConfig.from_json(before))
+            if ix is not None:
+                ix.close()
+            else:
+                store.close()
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
         _mirror_config(path / cls.CONFIG, config)
-        ix = cls(path, store, config, encoder, gpu=gpu, reranker=reranker, reader=reader, device=device,
-                 precision=precision)
         ix.created = made
         return ix
 
@@ -469,6 +495,9 @@ class Index:
         """
         if k < 1 or passages < 1 or (hits is not None and hits < 1):
             raise BadArgument(f"k, passages and hits must be > 0, got {k}, {passages} and {hits}")
+        if k > qa.MAX_ANSWERS:  # each passage is read for k spans, and their copies are weeded out pairwise
+            raise BadArgument(f"k is how many answers to give: at most {qa.MAX_ANSWERS}, got {k} (to see more of "
+                              "the index, raise passages or hits instead)")
         if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
             raise BadArgument(f"min_confidence is a probability, from 0 to 1; got {min_confidence}")
         question = self.retriever.check_queries([question], 1, mode)[0]
@@ -610,6 +639,9 @@ def _new_encoder(model: str | None, *, device: str | None, precision: str, backe
     from .models import auto_backend, is_hashing
 
     chosen = backend if backend not in (None, "auto") else auto_backend(model, device)
+    if chosen == "onnx" and precision not in ("auto", "int8"):
+        raise BadArgument(f"the onnx backend runs in int8 only, so --precision {precision} would be ignored: leave out "
+                          "--precision, or use --backend openvino (or torch) for it")
     if precision == "int8" and chosen == "torch":
         raise BadArgument("--precision int8 runs on the openvino backend, and this index would be made on torch: add "
                           "--backend openvino, or leave out --precision")
@@ -647,6 +679,9 @@ def _cache_hint(e: BaseException) -> str:
 def _search_precision(path: Path, config: IndexConfig, precision: str) -> str:
     """The encoder's precision for an index made before: an int8 index's queries are encoded in int8 ("auto" gives
     it), and float vectors are never searched with int8 queries, nor int8 vectors with float ones."""
+    if config.backend == "onnx" and precision not in ("auto", "int8"):
+        raise ModelMismatch(f"{path} holds int8 vectors of the onnx backend, which runs in int8 only; leave out "
+                            "--precision")
     if config.backend != "openvino":
         if precision == "int8" and config.backend != "onnx":
             raise ModelMismatch(f"{path} holds {config.backend} vectors; --precision int8 runs on the openvino backend. "
@@ -664,14 +699,36 @@ def _search_precision(path: Path, config: IndexConfig, precision: str) -> str:
     return precision
 
 
+class MissingEncoder:
+    """Stands in for an index's encoder that cannot be found: every use of it raises `error`, which says how to
+    point at the model."""
+
+    def __init__(self, name: str, error: ModelNotFound) -> None:
+        self.name = name
+        self._error = error
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, attr: str) -> Any:
+        raise self._error
+
+
+def _recorded(model: str) -> str:
+    """The model name a new index records: a local folder as its absolute path, so that the index opens from any
+    working directory (a relative one only opened from the folder it was indexed in)."""
+    folder = Path(model).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else model
+
+
 def _check_model(path: Path, config: IndexConfig, encoder: Encoder, *, named: bool) -> None:
     fp = encoder.fingerprint()
     if fp != config.fingerprint:
         what = f"the model {encoder.name}" if named else f"the model at {config.model} has changed since indexing:"
         raise ModelMismatch(
             f"{path} holds vectors of {config.model} (fingerprint {config.fingerprint}); {what} "
-            f"(fingerprint {fp}) cannot search them. Leave out --model to use the index's own model, "
-            "or index into a new folder with the new model"
+            f"(fingerprint {fp}) cannot search them. Leave out --model to use the index's own model, index into a "
+            f"new folder with the new model, or re-embed this one with 'bertsearch reindex --model MODEL --index {path}'"
         )
 
 

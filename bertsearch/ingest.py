@@ -7,7 +7,9 @@ corpus no longer holds is deleted once all of it is read.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -213,7 +215,27 @@ def as_document(raw: DocLike) -> Document:
         raise BadArgument(f"document {doc.id} needs a string 'text'; got {type(doc.text).__name__}")
     if not isinstance(doc.title, str):
         doc.title = str(doc.title)
+    doc.metadata = _json_metadata(doc)
     return doc
+
+
+def _json_metadata(doc: Document) -> dict[str, Any]:
+    """`doc`'s metadata as the store keeps it (JSON): dates and times become ISO text; NaN, infinity and other
+    objects are refused here, naming the document (NaN reached SQLite's JSON functions, which called the sound
+    store damaged; a date raised a bare TypeError)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (datetime.date, datetime.time)):
+            return value.isoformat()
+        raise TypeError(f"{value!r:.40} (of type {type(value).__name__})")
+
+    try:
+        return json.loads(json.dumps(doc.metadata, allow_nan=False, default=plain))
+    except ValueError:
+        raise BadArgument(f"document {doc.id}: its metadata holds NaN or infinity, which JSON cannot store; give null "
+                          "or leave the field out") from None
+    except TypeError as e:
+        raise BadArgument(f"document {doc.id}: its metadata holds {e}, which JSON cannot store; give strings, numbers, "
+                          "booleans, lists or objects") from None
 
 
 def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

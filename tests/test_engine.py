@@ -254,3 +254,88 @@ def test_an_index_grown_by_small_adds_keeps_most_of_its_vectors_in_faiss(tmp_pat
         st = ix.vectors.current()
         assert st.base.count >= 200 and st.pending <= st.base.count  # not 10 in FAISS and 390 beside it
         assert [h.doc_id for h in ix.search("words 7", k=3, mode="dense")][:1] == ["d7"]
+
+
+def test_a_model_folder_given_relative_is_recorded_absolute(tiny_encoder, tmp_path, monkeypatch):
+    """A relative --model was recorded as given, so the index only opened from the folder it was made in."""
+    from bertsearch.errors import ModelNotFound
+
+    monkeypatch.chdir(tiny_encoder.parent)
+    with bertsearch.open_index(tmp_path / "ix", create=True, model=tiny_encoder.name) as ix:
+        ix.add([{"id": "a", "text": "Bees make honey."}])
+        assert ix.config.model == str(tiny_encoder.resolve())
+    monkeypatch.chdir(tmp_path)
+    with bertsearch.open_index(tmp_path / "ix") as ix:
+        assert ix.search("honey", k=1, mode="dense")[0].doc_id == "a"
+    # an index made before, which recorded the relative path, says what to do from elsewhere
+    from dataclasses import replace
+
+    from bertsearch.store import Store
+
+    store = Store(tmp_path / "ix" / Store.FILE)
+    store.set_config(replace(store.config, model=tiny_encoder.name))
+    store.close()
+    with bertsearch.open_index(tmp_path / "ix") as ix:  # what needs no encoder works; the rest says what to do
+        assert ix.info()["documents"] == 1 and [h.doc_id for h in ix.search("honey", mode="lexical")] == ["a"]
+        for mode in ("dense", "hybrid"):
+            with pytest.raises(ModelNotFound, match=f"indexed with the model {tiny_encoder.name}, which is not found "
+                                                    r"here .*pass --model"):
+                ix.search("honey", mode=mode)
+        assert ix.delete(["a"]) == 1
+    with bertsearch.open_index(tmp_path / "ix", model=str(tiny_encoder)) as ix:
+        ix.add([{"id": "b", "text": "Bees make honey."}])
+        assert ix.search("honey", k=1, mode="dense")[0].doc_id == "b"
+
+
+def test_metadata_json_cannot_hold_is_refused_and_dates_become_text(tmp_path):
+    """NaN reached SQLite's JSON functions, which called the sound store damaged; a date raised a bare TypeError."""
+    import datetime
+    import math
+
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        ix.add([{"id": "a", "text": "kept"}])
+        for bad, words in ((math.nan, "NaN or infinity"), (math.inf, "NaN or infinity"), (object(), "of type object")):
+            with pytest.raises(BadArgument, match=f"document n: its metadata holds .*{words}"):
+                ix.add([{"id": "n", "text": "x", "score": bad}])
+        ix.add([{"id": "d", "text": "dated", "when": datetime.date(2024, 5, 1)}])
+        assert ix.get("d")["metadata"] == {"when": "2024-05-01"}
+        assert [h.doc_id for h in ix.search("dated", where="when >= '2024-01-01'")] == ["d"]
+        assert ix.get("a")["text"] == "kept" and ix.get("n") is None
+    with pytest.raises(BadArgument, match="k must be a whole number"):
+        bertsearch.open_index(tmp_path / "ix").search("x", k="3")
+
+
+def test_a_bad_ann_setting_fails_before_anything_is_written(tmp_path):
+    """It failed at the first sync, after the documents were committed, and every later command failed the same way."""
+    with pytest.raises(BadArgument, match="bad ANN setting 'Bogus'.*use flat, hnsw"):
+        bertsearch.open_index(tmp_path / "ix", create=True, model="hashing", ann="Bogus")
+    assert not (tmp_path / "ix").exists()
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        ix.add([{"id": "a", "text": "kept"}])
+    with pytest.raises(BadArgument, match="bad ANN setting"):
+        bertsearch.open_index(tmp_path / "ix", ann="Bogus")
+    with bertsearch.open_index(tmp_path / "ix") as ix:  # the setting it had
+        assert ix.config.ann == "flat" and [h.doc_id for h in ix.search("kept")] == ["a"]
+
+
+def test_a_model_folder_without_weights_and_a_precision_onnx_lacks_are_refused(tmp_path):
+    from bertsearch.errors import ModelNotFound
+
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ModelNotFound, match="has a model's settings but no weights"):
+        bertsearch.open_index(tmp_path / "ix", create=True, model=str(tmp_path / "bare"))
+    with pytest.raises(BadArgument, match="the onnx backend runs in int8 only"):
+        bertsearch.open_index(tmp_path / "ix", create=True, backend="onnx", precision="fp32")
+    assert not (tmp_path / "ix").exists()
+
+
+def test_last_updated_counts_a_delete(tmp_path):
+    import time
+
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        ix.add([{"id": "a", "text": "one"}, {"id": "b", "text": "two"}])
+        added = ix.info()["last_updated"]
+        time.sleep(1.1)  # (seconds are its resolution)
+        ix.delete(["b"])
+        assert ix.info()["last_updated"] > added

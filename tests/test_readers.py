@@ -395,14 +395,16 @@ def test_folder_skips_binary_and_reads_latin1_with_a_fallback(tmp_path):
     (root / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
     (root / "latin1.txt").write_bytes("café crème".encode("latin-1"))
     (root / "bom.txt").write_bytes("\ufeffwith bom".encode("utf-8"))
+    (root / "notepad.txt").write_bytes("\ufeffnaïve Unicode".encode("utf-16-le"))  # Notepad's "Unicode"
     (root / "photo.jpg").write_bytes(b"\xff\xd8")
     stats = ReadStats()
     docs = {d.id: d for d in read_corpus(root, stats=stats)}  # on_error "stop": none of these stops the run
     assert "binary.txt" not in docs and docs["latin1.txt"].text == "café crème"
     assert docs["latin1.txt"].metadata["encoding"] == "cp1252" and "encoding" not in docs["bom.txt"].metadata
-    assert docs["bom.txt"].text == "with bom"
-    assert stats.read == 6 and stats.skipped == 0 and stats.errors == []
-    assert stats.skipped_files == {"binary": 1, ".jpg": 1, ".odt": 1} and stats.decoded_as == {"cp1252": ["latin1.txt"]}
+    assert docs["bom.txt"].text == "with bom" and docs["notepad.txt"].text == "naïve Unicode"
+    assert stats.read == 7 and stats.skipped == 0 and stats.errors == []
+    assert stats.skipped_files == {"binary": 1, ".jpg": 1, ".odt": 1}
+    assert stats.decoded_as == {"cp1252": ["latin1.txt"], "utf-16": ["notepad.txt"]}
 
 
 def test_folder_unreadable_file_is_a_record_error_named_without_a_line(tmp_path, monkeypatch):
@@ -569,3 +571,15 @@ def test_scifact_beir():
     assert len(qrels) == 300
     assert set(qrels) <= set(queries)
     assert all(d in ids for rel in qrels.values() for d in rel)
+
+
+def test_csv_columns_named_twice_are_refused_and_unnamed_ones_kept_apart(tmp_path):
+    """A second 'text' column went to the metadata unnoticed, and two unnamed columns shared the key "" (one lost)."""
+    twice = tmp_path / "twice.csv"
+    twice.write_text("id,text,text\n1,a,b\n")
+    with pytest.raises(CorpusError, match="the header names 'text' more than once"):
+        list(read_corpus(twice))
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("id,text,,\n1,hello,x,y\n")
+    (doc,) = read_corpus(unnamed)
+    assert doc.metadata == {"column_3": "x", "column_4": "y"}

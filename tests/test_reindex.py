@@ -114,8 +114,8 @@ def test_reindex_works_when_the_old_model_is_gone(old, tmp_path):
     config.model = str(tmp_path / "deleted-model")  # the folder the index was built with no longer exists
     store.set_config(config)
     store.close()
-    with pytest.raises(bertsearch.BertsearchError):
-        bertsearch.open_index(old)
+    with bertsearch.open_index(old) as ix, pytest.raises(bertsearch.BertsearchError, match="pass --model"):
+        ix.search("magma chamber", k=1, mode="dense")  # (it opens: a lexical search needs no model)
     report = rx.reindex(old, "hashing:128")
     assert report["to_model"] == "hashing:128"
     with bertsearch.open_index(old) as ix:

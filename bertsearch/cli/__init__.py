@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -11,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..errors import BadArgument, BertsearchError, CorruptIndex, from_sqlite
+from ..errors import BadArgument, BertsearchError, CorpusError, CorruptIndex, from_sqlite
 from .options import (
     ann_option,
     backend_option,
@@ -31,6 +32,8 @@ from .options import (
     vectors_option,
     where_option,
 )
+
+log = logging.getLogger("bertsearch.cli")
 
 
 class Group(click.Group):
@@ -105,10 +108,23 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
     ix = Index.open(index_path, model=model, ann=ann, create=create, precision=precision, backend=backend,
                     vectors=vectors, ray=ray)
     try:
+        held = ix.store.counts()["documents"]
         with render.progress("indexing", total) as advance:
             report = ix.add_corpus(source, format=fmt_arg, fields=fields, on_error=on_error, batch_size=batch_size,
                                    on_progress=advance, prune=prune)
         counts = ix.store.counts()
+    except CorpusError:  # a bad record stops the run: the batches before it are committed, and the user is told so
+        now = None
+        with contextlib.suppress(BertsearchError, sqlite3.Error):
+            now = ix.store.counts()["documents"]
+            if now != held or not ix.created:
+                log.warning(f"the documents read before the bad record were indexed: {index_path} holds {now} "
+                            f"documents (it held {held}); fix the record and run the same command again, and what is "
+                            "indexed already is not embedded again")
+        ix.close()
+        if ix.created and now == 0:
+            shutil.rmtree(index_path, ignore_errors=True)
+        raise
     except BaseException:
         try:
             empty = ix.created and ix.store.counts()["documents"] == 0
@@ -119,6 +135,9 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
             shutil.rmtree(index_path, ignore_errors=True)
         raise
     ix.close()
+    if report.read == 0:
+        log.warning(f"{source} held no documents, so nothing was indexed ({index_path} holds {counts['documents']}); "
+                    "check the path, its --format, and the --text-field and --id-field names")
     if as_json:
         render.print_json({**report.to_dict(), "index": {"path": index_path, **counts}})
         return
@@ -602,7 +621,7 @@ def eval() -> None:
 
 @cli.group(cls=Group)
 def train() -> None:
-    """Train bertsearch's models: the extractive reader and the cross-encoder reranker."""
+    """Train bertsearch's models: the bi-encoder, the cross-encoder reranker and the extractive reader."""
 
 
 def _register() -> None:

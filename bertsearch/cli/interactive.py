@@ -182,6 +182,7 @@ class Shell:
             return
         try:
             parse_filter(arg)
+            self.index.retriever.filter(arg)  # and fields the index has: else every query would fail on it
         except BertsearchError as e:
             self.hint(str(e).splitlines()[0])
             return

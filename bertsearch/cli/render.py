@@ -18,8 +18,10 @@ from ..search.fusion import query_words
 from ..snippets import snippet
 from ..types import Answer, AskResult, Hit
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+# piped or redirected, lines are not cut at 80 columns (a grep, a log file would get broken lines); on a terminal
+# they fit its width
+out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def print_json(data: Any) -> None:
@@ -170,8 +172,9 @@ def no_answer_line(result: AskResult) -> str:
     line = "[bold]no answer found[/bold] in the top passages"
     best = result.best_candidate
     if best is not None and best.confidence is not None:
-        line += (f" [dim](best candidate {escape(repr(best.text))} at confidence {best.confidence:.2f}, under "
-                 f"{result.min_confidence:.2f}; --min-confidence lowers the bar)[/dim]")
+        places = 2 if f"{best.confidence:.2f}" != f"{result.min_confidence:.2f}" else 3  # not "0.36, under 0.36"
+        line += (f" [dim](best candidate {escape(repr(best.text))} at confidence {best.confidence:.{places}f}, under "
+                 f"{result.min_confidence:.{places}f}; --min-confidence lowers the bar)[/dim]")
     if result.no_answer_probability is not None:
         line += f" [dim](probability that the index holds none {result.no_answer_probability:.2f})[/dim]"
     return line

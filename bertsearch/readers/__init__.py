@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,10 +207,24 @@ def check_corpus(
     """Read a corpus up to its first document, so that a wrong path, format, header or first record is
     reported at once (before a model loads), with the error `read_corpus` would raise."""
     docs = read_corpus(path, format, fields=fields, on_error=on_error)
+    quiet = _Quiet()  # the warnings of records skipped on the way come when the corpus is read for good
+    log.addFilter(quiet)
     try:
         next(docs, None)
     finally:
         docs.close()  # type: ignore[attr-defined]
+        log.removeFilter(quiet)
+
+
+class _Quiet(logging.Filter):
+    """Lets only errors through, for one thread: the pre-read's warnings would be said again by the real read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.thread != self.thread
 
 
 def count_records(path: str | os.PathLike[str], format: str | None = None) -> int | None:

@@ -150,11 +150,16 @@ def _columns(path: PathLike, delimiter: str, header: list[str], id_field: str, t
             f"{', '.join(repr(h) for h in header)}. Name the columns to use with "
             "--id-field, --text-field and --title-field"
         )
+    twice = sorted({name for name in header if name and header.count(name) > 1})
+    if twice:  # one would silently take the other's place
+        raise CorpusError(f"{os.fspath(path)}: the header names {', '.join(repr(n) for n in twice)} more than once; "
+                          "give each column a name of its own")
     id_col = header.index(id_field)
     text_col = header.index(text_field)
     title_col = header.index(title_field) if title_field in header else -1
     used = {id_col, text_col, title_col}
-    meta_cols = [(i, name) for i, name in enumerate(header) if i not in used]
+    # a column with no name (a trailing comma, say) is kept as column_N, N counted from 1
+    meta_cols = [(i, name or f"column_{i + 1}") for i, name in enumerate(header) if i not in used]
     return id_col, text_col, title_col, meta_cols, number_columns(path, delimiter, len(header), [i for i, _ in meta_cols])
 
 

@@ -13,6 +13,7 @@ itself is at fault); a file that cannot be read is a `MalformedRecord`, which st
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -137,7 +138,13 @@ bytes); the report names each file read so."""
 
 
 def decode(data: bytes) -> tuple[str, str | None]:
-    """The text of a file's bytes, and the fallback encoding used (None for UTF-8, with or without a BOM)."""
+    """The text of a file's bytes, and the fallback encoding used (None for UTF-8, with or without a BOM). A UTF-16
+    byte-order mark (Windows Notepad's "Unicode") is read as UTF-16."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            pass
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError:
@@ -177,7 +184,7 @@ def read_file(path: Path, rel: str) -> Document | MalformedRecord | Skipped:
             return Skipped(source, exc.kind, exc.problem, id=rel)
         metadata = {"path": rel, "modified": modified, **doc.metadata}
         return Document(id=rel, text=doc.text, title=doc.title or _stem_title(path), metadata=metadata)
-    if b"\x00" in data:
+    if b"\x00" in data and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # (UTF-16 has NULs)
         return Skipped(source, "binary", id=rel)
     content, encoding = decode(data)
 

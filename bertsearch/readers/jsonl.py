@@ -77,7 +77,10 @@ def iter_json_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
-                yield lineno, MalformedRecord(source, lineno, f"invalid JSON: {exc.msg} at column {exc.colno}")
+                # (a column past the end names the line's end: json counts the newline as a line of its own)
+                column = min(exc.pos, len(line.rstrip("\r\n"))) + 1
+                msg = exc.msg.removesuffix(" at")  # "Invalid control character %r at"
+                yield lineno, MalformedRecord(source, lineno, f"invalid JSON: {msg} at column {column}")
             except RecursionError:
                 yield lineno, MalformedRecord(source, lineno, "invalid JSON: nested too deeply")
 

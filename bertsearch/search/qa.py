@@ -11,6 +11,9 @@ from ..types import Answer, Hit, Span
 ANSWER_SCORINGS = ("span", "margin")
 # spans read per passage, and candidates judged together, as the calibration was fitted (`open_ask.collect`): an
 # answer's lead over the next one is one of its signals, so its confidence is computed among this many
+MAX_ANSWERS = 20
+"""The most answers `ask` gives (the service's limit too): past a few, the answers are copies and fragments, and
+reading each passage for a thousand spans took minutes (found 2026-12-06)."""
 CANDIDATES = 3
 
 

@@ -81,7 +81,9 @@ class VectorIndex:
         try:
             index = faiss.index_factory(dim, fs, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
-            raise BadArgument(f"bad ANN setting {spec!r} (FAISS factory {fs!r}): {str(e).splitlines()[-1]}") from None
+            why = str(e).splitlines()[-1].rpartition(": ")[2]
+            raise BadArgument(f"bad ANN setting {spec!r} (FAISS factory {fs!r}: {why}); use flat, hnsw, ivf, ivfpq, or "
+                              "a FAISS factory string such as HNSW64,Flat") from None
         if not index.is_trained:
             if n == 0:
                 index = faiss.index_factory(dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
