@@ -55,8 +55,11 @@ def reindex(
         old_model = config.model
         new = _open_staging(stage, model, config, precision)
         try:
-            if new.config.fingerprint == config.fingerprint:
-                raise BadArgument(f"{path} already holds vectors of {model}; nothing to re-index")
+            int8 = [c.precision == "int8" for c in (config, new.config)]
+            if new.config.fingerprint == config.fingerprint and int8[0] == int8[1]:  # (float precisions agree)
+                raise BadArgument(f"{path} already holds vectors of {model}"
+                                  + (" in int8" if int8[0] else "") + "; nothing to re-index"
+                                  + ("" if int8[0] else " (to encode it in int8, add --precision int8)"))
             report = new.add(_documents(store), batch_size=batch_size, on_progress=on_progress, prune=True)
             if before_swap is not None:
                 before_swap()

@@ -461,6 +461,18 @@ def test_an_int8_index_keeps_int8_for_its_queries_and_refuses_float_ones(tmp_pat
         assert ix.info()["precision"] == "fp32"
     with pytest.raises(ModelMismatch, match="holds fp32 vectors"):
         bertsearch.open_index(tmp_path / "f", precision="int8")
+    # `reindex` changes a float index to int8 with the same model (it said "nothing to re-index")
+    from bertsearch import reindex as rx
+
+    with bertsearch.open_index(tmp_path / "f") as ix:
+        ix.add(docs)
+        model = ix.config.model
+    with pytest.raises(BadArgument, match=r"nothing to re-index \(to encode it in int8, add --precision int8\)"):
+        rx.reindex(tmp_path / "f", model)
+    assert rx.reindex(tmp_path / "f", model, precision="int8")["documents"] == len(docs)
+    with bertsearch.open_index(tmp_path / "f") as ix:
+        assert ix.info()["precision"] == "int8"
+        assert ix.search("what causes the northern lights", k=1, mode="dense")[0].doc_id == "aurora"
 
 
 @pytest.mark.model
