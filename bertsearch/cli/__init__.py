@@ -108,7 +108,7 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
     ix = Index.open(index_path, model=model, ann=ann, create=create, precision=precision, backend=backend,
                     vectors=vectors, ray=ray)
     try:
-        held = ix.store.counts()["documents"]
+        held, generation = ix.store.counts()["documents"], ix.store.generation()
         with render.progress("indexing", total) as advance:
             report = ix.add_corpus(source, format=fmt_arg, fields=fields, on_error=on_error, batch_size=batch_size,
                                    on_progress=advance, prune=prune)
@@ -117,10 +117,10 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
         now = None
         with contextlib.suppress(BertsearchError, sqlite3.Error):
             now = ix.store.counts()["documents"]
-            if now != held or not ix.created:
-                log.warning(f"the documents read before the bad record were indexed: {index_path} holds {now} "
-                            f"documents (it held {held}); fix the record and run the same command again, and what is "
-                            "indexed already is not embedded again")
+            if ix.store.generation() != generation:  # some batches were written
+                log.warning("the documents read before the bad record were indexed: %s holds %d documents (it held "
+                            "%d); fix the record and run the same command again, and what is indexed already is not "
+                            "embedded again", index_path, now, held)
         ix.close()
         if ix.created and now == 0:
             shutil.rmtree(index_path, ignore_errors=True)
@@ -136,8 +136,8 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
         raise
     ix.close()
     if report.read == 0:
-        log.warning(f"{source} held no documents, so nothing was indexed ({index_path} holds {counts['documents']}); "
-                    "check the path, its --format, and the --text-field and --id-field names")
+        log.warning("%s held no documents, so nothing was indexed (%s holds %d); check the path, its --format, and "
+                    "the --text-field and --id-field names", source, index_path, counts["documents"])
     if as_json:
         render.print_json({**report.to_dict(), "index": {"path": index_path, **counts}})
         return
