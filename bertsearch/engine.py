@@ -31,7 +31,7 @@ from .search.rerank import rerank_order
 from .search.retrieve import PAGE_STARTS, Retriever, page_at
 from .store import Store
 from .store.swap import recover
-from .types import AskResult, Hits, IndexReport
+from .types import AskResult, Document, Hits, IndexReport
 from .vectors import open_backend, vectors_setting
 from .vectors.faiss_backend import FaissBackend
 
@@ -291,6 +291,8 @@ class Index:
         is read (so an interrupted run deletes nothing, and a `docs` that holds nothing deletes nothing: it is
         refused).
         """
+        if isinstance(docs, (dict, Document, str)):  # (a dict would be read as its keys)
+            raise BadArgument(f"add takes a list of documents, not one {type(docs).__name__}: add([doc])")
         report = self.ingest.add(docs, batch_size=batch_size, encode_batch_size=encode_batch_size,
                                  on_progress=on_progress, prune=prune, keep=keep)
         t0 = time.perf_counter()

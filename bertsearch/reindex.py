@@ -96,12 +96,15 @@ def reindex(
 def _open_staging(stage: Path, model: str, config: Any, precision: str) -> Any:
     """The staging index for `model`: resumed when an earlier run left one for the same model."""
     from .engine import Index
+    from .models import is_hashing
 
     for attempt in (1, 2):
         try:
-            # a new model, nothing else: the same vector index, vector store and runtime as the old one
+            # a new model, nothing else: the same vector index, vector store and runtime as the old one (the
+            # hashing encoder runs on torch alone: to or from it, the runtime is the new model's own choice)
+            hashing = is_hashing(config.model) or is_hashing(model)
             return Index.open(stage, model=model, create=True, ann=config.ann, vector_dtype=config.vector_dtype,
-                              precision=precision, vectors=config.vectors, backend=config.backend)
+                              precision=precision, vectors=config.vectors, backend=None if hashing else config.backend)
         except ModelMismatch:
             if attempt == 2:
                 raise

@@ -177,9 +177,13 @@ def test_6_delete_dry_run_deletes_nothing(run, corpus_file, tmp_path):
     assert out["dry_run"] is True and out["deleted"] == 0 and out["would_delete"] == 2
     assert sorted(out["ids"]) == ["aurora", "volcano"]
     r = run("delete", "--id", "piano", "--id", "nope", "--index", ix, "--dry-run")
-    assert r.exit_code == 0 and "would delete 1" in r.stderr
+    assert r.exit_code == 0 and "would delete 1 of 4 documents: piano" in r.stdout  # the answer: on stdout
+    assert "not stored: nope" in r.stdout
+    r = run("delete", "--id", "piano", "--id", "nope", "--index", ix, "--json")
+    assert json.loads(r.stdout)["deleted"] == 1 and json.loads(r.stdout)["not_found"] == ["nope"]
+    assert run("delete", "--id", "", "--index", ix).exit_code == 1
     with bertsearch.open_index(ix) as index:
-        assert index.store.counts()["documents"] == 4
+        assert index.store.counts()["documents"] == 3  # piano, deleted for real above
 
 
 # -- 7: duplicate ids across batches --------------------------------------------------------------------

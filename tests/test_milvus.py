@@ -511,6 +511,23 @@ def test_index_on_embedded_milvus_equals_faiss(tmp_path, docs):
         ix.close()
 
 
+def test_a_collection_the_server_lost_is_loaded_again_by_a_search(tmp_path, docs, caplog):
+    """Every search failed ("a write transaction cannot start inside a read snapshot") after the server lost the
+    collection, until `check` ran: the reload recorded itself from inside the search's read snapshot."""
+    import bertsearch
+
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing", vectors="milvus") as ix:
+        ix.add(docs)
+        before = [h.doc_id for h in ix.search("northern lights", k=3, mode="dense")]
+        ix.vectors.client.drop_collection(ix.vectors._collection)  # as a server restarted without its data
+        assert [h.doc_id for h in ix.search("northern lights", k=3, mode="dense")] == before
+        assert "is missing): loading them again from the store" in caplog.text
+    caplog.clear()
+    with bertsearch.open_index(tmp_path / "ix") as ix:  # the reload was recorded: no second one
+        assert [h.doc_id for h in ix.search("northern lights", k=3, mode="dense")] == before
+    assert "loading the vectors" not in caplog.text
+
+
 def test_index_on_a_server_sees_the_writes_of_another_process(server, tmp_path, docs):
     import bertsearch
 

@@ -133,3 +133,27 @@ def test_cli_reindex(old, tmp_path):
     assert json.loads(r.stdout)["to_model"] == "hashing:128"
     r = CliRunner().invoke(cli, ["reindex", "--index", str(tmp_path / "none"), "--model", "hashing:128"])
     assert r.exit_code == 1 and "no index" in r.stderr.lower()
+
+
+def test_to_or_from_the_hashing_encoder_the_runtime_is_the_new_models_and_bad_names_leave_nothing(old, monkeypatch):
+    """An index first built with hashing:N (recorded as torch) was re-embedded with a real model on torch, 9x slower
+    than OpenVINO, and `hashing:0` gave a traceback and left a staging folder."""
+    from bertsearch import models
+    from bertsearch.errors import ModelNotFound
+    from bertsearch.store import Store
+
+    store = Store(old / Store.FILE)
+    config = store.config
+    config.backend = "openvino"  # what a hashing index must not pass on
+    store.set_config(config)
+    store.close()
+    chosen = []
+    real = models.auto_backend
+    monkeypatch.setattr(models, "auto_backend", lambda model, device=None: chosen.append(model) or real(model, device))
+    rx.reindex(old, "hashing:128")
+    assert chosen == ["hashing:128"]  # chosen for the new model, not copied from the old index
+    with bertsearch.open_index(old) as ix:
+        assert ix.config.backend == "torch" and ix.info()["precision"] == "fp32"
+    with pytest.raises(ModelNotFound, match="bad model name hashing:0"):
+        rx.reindex(old, "hashing:0")
+    assert not rx.staging_path(old).exists()

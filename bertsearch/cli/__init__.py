@@ -232,7 +232,10 @@ def delete(ids: tuple[str, ...], where: str | None, dry_run: bool, index_path: s
     if ids and where is not None:
         raise BadArgument("give --id or --where, not both: run one delete for the ids and another for the filter "
                           "(--dry-run shows what each would delete)")
+    if any(not i.strip() for i in ids):
+        raise BadArgument("an empty --id names no document; give each document's id")
     with Index.open(index_path) as ix:
+        missing = [i for i in dict.fromkeys(ids) if ix.get(i) is None]  # (ids asked for that are not stored)
         if dry_run:
             gone = ix.to_delete(list(ids), where=where)
             n = 0
@@ -241,15 +244,25 @@ def delete(ids: tuple[str, ...], where: str | None, dry_run: bool, index_path: s
         counts = ix.store.counts()
     if as_json:
         out: dict[str, Any] = {"deleted": n, "index": {"path": index_path, **counts}}
+        if ids:
+            out["not_found"] = missing
         if dry_run:
             out.update(dry_run=True, would_delete=len(gone), ids=gone)
         render.print_json(out)
-    elif dry_run:
+        return
+    absent = (f"; not stored: {', '.join(missing[:10])}" + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+              if missing else "")
+    if dry_run:  # the answer to the question asked: on stdout, as a listing
         shown = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
-        render.err.print(f"would delete {len(gone)} of {counts['documents']} documents{': ' + shown if gone else ''} "
-                         "(dry run: nothing deleted)")
+        render.out.print(f"would delete {len(gone)} of {counts['documents']} document{_s(counts['documents'])}"
+                         f"{': ' + shown if gone else ''} (dry run: nothing deleted){absent}", markup=False)
     else:
-        render.err.print(f"deleted {n} documents; {index_path} holds {counts['documents']} documents")
+        render.err.print(f"deleted {n} document{_s(n)}; {index_path} holds {counts['documents']} "
+                         f"document{_s(counts['documents'])}{absent}", markup=False)
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 @cli.command()
@@ -720,7 +733,7 @@ def eval_beir(
         ann=ann,
         run_file=run_file,
         compare=compare,
-        rerank=rerank or reranker is not None or rerank_penalty is not None,
+        rerank=rerank or reranker is not None or rerank_penalty is not None or rerank_depth is not None,
         rerank_depth=depths,
         rerank_penalty=penalties,
         reranker=reranker,

@@ -173,8 +173,18 @@ def evaluate_beir(
     from ..readers.beir import load_qrels, load_queries
 
     dataset = Path(dataset)
+    if not dataset.exists():
+        raise CorpusError(f"no such folder: {dataset}; give a BEIR folder (corpus.jsonl, queries.jsonl and qrels/)")
     if not (dataset / "corpus.jsonl").is_file():
         raise CorpusError(f"{dataset} is not a BEIR folder (no corpus.jsonl); give a folder with corpus.jsonl, queries.jsonl and qrels/")
+    if run_file is not None:  # a run file that cannot be written fails now, not after the evaluation
+        try:
+            Path(run_file).parent.mkdir(parents=True, exist_ok=True)
+            with open(run_file, "a", encoding="utf-8"):
+                pass
+        except OSError as e:
+            raise BadArgument(f"cannot write the run file {run_file} ({e.strerror}); give a path in a folder you can "
+                              "write") from None
     qrels = load_qrels(dataset, split)
     queries = load_queries(dataset)
     qids = [q for q in qrels if q in queries]

@@ -123,7 +123,7 @@ def resolve_model_path(name: str) -> Path:
     except Exception:
         raise ModelNotFound(
             f"model {name} is neither a local folder nor in the Hugging Face cache; this machine cannot download "
-            f"it, so copy the model folder here and pass its path, or use the default ({DEFAULT_ENCODER})"
+            f"it, so copy the model folder here and pass its path, or leave the option out for the default"
         ) from None
 
 
@@ -177,7 +177,7 @@ def load_encoder(name: str | None = None, *, device: str | None = None, precisio
         from .hashing import HashingEncoder
 
         dim = name.partition(":")[2]
-        if dim and not dim.isdigit():
+        if dim and (not dim.isdigit() or int(dim) < 1):
             raise ModelNotFound(f"bad model name {name}; use 'hashing' or 'hashing:DIM'")
         return HashingEncoder(int(dim) if dim else 64)
     if backend == "onnx":

@@ -15,6 +15,8 @@ _WORD = re.compile(r"\w+")
 
 
 class HashingEncoder:
+    vector_precision = "fp32"
+
     def __init__(self, dim: int = 64, max_tokens: int = 64) -> None:
         if dim < 1 or max_tokens < 3:
             raise ValueError("hashing encoder needs dim >= 1 and max_tokens >= 3")

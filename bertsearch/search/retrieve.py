@@ -8,7 +8,7 @@ import itertools
 import logging
 import numbers
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import wait
 from typing import Any
 
@@ -66,15 +66,18 @@ class Retriever:
             raise BadQuery(f"no document has the field {f.path[0]!r} that the filter names; {hint}")
         return flt
 
-    def check_queries(self, queries: list[str], k: int, mode: str) -> list[str]:
-        if isinstance(queries, str):
-            raise BadArgument("batch_search takes a list of queries; use search() for one")
+    def check_queries(self, queries: Iterable[str], k: int, mode: str) -> list[str]:
+        if isinstance(queries, str) or not isinstance(queries, Iterable):
+            raise BadArgument(f"batch_search takes a list of queries, not {type(queries).__name__}; use search() for one")
+        queries = list(queries)  # (a generator is read once: it was read empty the second time, and nothing found)
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
             raise BadArgument(f"k must be a whole number above 0, got {k!r}")
         if mode not in fusion.MODES:
             raise BadArgument(f"unknown search mode {mode!r}; use one of {', '.join(fusion.MODES)}")
         for q in queries:
-            if not isinstance(q, str) or blank(q):
+            if not isinstance(q, str):
+                raise BadQuery(f"a query is text, not {type(q).__name__} ({q!r:.40})")
+            if blank(q):
                 raise BadQuery("empty query; give some words to search for")
         return [self.cut_query(q, mode)[0] for q in queries]
 

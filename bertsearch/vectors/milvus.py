@@ -44,9 +44,11 @@ sync counts the rows and reloads when they differ from the store); it releases c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -143,6 +145,7 @@ class MilvusBackend(VectorBackend):
         self._held: int | None = None  # rows in the collection, as of the last sync (the store's chunks then)
         self._client: Any = None  # connected on first use: a lexical search never starts Milvus
         self._closed = False
+        self._unsaved = False  # a record left to write once this thread is out of its read snapshot (`_save`)
 
     # -- connecting ---------------------------------------------------------------------------------
 
@@ -188,6 +191,9 @@ class MilvusBackend(VectorBackend):
         """Close the client; the last backend of this process on a milvus-lite folder stops its server thread
         (which releases the folder to other processes)."""
         with self._lock:
+            if self._unsaved and not self.store.closed and not self.store.conn.in_transaction:
+                with contextlib.suppress(BertsearchError, sqlite3.Error):  # (else the next process loads afresh)
+                    self._save()
             client, self._client, self._closed = self._client, None, True
             if client is None:
                 return
@@ -216,6 +222,8 @@ class MilvusBackend(VectorBackend):
 
     def sync(self, *, wait: bool = True) -> int:
         with self._lock, self._sync_lock():
+            if self._unsaved and not self.store.conn.in_transaction:
+                self._save()
             record = self._record()
             self._collection, self._position = record.get("collection"), int(record.get("position", 0))
             self._held = None
@@ -277,7 +285,9 @@ class MilvusBackend(VectorBackend):
         for other in self.client.list_collections():  # leftovers of a load that did not finish
             if other.startswith(self._prefix()) and other != old:
                 self.client.drop_collection(other)
-        log.info("loading the vectors into Milvus collection %s (%s)", name, reason)
+        lost = "missing" in reason or "does not load" in reason or "rows and the store" in reason
+        (log.warning if lost else log.info)("loading the vectors into Milvus collection %s (%s)%s", name, reason,
+                                            ": loading them again from the store" if lost else "")
         t0 = time.perf_counter()
         self._create(name)
         everything = self.store.all_chunks(self.config.dim, self.config.vector_dtype, docs=True)
@@ -338,6 +348,10 @@ class MilvusBackend(VectorBackend):
         then forget the feed up to it."""
         if self.store.read_only:
             return
+        if self.store.conn.in_transaction:  # within a search's read snapshot: no write can start; the next sync saves
+            self._unsaved = True
+            return
+        self._unsaved = False
         record = self._record()
         if record.get("collection") == self._collection and int(record.get("position", 0)) > self._position:
             self._position = int(record["position"])  # never backwards
@@ -346,8 +360,8 @@ class MilvusBackend(VectorBackend):
         self.store.prune_feed(self._position)
 
     def _record(self) -> dict[str, Any]:
-        if self.store.read_only and self._collection is not None:
-            return self._state()
+        if (self.store.read_only or self._unsaved) and self._collection is not None:
+            return self._state()  # (what this process knows and could not write yet)
         text = self.store.get_meta(META_KEY)
         try:
             record = json.loads(text) if text else {}
