@@ -198,6 +198,13 @@ def test_a_missing_index_fails_before_the_prompt(tmp_path):
     assert r.returncode != 0 and "no index" in r.stderr.lower() and "Traceback" not in r.stderr
 
 
+def test_a_where_naming_a_field_no_document_has_fails_before_the_prompt(run, corpus_file, tmp_path):
+    """It started, then every query failed on the filter, and the shell exited 0."""
+    run("index", corpus_file, "--index", tmp_path / "ix", "--model", "hashing")
+    r = run("shell", "--index", tmp_path / "ix", "--where", "bogus = 1", "--no-answer", "--no-rerank")
+    assert r.exit_code == 1 and "no document has the field 'bogus'" in r.stderr
+
+
 # -- a real shell in a pseudo-terminal ---------------------------------------------------------------
 
 PROMPT = r">(\x08| )"  # prompt_toolkit draws "> " as ">" and a cursor move

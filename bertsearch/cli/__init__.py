@@ -420,10 +420,12 @@ def shell(
 
     if where is not None:
         parse(where)  # a bad --where fails before the models load
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())  # (piped: lines not cut at 80 columns)
     ix, why, seconds = sh.load(index_path, render.err, model=model, reranker=reranker, reader=reader, rerank=rerank,
                                answer=answer, precision=precision, gpu=gpu)
     with ix:
+        if where is not None:
+            ix.retriever.filter(where)  # and names fields the index has: else every query would fail on it
         settings = sh.Settings(mode=mode, k=k, rerank=rerank, answer=answer, where=where, min_confidence=min_confidence)
         session = sh.Shell(ix, console, settings,
                            can_rerank=why["rerank"], can_answer=why["answer"])
