@@ -553,6 +553,34 @@ def test_index_on_a_server_sees_the_writes_of_another_process(server, tmp_path, 
         ix.close()
 
 
+def test_a_copy_made_with_cp_gets_a_collection_of_its_own(server, tmp_path, docs, caplog):
+    """Both folders named one collection on the server: a delete through the copy took the document out of the
+    original's dense results (its store still held it)."""
+    import shutil
+
+    import bertsearch
+
+    with bertsearch.open_index(tmp_path / "a", create=True, model="hashing", vectors=server) as ix:
+        ix.add(docs)
+        shared = ix.vectors._collection
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    with bertsearch.open_index(tmp_path / "b") as copy:
+        assert "is a copy of the index at" in caplog.text
+        copy.delete(["aurora"])
+        copy.add([{"id": "fjord", "text": "A fjord is carved by a glacier."}])
+        assert copy.vectors._collection != shared
+        assert "aurora" not in {h.doc_id for h in copy.search("northern lights", k=10, mode="dense")}
+    caplog.clear()
+    with bertsearch.open_index(tmp_path / "a") as ix:  # the original: its own documents, its collection kept
+        found = {h.doc_id for h in ix.search("northern lights glacier", k=10, mode="dense")}
+        assert "aurora" in found and "fjord" not in found and ix.check()["ok"]
+        assert ix.vectors._collection == shared and "is a copy" not in caplog.text
+    shutil.move(tmp_path / "a", tmp_path / "moved")  # a moved folder keeps its collection
+    with bertsearch.open_index(tmp_path / "moved") as ix:
+        assert "aurora" in {h.doc_id for h in ix.search("northern lights", k=10, mode="dense")}
+        assert ix.vectors._collection == shared and "is a copy" not in caplog.text
+
+
 def test_reindex_keeps_the_vectors_in_milvus(tmp_path, docs):
     import bertsearch
     from bertsearch import reindex as rx

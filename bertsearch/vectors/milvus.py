@@ -48,6 +48,7 @@ import contextlib
 import json
 import logging
 import math
+import secrets
 import sqlite3
 import threading
 import time
@@ -146,6 +147,8 @@ class MilvusBackend(VectorBackend):
         self._client: Any = None  # connected on first use: a lexical search never starts Milvus
         self._closed = False
         self._unsaved = False  # a record left to write once this thread is out of its read snapshot (`_save`)
+        if uri is not None and not store.read_only:
+            self._claim()
 
     # -- connecting ---------------------------------------------------------------------------------
 
@@ -371,7 +374,21 @@ class MilvusBackend(VectorBackend):
 
     def _state(self) -> dict[str, Any]:
         return {"collection": self._collection, "position": self._position, "target": self.target,
-                "index": [self.index_type, self.build_params]}
+                "index": [self.index_type, self.build_params], "folder": str(self.folder.resolve())}
+
+    def _claim(self) -> None:
+        """A copy of an index folder (`cp -r`) names, in its store, the server's collection of the folder it was
+        copied from: each one's writes would move the vectors the other searches. A store recorded by another
+        folder that still holds an index is such a copy: it takes an epoch of its own, and so a collection of its
+        own, loaded from its store on first use (a moved folder keeps its collection). `bertsearch backup` gives a
+        copy its own epoch too."""
+        record = self._record()
+        here, there = str(self.folder.resolve()), record.get("folder")
+        if not record.get("collection") or there in (None, here) or not (Path(there) / "store.db").is_file():
+            return
+        log.warning("%s is a copy of the index at %s, whose vectors are in Milvus collection %s: the copy gets a "
+                    "collection of its own, loaded from its store on first use", here, there, record["collection"])
+        self.store.set_meta("epoch", secrets.token_hex(8))
 
     def _prefix(self) -> str:
         epoch = "".join(c for c in self.store.epoch() if c.isalnum()) or "none"
