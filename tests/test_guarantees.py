@@ -84,6 +84,10 @@ def test_2_eval_beir_of_another_dataset_of_the_same_folder_name(tmp_path, monkey
         evaluate_beir(two, model="hashing", mode="lexical", index_path=mine)
     with bertsearch.open_index(mine) as ix:
         assert list(ix.store.ids()) == ["note"]
+    # another dataset's evaluation index named as --index: refused too (it was pruned to this corpus unsaid)
+    with pytest.raises(BadArgument, match=r"holds the corpus of .*one.*mini.*give a new --index folder"):
+        evaluate_beir(two, model="hashing", mode="lexical", index_path=evaluate_beir(one, model="hashing",
+                                                                                      mode="lexical")["index"])
 
 
 # -- 3: a document whose text becomes empty -----------------------------------------------------------

@@ -6,6 +6,7 @@ Recall@100, and MRR@10 as trec_eval's reciprocal rank over each query's top 10.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadArgument, CorpusError, MissingDependency
+
+log = logging.getLogger(__name__)
 
 Advance = Callable[[int], None]
 ProgressFactory = Callable[[str, "int | None", str], AbstractContextManager[Advance]]
@@ -227,7 +230,14 @@ def evaluate_beir(
         if index_path is not None and made_by is None and ix.store.counts()["documents"]:
             raise BadArgument(f"{path} holds documents that eval beir did not put there; it would make the index hold "
                               f"exactly {dataset.name}'s corpus and delete the rest. Give a new --index folder")
-        ix.store.set_meta(EVAL_MARK, str(dataset.resolve()))
+        here = str(dataset.resolve())
+        if made_by not in (None, here):
+            if index_path is not None:  # a folder the user named: another dataset's evaluation index is kept
+                raise BadArgument(f"{path} holds the corpus of {made_by}, which evaluating {dataset} would replace; "
+                                  "give a new --index folder, or leave --index out")
+            log.warning("%s held the corpus of %s (a dataset of the same folder name); it now holds %s's", path,
+                        made_by, here)
+        ix.store.set_meta(EVAL_MARK, here)
         with progress("indexing", count_records(dataset, "beir"), "docs") as advance:
             # pruned: the index holds this corpus exactly, whatever another dataset of the same folder name (or an
             # --index given twice) put in it before; unchanged documents cost no encoder work
