@@ -159,7 +159,7 @@ class SharedEncoder:
             rows = fut.result()
             return np.stack(rows) if len(rows) else np.zeros((0, self.dim), dtype=np.float32)
 
-        result.future = fut  # type: ignore[attr-defined]  # (a caller that returns early waits on it: `settle`)
+        result.future = fut  # type: ignore[attr-defined]  # (a search that returns early waits on it)
         return result
 
     def __getattr__(self, name: str) -> Any:  # dim, max_tokens, special_tokens, fingerprint, token_spans, ...

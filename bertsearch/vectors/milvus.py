@@ -386,9 +386,14 @@ class MilvusBackend(VectorBackend):
         here, there = str(self.folder.resolve()), record.get("folder")
         if not record.get("collection") or there in (None, here) or not (Path(there) / "store.db").is_file():
             return
+        try:
+            self.store.set_meta("epoch", secrets.token_hex(8))
+        except BertsearchError as e:  # a copy that cannot be written: it searches the shared collection, as before
+            log.warning("%s is a copy of the index at %s and shares its Milvus collection %s; it cannot take one of "
+                        "its own (%s)", here, there, record["collection"], e)
+            return
         log.warning("%s is a copy of the index at %s, whose vectors are in Milvus collection %s: the copy gets a "
                     "collection of its own, loaded from its store on first use", here, there, record["collection"])
-        self.store.set_meta("epoch", secrets.token_hex(8))
 
     def _prefix(self) -> str:
         epoch = "".join(c for c in self.store.epoch() if c.isalnum()) or "none"
