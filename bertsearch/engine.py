@@ -247,6 +247,13 @@ class Index:
         ix.created = made
         return ix
 
+    def require_model(self) -> None:
+        """Raise the encoder's ModelNotFound when the index's model cannot be found (see `MissingEncoder`): for a
+        server, which should not start without it."""
+        inner = getattr(self.encoder, "inner", None)
+        if isinstance(inner, MissingEncoder):
+            raise inner._error
+
     def close(self) -> None:
         """Close the store and stop the model workers; using the index afterwards raises `IndexClosed`.
         Closing twice is harmless."""

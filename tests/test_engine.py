@@ -282,6 +282,8 @@ def test_a_model_folder_given_relative_is_recorded_absolute(tiny_encoder, tmp_pa
                                                     r"here .*pass --model"):
                 ix.search("honey", mode=mode)
         assert ix.delete(["a"]) == 1
+        with pytest.raises(ModelNotFound, match="pass --model"):
+            ix.require_model()  # (`serve` calls it: a server without its model would never be ready)
     with bertsearch.open_index(tmp_path / "ix", model=str(tiny_encoder)) as ix:
         ix.add([{"id": "b", "text": "Bees make honey."}])
         assert ix.search("honey", k=1, mode="dense")[0].doc_id == "b"

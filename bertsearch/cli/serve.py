@@ -9,11 +9,12 @@ import socket
 import click
 
 from ..errors import BadArgument, MissingDependency
-from .options import index_option, query_backend_option
+from .options import index_option, model_option, query_backend_option
 
 
 @click.command("serve")
 @index_option
+@model_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
@@ -23,8 +24,8 @@ from .options import index_option, query_backend_option
 @click.option("--max-pending", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in progress or waiting at once; beyond, 503 with Retry-After.")
 @query_backend_option
-def serve_command(index_path: str, host: str, port: int, key_file: str | None, cors_origins: tuple[str, ...],
-                  max_pending: int) -> None:
+def serve_command(index_path: str, model: str | None, host: str, port: int, key_file: str | None,
+                  cors_origins: tuple[str, ...], max_pending: int) -> None:
     """Serve an index over HTTP: search, ask, documents, and a search page at /.
 
     Reads are open unless a read key is set; writes need the write key and are refused without one.
@@ -45,8 +46,9 @@ def serve_command(index_path: str, host: str, port: int, key_file: str | None, c
 
     keys = Keys.load(dict(os.environ), key_file)
     _one_thread_per_search()
-    ix = Index.open(index_path)  # a missing or damaged index fails here, before the server starts
+    ix = Index.open(index_path, model=model)  # a missing or damaged index fails here, before the server starts
     try:
+        ix.require_model()  # and so does one whose model cannot be found (a lexical search alone would work)
         sock = _listen(host, port)  # a port in use, or an address not of this machine, fails here too
         app = create_app(ix, keys=keys, cors_origins=cors_origins, max_pending=max_pending)
         reads = "reads need the read key" if keys.read else "reads open"
