@@ -36,7 +36,7 @@ from typing import Any
 from ..config import IndexConfig
 from ..errors import BertsearchError, IndexNotFound
 from .migrations import SCHEMA_VERSION
-from .sqlite import writable_folder
+from .sqlite import immutable, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,7 @@ def _reading(db: Path, timeout: float) -> sqlite3.Connection:
     with writes not yet folded in from its log is refused (they would be left out of the copy)."""
     if writable_folder(db.parent):
         return sqlite3.connect(db, timeout=timeout)
-    wal = db.with_name(db.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        raise BackupError(f"{db.parent} is read-only and holds writes not yet folded into {db.name} ({wal.name}); make "
-                          "the folder writable and run any bertsearch command on it once, then back it up")
-    return sqlite3.connect(f"{db.resolve().as_uri()}?immutable=1", uri=True, timeout=timeout)
+    return immutable(db, timeout, then="back it up")
 
 
 def _verify(db: Path, src: Path, fix: str) -> dict[str, Any]:

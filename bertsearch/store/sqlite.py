@@ -128,14 +128,8 @@ class Store:
         """A connection to a store in a folder this process cannot write. SQLite's WAL mode needs to write beside
         the database even to read, so the store is opened as immutable: nobody can change it while the folder is
         read-only. A write-ahead log not yet folded into the database would go unread, so it is refused."""
-        wal = self.path.with_name(self.path.name + "-wal")
-        if wal.exists() and wal.stat().st_size > 0:
-            raise BertsearchError(
-                f"{self.path.parent} is read-only and holds writes not yet folded into store.db ({wal.name}); make "
-                "the folder writable and run any bertsearch command on it once, then it can be read read-only"
-            )
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, timeout=self.timeout,
-                               isolation_level=None, check_same_thread=False)
+        conn = immutable(self.path, self.timeout, then="it can be read read-only", isolation_level=None,
+                         check_same_thread=False)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as e:
@@ -576,6 +570,18 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.DatabaseError:
             pass
+
+
+def immutable(db: Path, timeout: float, *, then: str, **kwargs: Any) -> sqlite3.Connection:
+    """A connection that reads the store `db` in a folder this process cannot write (SQLite's write-ahead log needs
+    to write beside the database even to read): opened as immutable, as nobody can change it there. A log still
+    holding writes not folded into the database would go unread, so it is refused; `then` says what can be done once
+    it is folded in."""
+    wal = db.with_name(db.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise BertsearchError(f"{db.parent} is read-only and holds writes not yet folded into {db.name} ({wal.name}); "
+                              f"make the folder writable and run any bertsearch command on it once, then {then}")
+    return sqlite3.connect(f"{db.resolve().as_uri()}?immutable=1", uri=True, timeout=timeout, **kwargs)
 
 
 def writable_folder(folder: Path) -> bool:
