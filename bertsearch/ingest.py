@@ -60,8 +60,9 @@ class Ingest:
         report = IndexReport()
         t0 = time.perf_counter()
         seen: set[str] = set()  # every id read so far: a duplicate is noticed across batches, and --prune needs them
+        counted: set[str] = set()  # ids counted as added, replaced or unchanged: a later duplicate is not counted again
         for batch in batched(docs, batch_size):
-            self._add_batch(batch, report, encode_batch_size, seen)
+            self._add_batch(batch, report, encode_batch_size, seen, counted)
             if on_progress is not None:
                 on_progress(len(batch))
         if prune:
@@ -78,7 +79,9 @@ class Ingest:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _add_batch(self, batch: list[DocLike], report: IndexReport, encode_batch_size: int, seen: set[str]) -> None:
+    def _add_batch(
+        self, batch: list[DocLike], report: IndexReport, encode_batch_size: int, seen: set[str], counted: set[str]
+    ) -> None:
         by_id: dict[str, Document] = {}
         emptied: list[str] = []
         for raw in batch:
@@ -109,20 +112,27 @@ class Ingest:
         stored = self.store.hashes([d.id for d in docs])
         todo: list[tuple[Document, str]] = []
         same: list[Document] = []
-        for d in docs:
+        repeated: set[str] = set()  # duplicates of an earlier batch: counted there, so that the counts do not depend
+        for d in docs:  # on the batch size
             h = content_hash(d)
+            if d.id in counted:
+                repeated.add(d.id)
+            counted.add(d.id)
             if stored.get(d.id) == h:
                 same.append(d)
                 continue
-            if d.id in stored:
-                report.replaced += 1
-            else:
-                report.added += 1
+            if d.id not in repeated:
+                if d.id in stored:
+                    report.replaced += 1
+                else:
+                    report.added += 1
             todo.append((d, h))
         if same:  # unchanged text: no encoder work, but metadata may have changed
-            changed = self.store.update_metadata({d.id: d.metadata for d in same})
+            changed = self.store.update_metadata({d.id: d.metadata for d in same if d.id not in repeated})
             report.metadata_updated += changed
-            report.unchanged += len(same) - changed
+            report.unchanged += sum(d.id not in repeated for d in same) - changed
+            if repeated:
+                self.store.update_metadata({d.id: d.metadata for d in same if d.id in repeated})
         if not todo:
             return
         items, inputs = self._chunk([d for d, _ in todo], [h for _, h in todo], report)

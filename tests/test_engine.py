@@ -72,6 +72,17 @@ def test_empty_and_duplicate_documents_are_counted(tmp_path):
         ix.add([{"text": "no id"}])
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 128])
+def test_duplicate_counts_do_not_depend_on_the_batch_size(tmp_path, batch_size):
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    ix.add([{"id": "old", "text": "was here before"}])
+    docs = [{"id": "a", "text": "first"}, {"id": "old", "text": "changed"}, {"id": "a", "text": "second"},
+            {"id": "old", "text": "changed", "x": 1}, {"id": "c", "text": "cherry"}]
+    r = ix.add(docs, batch_size=batch_size)
+    assert (r.read, r.added, r.replaced, r.unchanged, r.metadata_updated, r.duplicates) == (5, 2, 1, 0, 0, 2)
+    assert ix.get("a")["text"] == "second" and ix.get("old")["metadata"] == {"x": 1}
+
+
 def test_long_documents_are_chunked_not_truncated(tmp_path):
     ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
     words = [f"w{i}" for i in range(500)]
