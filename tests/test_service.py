@@ -75,6 +75,18 @@ def test_curl_style_json_without_a_content_type(client):
     assert r.status_code == 200 and r.json()["answers"][0]["text"] == "1928"
 
 
+def test_a_body_that_is_not_json_gets_415_and_head_answers_as_get(client):
+    body = json.dumps({"query": "penicillin"})
+    for kind in ("text/plain", "multipart/form-data; boundary=x", "application/xml"):
+        assert "application/json" in error_of(client.post("/search", content=body, headers={"content-type": kind}), 415)
+    assert client.post("/search", content=body, headers={"content-type": "application/json; charset=utf-8"}).status_code == 200
+    for path in ("/health", "/info", "/search?q=penicillin"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200, (path, head.status_code)
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    assert client.head("/documents/nothing-here").status_code == 404
+
+
 @pytest.mark.parametrize("body, status, words", [
     ({"query": "   "}, 422, "empty query"),
     ({"query": "\u0000"}, 422, "empty query"),

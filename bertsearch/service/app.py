@@ -449,15 +449,25 @@ class _Limits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "HEAD":  # a HEAD is the GET without its body (monitors and `curl -I` send it)
+            scope = dict(scope, method="GET")
+            send = _headers_only(send)
         if scope["path"] in ("/health", "/ready"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if scope["method"] in ("POST", "PUT") and headers.get(b"content-type", b"application/x-www-form-urlencoded"
-                                                              ).split(b";")[0].strip() == b"application/x-www-form-urlencoded":
-            # curl -d sends a JSON body as a form unless told otherwise: this API takes no forms, so it reads JSON
-            scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
-                         + [(b"content-type", b"application/json")])
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            kind = headers.get(b"content-type", b"application/x-www-form-urlencoded").split(b";")[0].strip().lower()
+            if kind == b"application/x-www-form-urlencoded":
+                # curl -d sends a JSON body as a form unless told otherwise: this API takes no forms, so it reads JSON
+                scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+                             + [(b"content-type", b"application/json")])
+            elif not (kind in (b"application/json", b"text/json") or kind.endswith(b"+json")
+                      or kind.decode("latin-1") in NDJSON):
+                name = kind.decode("latin-1")[:80] or "an empty content type"
+                await _error(415, f"send the body as application/json (documents also as application/x-ndjson), "
+                             f"not {name}")(scope, receive, send)
+                return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > s.MAX_BODY_BYTES:
             await _error(413, f"the body is {int(length)} bytes; the limit is {s.MAX_BODY_BYTES}")(scope, receive, send)
@@ -497,6 +507,17 @@ class _Limits:
 
 class _TooLarge(Exception):
     pass
+
+
+def _headers_only(send: Callable) -> Callable:
+    """`send` with the response's body left out (its headers, Content-Length included, kept): HEAD's answer."""
+
+    async def headers_only(message: dict) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return headers_only
 
 
 def _open(path: Any) -> Any:
