@@ -393,6 +393,20 @@ def test_format_detection_and_argument_checks(tmp_path, squad_file):
         training.train_reranker(tmp_path / "out", train_squad=str(tmp_path / "missing.json"))
 
 
+def test_a_bad_pairs_file_is_told_before_the_model_loads(tiny_model, tmp_path, monkeypatch):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n')
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the training file was read")
+
+    import sentence_transformers.cross_encoder
+
+    monkeypatch.setattr(sentence_transformers.cross_encoder, "CrossEncoder", no_model)
+    with pytest.raises(CorpusError, match="pairs.jsonl:2"):
+        training.train_reranker(tmp_path / "out", train_pairs=str(pairs), base=str(tiny_model))
+
+
 def test_checkpoints_resume_only_the_same_run(tmp_path):
     from bertsearch.training.common import RUN_FILE, check_same_run
 

@@ -524,8 +524,23 @@ def train_reranker(
     last = resume_point(checkpoints, settings, _RESUMABLE, resume=resume)
     transformers.set_seed(seed)
 
-    # 1. model: the base encoder with a new one-logit head (a bi-encoder folder is converted; its pooling is dropped)
     base_path = resolve_model_path(base)
+    # 1. data first, so that a bad training file is told before the model loads: (query, passage, label) rows
+    t0 = time.perf_counter()
+    if train_squad is not None:
+        examples = squad_examples(
+            train_squad, negatives=negatives_per_query, limit=limit, bm25=bm25_negatives,
+            same_article=same_article_negatives, random_negatives=random_negatives, seed=seed, cache_dir=work,
+            progress=progress,
+        )
+        filled = 0
+    else:
+        examples = read_pairs(train_pairs)  # type: ignore[arg-type]
+        if limit is not None:
+            examples = random.Random(seed).sample(examples, min(limit, len(examples)))
+        filled = complete_negatives(examples, negatives_per_query, seed)
+    # 2. model: the base encoder with a new one-logit head (a bi-encoder folder is converted; its pooling is dropped)
+    loading = time.perf_counter()
     model = CrossEncoder(
         str(base_path),
         num_labels=1,
@@ -540,21 +555,9 @@ def train_reranker(
     if not getattr(model.tokenizer, "is_fast", False):
         raise BadArgument(f"base model {base} has no fast tokenizer (tokenizer.json); windowing passages needs one")
     tokenizer = model.tokenizer
+    t0 += time.perf_counter() - loading  # the data's seconds leave the model's loading out
 
-    # 2. data: (query, passage, label) rows; passages too long for the window are windowed, not cut
-    t0 = time.perf_counter()
-    if train_squad is not None:
-        examples = squad_examples(
-            train_squad, negatives=negatives_per_query, limit=limit, bm25=bm25_negatives,
-            same_article=same_article_negatives, random_negatives=random_negatives, seed=seed, cache_dir=work,
-            progress=progress,
-        )
-        filled = 0
-    else:
-        examples = read_pairs(train_pairs)  # type: ignore[arg-type]
-        if limit is not None:
-            examples = random.Random(seed).sample(examples, min(limit, len(examples)))
-        filled = complete_negatives(examples, negatives_per_query, seed)
+    # passages too long for the window are windowed, not cut
     windowing = fit_to_window(examples, tokenizer, max_length=max_length, stride=stride, seed=seed)
     if windowing["positives_without_answer_window"]:
         log.warning("%d positives longer than the window were cut to their first window (their answer is not known)",
