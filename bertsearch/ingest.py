@@ -127,12 +127,13 @@ class Ingest:
                 else:
                     report.added += 1
             todo.append((d, h))
-        if same:  # unchanged text: no encoder work, but metadata may have changed
-            changed = self.store.update_metadata({d.id: d.metadata for d in same if d.id not in repeated})
+        fresh = [d for d in same if d.id not in repeated]
+        if fresh:  # unchanged text: no encoder work, but metadata may have changed
+            changed = self.store.update_metadata({d.id: d.metadata for d in fresh})
             report.metadata_updated += changed
-            report.unchanged += sum(d.id not in repeated for d in same) - changed
-            if repeated:
-                self.store.update_metadata({d.id: d.metadata for d in same if d.id in repeated})
+            report.unchanged += len(fresh) - changed
+        if len(fresh) < len(same):
+            self.store.update_metadata({d.id: d.metadata for d in same if d.id in repeated})
         if not todo:
             return
         items, inputs = self._chunk([d for d, _ in todo], [h for _, h in todo], report)
