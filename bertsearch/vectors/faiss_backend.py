@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from .faiss_index import VectorIndex, _faiss, gpu_available
 log = logging.getLogger(__name__)
 
 _NO_IDS = np.zeros(0, dtype=np.int64)
+APPLIED_KEPT = 256  # syncs whose chunk ids are kept (`FaissBackend._applied`)
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,12 @@ class _State:
     delta_ids: np.ndarray = field(default_factory=lambda: _NO_IDS)  # sorted chunk ids written since the base
     delta_xb: np.ndarray | None = None  # their vectors
     dead: np.ndarray = field(default_factory=lambda: _NO_IDS)  # sorted ids of the base's chunks deleted since
+    counted: int | None = None  # the chunk count, where the arrays above cannot tell it (`FaissBackend._as_of`)
 
     @property
     def count(self) -> int:
+        if self.counted is not None:
+            return self.counted
         return self.base.count - len(self.dead) + len(self.delta_ids)
 
     @property
@@ -74,6 +79,9 @@ class FaissBackend(VectorBackend):
         self._lock = threading.Lock()  # one sync at a time
         self._compacting = threading.Lock()  # one compaction at a time
         self._worker: threading.Thread | None = None
+        # the chunk ids each sync applied, (from, to, ids): a search whose snapshot of the store is older than the
+        # state another thread synced leaves those chunks out of the state and scores them as its snapshot has them
+        self._applied: deque[tuple[int, int, np.ndarray]] = deque(maxlen=APPLIED_KEPT)
 
     # -- following the store ------------------------------------------------------------------------
 
@@ -109,9 +117,55 @@ class FaissBackend(VectorBackend):
             st = self._load()
             changes = self.store.changes_since(st.seq, self.config.dim, self.config.vector_dtype)
         if changes.head > st.seq:  # (a snapshot older than this state has nothing to add)
+            self._applied.append((st.seq, changes.head, np.union1d(changes.live.ids, changes.gone)))
             st = _apply(st, changes)
         self._state = st
         return st
+
+    def _as_of(self, st: _State) -> _State:
+        """`st` as the calling thread's snapshot of the store has it. Another thread may have synced the shared
+        state past this snapshot (its writes), or be syncing it while this one searches the state before: a chunk
+        one has and the other has not would drop its document out of the results (a document being updated went
+        missing from 3 dense searches in 4 while another thread rewrote it). The chunks changed between the two
+        positions are left out of the state's base and delta, and those the snapshot holds are searched exactly,
+        with the vectors it holds. Where the changes are not known (the feed pruned, or synced too long ago), the
+        state is searched as it is."""
+        head = self.store.feed_head()
+        if st.seq == head:
+            return st
+        if st.seq < head:  # this snapshot is ahead: apply the changes it sees, to a state of its own
+            try:
+                return _apply(st, self.store.changes_since(st.seq, self.config.dim, self.config.vector_dtype))
+            except FeedGap:
+                return st
+        touched = self._touched(head, st.seq)
+        if touched is None:
+            return st
+        held = np.asarray(self.store.existing_chunks(touched.tolist()), dtype=np.int64)
+        xb = (self.store.chunk_vectors(held.tolist(), self.config.dim, self.config.vector_dtype) if len(held)
+              else np.zeros((0, self.config.dim), dtype=np.float32))
+        keep = ~np.isin(st.delta_ids, touched)
+        ids = np.concatenate([st.delta_ids[keep], held])
+        parts = [xb] if st.delta_xb is None else [st.delta_xb[keep], xb]
+        order = np.argsort(ids, kind="stable")
+        delta_xb = np.concatenate(parts)[order] if ids.size else None
+        return _State(st.base, head, ids[order], delta_xb, np.union1d(st.dead, touched[touched <= st.base.max_id]),
+                      counted=self.store.counts()["chunks"])
+
+    def _touched(self, since: int, upto: int) -> np.ndarray | None:
+        """The chunk ids the syncs applied between feed positions `since` and `upto` (perhaps a few more), or None
+        when the record does not cover that span."""
+        covered, parts = since, []
+        for a, b, ids in sorted(list(self._applied), key=lambda x: x[0]):
+            if b <= covered or a >= upto:
+                continue
+            if a > covered:
+                return None  # a gap: not recorded
+            parts.append(ids)
+            covered = b
+            if covered >= upto:
+                return np.unique(np.concatenate(parts))
+        return None
 
     def _load(self) -> _State:
         """The saved file, if it belongs to this store and is not ahead of it; else one built from the store."""
@@ -212,7 +266,7 @@ class FaissBackend(VectorBackend):
 
     def search(self, xq: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
                where: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
-        st = self.current()
+        st = self._as_of(self.current())
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         nq = len(xq)
         parts_d, parts_i = [], []
@@ -239,7 +293,7 @@ class FaissBackend(VectorBackend):
         return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 
     def count(self) -> int:
-        return self.current().count
+        return self._as_of(self.current()).count
 
     def position(self) -> int:
         st = self._state

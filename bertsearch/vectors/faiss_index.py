@@ -132,8 +132,8 @@ class VectorIndex:
             exclude = None
         if allowed is not None and exclude is not None:
             allowed, exclude = np.setdiff1d(allowed, exclude, assume_unique=True), None
-        live = self.count - (len(exclude) if exclude is not None else 0)
-        k = min(k, max(live if allowed is None else min(live, len(allowed)), 1))
+        # (not fewer than the count: an excluded id need not be here, and FAISS pads what it cannot fill with -1)
+        k = min(k, max(self.count if allowed is None else min(self.count, len(allowed)), 1))
         with few_threads(len(xq)):
             return self._search(xq, k, allowed, exclude)
 
