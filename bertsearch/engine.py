@@ -8,18 +8,28 @@ argument, and each model is called from one worker thread that batches the calls
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import IndexConfig
-from .errors import BadArgument, BertsearchError, IndexNotFound, ModelMismatch, ModelNotFound, from_sqlite
+from .errors import (
+    BadArgument,
+    BertsearchError,
+    IndexClosed,
+    IndexNotFound,
+    ModelMismatch,
+    ModelNotFound,
+    from_sqlite,
+)
 from .filters import Filter
 from .ingest import DocLike, Ingest, Progress, content_hash
 from .models import Encoder, load_encoder
@@ -37,7 +47,55 @@ from .vectors.faiss_backend import FaissBackend
 
 log = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 _UNLOADED: Any = object()
+
+
+CLOSE_WAIT = 10  # seconds `Index.close` waits for the calls in flight, twice (see there)
+
+
+class _Gate:
+    """Counts the calls in flight on an `Index`, so that `close` waits for them (closing a store connection that
+    another thread was using crashed the process), and refuses new ones once closing."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._in = 0
+        self._mine = threading.local()  # this thread's own calls in flight (a close from inside one waits not on it)
+        self.closed = False
+
+    @contextmanager
+    def enter(self) -> Iterator[None]:
+        with self._cond:
+            if self.closed:
+                raise IndexClosed(self.path)
+            self._in += 1
+        self._mine.n = getattr(self._mine, "n", 0) + 1
+        try:
+            yield
+        finally:
+            self._mine.n -= 1
+            with self._cond:
+                self._in -= 1
+                self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new calls; True once the calls of other threads are done, False if `timeout` passed first."""
+        own = getattr(self._mine, "n", 0)
+        with self._cond:
+            self.closed = True
+            return self._cond.wait_for(lambda: self._in <= own, timeout)
+
+
+def _gated(method: F) -> F:
+    @functools.wraps(method)
+    def call(self: Index, *args: Any, **kwargs: Any) -> Any:
+        with self._gate.enter():
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 class Index:
@@ -98,6 +156,7 @@ class Index:
         # the reranker's and reader's when they load (int8 is the encoder's alone; they take "auto")
         self._precision = "auto" if precision == "int8" else precision
         self.created = False  # whether Index.open made this index's folder
+        self._gate = _Gate(str(path))  # the calls in flight, which `close` waits for
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -256,7 +315,17 @@ class Index:
 
     def close(self) -> None:
         """Close the store and stop the model workers; using the index afterwards raises `IndexClosed`.
-        Closing twice is harmless."""
+        Closing twice is harmless. Calls in flight on other threads finish first (or, still running after
+        `CLOSE_WAIT` seconds, have their store statements interrupted); a new one raises `IndexClosed`."""
+        self.store.refuse()
+        if not self._gate.close(CLOSE_WAIT):
+            log.warning("closing %s: calls on other threads still running after %ds; interrupting them", self.path,
+                        CLOSE_WAIT)
+            self.store.interrupt()
+            if not self._gate.close(CLOSE_WAIT):
+                log.warning("closing %s: calls on other threads still running; their connections are left open",
+                            self.path)
+                return
         self.vectors.wait()
         self.vectors.close()
         self.store.close()
@@ -282,6 +351,7 @@ class Index:
 
     # -- writing ----------------------------------------------------------------------------------
 
+    @_gated
     def add(
         self,
         docs: Iterable[DocLike],
@@ -307,6 +377,7 @@ class Index:
         report.seconds += time.perf_counter() - t0
         return report
 
+    @_gated
     def add_corpus(
         self,
         source: str | Path,
@@ -337,6 +408,7 @@ class Index:
         report.decoded_as = {k: list(v) for k, v in stats.decoded_as.items()}
         return report
 
+    @_gated
     def delete(self, ids: Iterable[str] = (), *, where: str | Filter | None = None, dry_run: bool = False) -> int:
         """Delete documents by id, or those matching a filter (one or the other, never both); returns how many
         were deleted, or with `dry_run` how many would be (see `to_delete` for which)."""
@@ -347,6 +419,7 @@ class Index:
         self._vectors_changed()
         return n
 
+    @_gated
     def to_delete(self, ids: Iterable[str] = (), *, where: str | Filter | None = None) -> list[str]:
         """The ids of the stored documents `delete` would delete with these arguments (a dry run)."""
         ids, flt = self._delete_target(ids, where)
@@ -369,6 +442,7 @@ class Index:
     def _vectors_changed(self) -> None:
         self.vectors.sync(wait=not self.background_rebuild)
 
+    @_gated
     def refresh_vectors(self) -> None:
         """Bring the vector backend up to date with the store now (no encoder work: vectors come from SQLite)."""
         self.vectors.sync()
@@ -379,6 +453,7 @@ class Index:
         """`query` cut to what the encoder reads, and how many words were kept (None when nothing was cut)."""
         return self.retriever.cut_query(query, mode)
 
+    @_gated
     def search(
         self,
         query: str,
@@ -401,6 +476,7 @@ class Index:
         return self.batch_search([query], k=k, mode=mode, where=where, rerank=rerank, rerank_depth=rerank_depth,
                                  rerank_penalty=rerank_penalty)[0]
 
+    @_gated
     def batch_search(
         self,
         queries: list[str],
@@ -477,6 +553,7 @@ class Index:
             return load(name, device=self._device, precision=self._precision, backend="torch")
         return model
 
+    @_gated
     def ask(
         self,
         question: str,
@@ -548,10 +625,12 @@ class Index:
 
     # -- reading ----------------------------------------------------------------------------------
 
+    @_gated
     def get(self, doc_id: str) -> dict[str, Any] | None:
         """A stored document by id (id, title, text, metadata, updated_at), or None."""
         return self.store.document(doc_id)
 
+    @_gated
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         """Consistency report: store problems (each a string), and whether the vector backend holds every chunk.
 
@@ -586,6 +665,7 @@ class Index:
             report["problems"] = after
         return report
 
+    @_gated
     def info(self) -> dict[str, Any]:
         """What the index holds and how it was built."""
         size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())

@@ -158,3 +158,79 @@ def test_per_call_settings_leave_the_index_alone(index):
         index.ask("keys", min_confidence=2)
     with pytest.raises(bertsearch.BertsearchError, match="rerank depth"):
         index.search("keys", rerank=True, rerank_depth=0)
+
+
+CLOSE_SCRIPT = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[2])
+import bertsearch
+from bertsearch.errors import IndexClosed
+from bertsearch.models.shared import SharedReader, SharedReranker
+from fakes import WordReader, WordReranker
+
+for trial in range(6):  # lexical searches alone (most of their time in SQLite), then every kind of call
+    ix = bertsearch.open_index(f"{sys.argv[1]}/ix{trial}", create=True, model="hashing")
+    ix.add([{"id": f"d{i}", "text": " ".join(f"harbor word{j} granite{(i * j) % 97}" for j in range(300))}
+            for i in range(200)])
+    ix._reranker = SharedReranker(WordReranker("harbor"))
+    ix._reader = SharedReader(WordReader("harbor"))
+    unexpected = []
+
+    def loop(n):
+        i = 0
+        try:
+            while True:
+                i += 1
+                if n == 0:
+                    ix.add([{"id": f"new{i}", "text": f"harbor added {i}"}])
+                elif n == 1:
+                    ix.ask("harbor lighthouse")
+                elif n == 2:
+                    ix.get(f"d{i % 200}")
+                elif n == 3:
+                    ix.search("harbor granite5", k=5, mode=("dense", "hybrid")[i % 2])
+                else:
+                    ix.search("harbor granite5 word7", k=5, mode="lexical")
+        except IndexClosed:
+            pass
+        except BaseException as e:
+            unexpected.append(repr(e))
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in ((4, 5, 6) if trial % 2 == 0 else range(7))]
+    for t in threads:
+        t.start()
+    time.sleep(0.3 + 0.1 * trial)
+    ix.close()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads), "a thread still waits after close"
+    assert not unexpected, unexpected
+    ix2 = bertsearch.open_index(f"{sys.argv[1]}/ix{trial}")
+    assert ix2.check()["ok"], ix2.check()
+    ix2.close()
+print("ok")
+"""
+
+
+def test_close_while_threads_search_ask_and_add_ends_each_with_index_closed(tmp_path):
+    """Closing an Index that other threads were using crashed the process (SIGSEGV) or left a thread waiting for
+    ever on a model worker; now each call in flight finishes, and later ones raise IndexClosed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "close.py"
+    script.write_text(CLOSE_SCRIPT)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def test_a_batcher_call_after_close_is_refused_not_left_waiting():
+    from bertsearch.errors import IndexClosed
+
+    b = Batcher(lambda items: [x * 2 for x in items], name="doubler")
+    assert b.call([1, 2]) == [2, 4]  # the worker runs
+    b.close()
+    with pytest.raises(IndexClosed, match="closed"):
+        b.submit([3]).result(timeout=5)

@@ -20,6 +20,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ..errors import BertsearchError, IndexClosed
+
 log = logging.getLogger(__name__)
 
 In = TypeVar("In")
@@ -40,6 +42,13 @@ def _finish_workers() -> None:
         thread = batcher._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=60)
+
+
+class WorkerClosed(IndexClosed):
+    """A model was called after its index was closed."""
+
+    def __init__(self, message: str) -> None:
+        BertsearchError.__init__(self, message)
 
 
 class Batcher(Generic[In, Out]):
@@ -69,19 +78,15 @@ class Batcher(Generic[In, Out]):
         if not items:
             fut.set_result([])
             return fut
-        if self._thread is None or not self._thread.is_alive():
-            self._start()
-        self._queue.put((list(items), fut))
-        return fut
-
-    def _start(self) -> None:
-        with self._start_lock:
+        with self._start_lock:  # (a call queued after close's stop would wait for ever: none is)
             if self._closed:
-                raise RuntimeError(f"the {self.name} worker is closed")
+                raise WorkerClosed(f"the {self.name} is closed (its index was closed); open the index again")
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=f"bertsearch-{self.name}", daemon=True)
                 self._thread.start()
                 _LIVE.add(self)
+            self._queue.put((list(items), fut))
+        return fut
 
     def close(self) -> None:
         with self._start_lock:
