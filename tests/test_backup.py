@@ -4,6 +4,7 @@ ever found under the destination's name."""
 import json
 import os
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -102,9 +103,16 @@ def test_force_never_replaces_a_folder_of_other_files(run, built, tmp_path):
     for args in (("restore", out, "--index", precious), ("restore", out, "--index", precious, "--force"),
                  ("backup", precious, "--index", built, "--force")):
         r = run(*args)
-        assert r.exit_code == 1 and "holds files that are not an index (thesis.txt)" in r.stderr, (args, r.output)
+        assert r.exit_code == 1 and "holds files that are not an index's (thesis.txt)" in r.stderr, (args, r.output)
         assert "already holds an index" not in r.stderr
         assert sorted(p.name for p in precious.iterdir()) == ["thesis.txt"]
+    # nor a folder of the user's files that also holds an index (the index was made there, among them)
+    shutil.copytree(built, precious, dirs_exist_ok=True)
+    (precious / "photos").mkdir()
+    for args in (("restore", out, "--index", precious, "--force"), ("backup", precious, "--index", built, "--force")):
+        r = run(*args)
+        assert r.exit_code == 1 and "besides an index that are not an index's (photos, thesis.txt)" in r.stderr, r.output
+        assert {"thesis.txt", "photos", "store.db"} <= {p.name for p in precious.iterdir()}
     r = run("index", tmp_path / "none.jsonl", "--index", "")
     assert r.exit_code == 2 and "give a folder name" in r.stderr and not (Path.cwd() / "store.db").exists()
 

@@ -342,14 +342,26 @@ def _occupied(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
+OWN = {STORE, f"{STORE}-wal", f"{STORE}-shm", f"{STORE}-journal", CONFIG, MANIFEST, "vectors.faiss", "vectors.faiss.json",
+       "milvus.db", "milvus.lock"}
+"""The names of what an index or a backup folder holds (besides the vector file's temporary `*.tmp` files)."""
+
+
 def _refuse_foreign(dst: Path, what: str) -> None:
-    """Refuses, --force or not, a destination that holds files but no index store: replacing it would delete the
-    user's own files (found 2026-12-06: `restore --force` into a folder of notes left only the index)."""
-    names = sorted(p.name for p in dst.iterdir()) if dst.is_dir() and not (dst / STORE).exists() else []
+    """Refuses, --force or not, a destination that holds files of the user's (anything an index or a backup does
+    not): replacing the folder would delete them (found 2026-12-06: `restore --force` into a folder of notes left
+    only the index; then the same into a folder of notes that also held an index)."""
+    names = sorted(p.name for p in dst.iterdir() if not _own(p.name)) if dst.is_dir() else []
     if names:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-        raise BackupError(f"{dst} holds files that are not an index ({shown}); bertsearch replaces only an index "
-                          f"or a backup folder, never other files. Choose a new folder for {what}, or empty this one")
+        held = "besides an index " if (dst / STORE).exists() else ""
+        raise BackupError(f"{dst} holds files {held}that are not an index's ({shown}); bertsearch replaces only an "
+                          f"index or a backup folder, never other files. Choose a new folder for {what}, or move "
+                          "those files out")
+
+
+def _own(name: str) -> bool:
+    return name in OWN or (name.startswith("vectors.faiss.") and name.endswith(".tmp"))
 
 
 def _refuse_same(a: Path, b: Path, what: str) -> None:
