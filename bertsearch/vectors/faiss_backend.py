@@ -156,7 +156,7 @@ class FaissBackend(VectorBackend):
         """The chunk ids the syncs applied between feed positions `since` and `upto` (perhaps a few more), or None
         when the record does not cover that span."""
         covered, parts = since, []
-        for a, b, ids in sorted(list(self._applied), key=lambda x: x[0]):
+        for a, b, ids in sorted(self._applied, key=lambda x: x[0]):
             if b <= covered or a >= upto:
                 continue
             if a > covered:
