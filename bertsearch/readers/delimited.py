@@ -5,7 +5,9 @@ column is optional, and every other column goes into the metadata: as numbers wh
 non-empty cell of the column is one (integers when all are; a value with a leading zero, such as
 a zip code "02134", keeps the column text), else as strings. Finding the number columns reads
 the file once more before its documents. Quoted fields
-(as written by Python's csv module, pandas or spreadsheets) may span lines in both formats.
+(as written by Python's csv module, pandas or spreadsheets) may span lines in both formats; a quote mark that
+does not make a quoted field (`"Hamlet" is a play`, or one left open) is read as text, line by line, in TSV, and
+in CSV the line is read alone.
 Bad rows are *yielded* as `MalformedRecord` values; `read_corpus` decides what to do.
 """
 
@@ -53,11 +55,20 @@ def iter_rows(path: PathLike, *, delimiter: str = ",") -> Iterator[tuple[list[st
     source = os.fspath(path)
     _raise_field_size_limit()
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+        lines: list[str] = []  # the physical lines of the row being read
+
+        def kept() -> Iterator[str]:
+            for line in fh:
+                lines.append(line)
+                yield line
+
+        # strict: a quote that does not close a field is an error, not a field that runs on over the next rows
+        reader = csv.reader(kept(), delimiter=delimiter, strict=True)
         header: list[str] | None = None
         next_line = 1  # first physical line of the row about to be read
         while True:
             start = next_line
+            lines.clear()
             try:
                 row = next(reader)
             except StopIteration:
@@ -66,7 +77,7 @@ def iter_rows(path: PathLike, *, delimiter: str = ",") -> Iterator[tuple[list[st
                 next_line = reader.line_num + 1
                 if header is None:
                     raise CorpusError(f"{source}:{start}: cannot parse the header row: {exc}") from None
-                yield MalformedRecord(source, start, f"cannot parse row: {exc}")
+                yield from _alone(source, start, list(lines), header, delimiter, f"cannot parse row: {exc}")
                 continue
             next_line = reader.line_num + 1
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -80,11 +91,43 @@ def iter_rows(path: PathLike, *, delimiter: str = ",") -> Iterator[tuple[list[st
                 header = [name.strip() for name in row]
                 continue
             if len(row) != len(header):
-                yield MalformedRecord(source, start, f"expected {len(header)} columns (as in the header), got {len(row)}")
+                problem = f"expected {len(header)} columns (as in the header), got {len(row)}"
+                if len(lines) > 1:  # a quote opened a field that took in the rows after it: each line on its own
+                    yield from _alone(source, start, list(lines), header, delimiter, problem)
+                else:
+                    yield MalformedRecord(source, start, problem)
                 continue
             yield header, start, row
     if header is None:
         raise CorpusError(f"{source}: empty file; a header row naming the columns is required")
+
+
+def _alone(source: str, start: int, lines: list[str], header: list[str], delimiter: str,
+           problem: str) -> Iterator[tuple[list[str], int, list[str]] | MalformedRecord]:
+    """The physical `lines` of a row that could not be parsed, each read as a row of its own: a stray quote mark
+    (`"unbalanced text`) took in every row after it, up to the next quote or the end of the file (found
+    2026-12-06: three documents of a TSV file lost, one counted). A TSV line is split at its tabs and keeps its
+    quote marks (TSV has no quoting); a CSV line is read by the csv module alone. A line that still does not fit
+    the header is reported with the row's `problem`."""
+    for i, line in enumerate(lines):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        if delimiter == "\t":
+            row = text.split("\t")
+        else:
+            try:
+                row = next(csv.reader([text], delimiter=delimiter))
+            except csv.Error as exc:
+                yield MalformedRecord(source, start + i, f"cannot parse row: {exc}")
+                continue
+        if any(_SURROGATE.search(cell) for cell in row):
+            yield MalformedRecord(source, start + i, "not UTF-8 text")
+        elif len(row) != len(header):
+            yield MalformedRecord(source, start + i, problem if len(lines) == 1 else
+                                  f"expected {len(header)} columns (as in the header), got {len(row)}")
+        else:
+            yield header, start + i, row
 
 
 def iter_delimited(
