@@ -41,7 +41,7 @@ from .search.rerank import rerank_order
 from .search.retrieve import PAGE_STARTS, Retriever, page_at
 from .store import Store
 from .store.swap import recover
-from .types import AskResult, Document, Hits, IndexReport
+from .types import AskResult, Document, Hits, IndexReport, not_text
 from .vectors import open_backend, vectors_setting
 from .vectors.faiss_backend import FaissBackend
 
@@ -429,7 +429,9 @@ class Index:
         """The ids, or the filter parsed and its fields checked: one or the other, never both."""
         if isinstance(ids, str):
             raise BadArgument("give document ids as a list, not one string")
-        ids = list(ids)
+        if not isinstance(ids, Iterable):
+            raise BadArgument(f"give document ids as a list, not {type(ids).__name__}")
+        ids = [_doc_id(i) for i in ids]
         if not ids and where is None:
             raise BadArgument("give document ids (a list) or a filter to delete")
         if ids and where is not None:
@@ -628,7 +630,7 @@ class Index:
     @_gated
     def get(self, doc_id: str) -> dict[str, Any] | None:
         """A stored document by id (id, title, text, metadata, updated_at), or None."""
-        return self.store.document(doc_id)
+        return self.store.document(_doc_id(doc_id))
 
     @_gated
     def check(self, *, repair: bool = False) -> dict[str, Any]:
@@ -786,6 +788,16 @@ def _search_precision(path: Path, config: IndexConfig, precision: str) -> str:
         raise ModelMismatch(f"{path} holds {config.precision or 'float'} vectors, and int8 queries would not search "
                             "them alike. Leave out --precision, or index into a new folder with --precision int8")
     return precision
+
+
+def _doc_id(value: Any) -> str:
+    """A document id as the store keeps it: a string, or a whole number as its digits (as `add` stores it)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadArgument(f"a document id is a string (or a whole number), not {type(value).__name__}: {value!r:.40}")
+    value = str(value)
+    if not_text(value):
+        raise BadArgument(f"the document id {value!r:.60} is not UTF-8 text (a byte that could not be decoded)")
+    return value
 
 
 class MissingEncoder:

@@ -537,6 +537,8 @@ def parse(expr: str) -> Filter:
     """Parse a filter expression; raises BadFilter, pointing at the column, when it does not parse."""
     if not expr or not expr.strip():
         raise BadFilter(expr or "", "empty expression")
+    if any("\ud800" <= c <= "\udfff" for c in expr):
+        raise BadFilter(expr, "not UTF-8 text (a byte that could not be decoded); give the filter as UTF-8")
     return _Parser(expr).parse()
 
 

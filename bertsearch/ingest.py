@@ -23,7 +23,7 @@ from .config import IndexConfig
 from .errors import BadArgument
 from .models import Encoder
 from .store import Store, StoredDocument
-from .types import Document, IndexReport
+from .types import Document, IndexReport, not_text
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,10 @@ def as_document(raw: DocLike) -> Document:
         raise BadArgument(f"document {doc.id} needs a string 'text'; got {type(doc.text).__name__}")
     if not isinstance(doc.title, str):
         doc.title = str(doc.title)
+    for what, value in (("id", doc.id), ("title", doc.title), ("text", doc.text)):
+        if not_text(value):
+            raise BadArgument(f"document {doc.id!r:.60}: its {what} holds a lone surrogate (half of a character, or "
+                              "a byte that could not be decoded), which is not text; fix it or leave it out")
     doc.metadata = _json_metadata(doc)
     return doc
 
@@ -240,7 +244,11 @@ def _json_metadata(doc: Document) -> dict[str, Any]:
         raise TypeError(f"{value!r:.40} (of type {type(value).__name__})")
 
     try:
-        return json.loads(json.dumps(doc.metadata, allow_nan=False, default=plain))
+        text = json.dumps(doc.metadata, allow_nan=False, default=plain, ensure_ascii=False)
+        if not_text(text):
+            raise BadArgument(f"document {doc.id!r:.60}: its metadata holds a lone surrogate (half of a character, "
+                              "or a byte that could not be decoded), which is not text; fix it or leave it out")
+        return json.loads(text)
     except ValueError:
         raise BadArgument(f"document {doc.id}: its metadata holds NaN or infinity, which JSON cannot store; give null "
                           "or leave the field out") from None

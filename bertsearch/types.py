@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def not_text(value: str) -> bool:
+    """Whether a string holds a lone surrogate: an undecodable byte (Python's surrogateescape, as in a command-line
+    argument that is not UTF-8) or a JSON escape of half a character. SQLite and the models cannot take one."""
+    return _SURROGATE.search(value) is not None
 
 
 @dataclass

@@ -43,6 +43,30 @@ def test_user_mistakes_are_one_line_and_nonzero(run, tmp_path, corpus_file):
     assert r.exit_code == 1 and "fingerprint" in r.stderr
 
 
+def test_text_that_is_not_utf8_gets_one_line_not_a_traceback(run, tmp_path, corpus_file):
+    """A query, id or filter holding a byte that is not UTF-8 (a lone surrogate, as Python reads such an argument),
+    a JSONL escape of half a character, and a file name that is not UTF-8 each raised UnicodeEncodeError."""
+    run("index", corpus_file, "--index", tmp_path / "ix", "--model", "hashing")
+    bad = "caf\udce9"
+    for args in (("search", bad), ("search", bad, "--mode", "lexical"), ("ask", bad), ("delete", "--id", bad),
+                 ("search", "x", "--where", f"id = '{bad}'")):
+        r = run(*args, "--index", tmp_path / "ix")
+        assert r.exit_code == 1 and "not UTF-8 text" in r.stderr, (args, r.output)
+    lone = tmp_path / "lone.jsonl"
+    lone.write_text('{"id": "s", "text": "lone \\udc80 surrogate"}\n{"id": "t", "text": "fine"}\n')
+    r = run("add", lone, "--index", tmp_path / "ix", "--on-error", "skip")
+    assert r.exit_code == 0 and "lone.jsonl:1: a \\u escape makes half of a character" in r.stderr, r.output
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "ok.txt").write_text("an elk")
+    with open(bytes(folder) + b"/caf\xe9 moose.txt", "wb") as f:
+        f.write(b"a moose")
+    r = run("index", folder, "--index", tmp_path / "ixf", "--model", "hashing", "--json")
+    assert r.exit_code == 0, r.output
+    hits = json.loads(run("search", "moose", "--index", tmp_path / "ixf", "--mode", "lexical", "--json").stdout)
+    assert [h["doc_id"] for h in hits["hits"]] == ["caf\\xe9 moose.txt"]
+
+
 def test_malformed_record_stops_or_is_skipped_and_nothing_indexed_is_lost(run, tmp_path, corpus_file):
     ix = tmp_path / "ix"
     run("index", corpus_file, "--index", ix, "--model", "hashing")

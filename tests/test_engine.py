@@ -83,6 +83,21 @@ def test_duplicate_counts_do_not_depend_on_the_batch_size(tmp_path, batch_size):
     assert ix.get("a")["text"] == "second" and ix.get("old")["metadata"] == {"x": 1}
 
 
+def test_ids_of_any_accepted_kind_find_what_add_stored_and_wrong_kinds_say_so(tmp_path):
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    ix.add([{"id": 5, "text": "five"}, {"id": 10**30, "text": "big"}, {"id": "a", "text": "alpha"}])
+    assert ix.delete([5, 10**30], dry_run=True) == 2 and ix.to_delete([10**30]) == [str(10**30)]  # (0, OverflowError)
+    assert ix.get(5)["id"] == "5" and ix.get(10**30)["text"] == "big"
+    for call, words in ((lambda: ix.search("x", where=5), "where is a filter expression"),
+                        (lambda: ix.delete(None), "as a list"), (lambda: ix.delete(5), "as a list"),
+                        (lambda: ix.get(["a"]), "not list"), (lambda: ix.get("a\udc80"), "not UTF-8"),
+                        (lambda: ix.add([{"id": "m", "text": "x", "note": "\udc80"}]), "lone surrogate"),
+                        (lambda: ix.add([{"id": "m", "text": "half \ud800"}]), "lone surrogate")):
+        with pytest.raises(BadArgument, match=words):
+            call()
+    assert ix.delete([5, 10**30]) == 2 and ix.store.counts()["documents"] == 1
+
+
 def test_long_documents_are_chunked_not_truncated(tmp_path):
     ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
     words = [f"w{i}" for i in range(500)]

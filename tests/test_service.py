@@ -271,7 +271,7 @@ def test_ids_with_slashes_and_dots_are_documents_not_paths(client, ix):
     """An id holding "/" was added, then every per-id call answered 404 "no such endpoint", and connect().get() said
     the document was not there."""
     remote = RemoteIndex("http://testserver", key=WRITE, client=client)
-    ids = ["a/b", "../../etc/passwd", "..", "x/", "100%/sure?#"]
+    ids = ["a/b", "../../etc/passwd", "..", "x/", "100%/sure?#", "\n0", "two\nlines\n"]  # (a newline: 404 too)
     remote.add([{"id": i, "text": f"Text of {i}."} for i in ids])
     for i in ids:
         assert remote.get(i)["text"] == f"Text of {i}.", i

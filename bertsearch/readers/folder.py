@@ -25,7 +25,7 @@ from pathlib import Path
 from bertsearch.errors import MalformedRecord
 from bertsearch.readers import documents
 from bertsearch.readers.htmltext import html_to_text
-from bertsearch.types import Document
+from bertsearch.types import Document, not_text
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def iter_files(root: PathLike, *, all_files: bool = False) -> Iterator[tuple[Pat
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            rel = prefix + entry.name
+            rel = prefix + _readable(entry.name)
             try:
                 if entry.is_dir(follow_symlinks=False):
                     yield from walk(Path(entry.path), rel + "/")
@@ -87,13 +87,21 @@ def iter_files(root: PathLike, *, all_files: bool = False) -> Iterator[tuple[Pat
     yield from walk(base, "")
 
 
+def _readable(name: str) -> str:
+    """A file name as text: a byte that is not UTF-8 (held by Python as a lone surrogate, which SQLite cannot
+    store: one such name stopped the whole folder) written as ``\\xe9``."""
+    if not not_text(name):
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def count_files(root: PathLike) -> int:
     """The number of corpus files under ``root`` (without reading them)."""
     return sum(1 for _ in iter_files(root))
 
 
 def _stem_title(path: Path) -> str:
-    return re.sub(r"[_-]+", " ", path.stem).strip()
+    return re.sub(r"[_-]+", " ", _readable(path.stem)).strip()
 
 
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")

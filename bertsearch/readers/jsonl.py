@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from bertsearch.errors import CorpusError, MalformedRecord
-from bertsearch.types import Document
+from bertsearch.types import Document, not_text
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,12 @@ def iter_json_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
                 yield lineno, MalformedRecord(source, lineno, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
                 continue
             try:
-                yield lineno, json.loads(line)
+                obj = json.loads(line)
+                if "\\u" in line and not_text(json.dumps(obj, ensure_ascii=False)):
+                    yield lineno, MalformedRecord(source, lineno, "a \\u escape makes half of a character (a lone "
+                                                  "surrogate, such as \\udc80), which is not text")
+                    continue
+                yield lineno, obj
             except json.JSONDecodeError as exc:
                 # (a column past the end names the line's end: json counts the newline as a line of its own)
                 column = min(exc.pos, len(line.rstrip("\r\n"))) + 1

@@ -17,7 +17,7 @@ import numpy as np
 from .. import filters
 from ..errors import BadArgument, BadQuery
 from ..filters import Filter
-from ..types import Hit
+from ..types import Hit, not_text
 from . import fusion
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ class Retriever:
         document has (often a typo, or another case) would match nothing in silence."""
         if where is None:
             return None
+        if not isinstance(where, (str, Filter)):
+            raise BadArgument(f"where is a filter expression (a string, such as \"year >= 2020\"), not "
+                              f"{type(where).__name__}")
         flt = filters.parse(where) if isinstance(where, str) else where
         known: set[str] | None = None
         for f in filters.fields(flt):
@@ -85,6 +88,9 @@ class Retriever:
         """`query` cut to what the encoder reads (its window of word pieces; in lexical mode, as many words),
         and how many words were kept, or None when nothing was cut. Every stage sees the cut query: a longer one
         would cost the full-text search and the cross-encoder much and change nothing the encoder sees."""
+        if not_text(query):
+            raise BadQuery(f"the query {query!r:.60} is not UTF-8 text (a byte the terminal or the program could not "
+                           "decode); give it as UTF-8")
         window = self.config.max_tokens - 2
         words = list(re.finditer(r"\S+", query))
         end = words[window - 1].end() if len(words) > window else len(query)

@@ -25,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
@@ -94,6 +95,22 @@ class Keys:
 
 def _matches(given: str, key: str | None) -> bool:
     return key is not None and hmac.compare_digest(given.encode(), key.encode())
+
+
+class _DocId(Convertor):
+    """A document id in a path: any characters, "/" and newlines too (Starlette's `path` stops at a newline, so
+    an id holding one could not be fetched, replaced or deleted)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("docid", _DocId())
 
 
 def create_app(
@@ -283,7 +300,7 @@ def create_app(
 
     # -- documents ------------------------------------------------------------------------------------
 
-    @app.get("/documents/{doc_id:path}", response_model=s.DocumentOut, tags=["documents"], dependencies=[Read],
+    @app.get("/documents/{doc_id:docid}", response_model=s.DocumentOut, tags=["documents"], dependencies=[Read],
              summary="A stored document")
     def get_document(doc_id: str) -> dict[str, Any]:
         doc = ix().get(doc_id)
@@ -308,7 +325,7 @@ def create_app(
         docs = await _documents(request)
         return await _in_thread(write, docs, replace=True)
 
-    @app.put("/documents/{doc_id:path}", response_model=s.WriteReport, tags=["documents"], dependencies=[Write],
+    @app.put("/documents/{doc_id:docid}", response_model=s.WriteReport, tags=["documents"], dependencies=[Write],
              summary="Upsert one document")
     def put_document(doc_id: str, body: s.DocumentBody) -> dict[str, Any]:
         fields = body.model_dump()
@@ -317,7 +334,7 @@ def create_app(
                                 "(the path names the document)")
         return write([{**fields, "id": doc_id}], replace=True)
 
-    @app.delete("/documents/{doc_id:path}", response_model=s.DeleteResponse, tags=["documents"], dependencies=[Write],
+    @app.delete("/documents/{doc_id:docid}", response_model=s.DeleteResponse, tags=["documents"], dependencies=[Write],
                 summary="Delete one document")
     def delete_document(doc_id: str) -> dict[str, Any]:
         index = ix()

@@ -85,7 +85,7 @@ class Store:
         self.path = Path(path)
         self.timeout = timeout
         self._closed = False
-        self._closing = False  # see `refuse`
+        self._closing: int | None = None  # the thread closing the store (see `refuse`)
         self._local = threading.local()  # one connection per thread: a connection is one transaction at a time
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -155,7 +155,7 @@ class Store:
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (made on first use), so that threads sharing the store never share a
         transaction: each reads its own snapshot, and a writer's transaction is its own."""
-        if self._closed or self._closing:
+        if self._closed or (self._closing is not None and self._closing != threading.get_ident()):
             raise IndexClosed(str(self.path.parent))
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -169,8 +169,9 @@ class Store:
     def refuse(self) -> None:
         """The first step of closing: a new use of the store raises `IndexClosed`, while the statements and
         transactions in flight on other threads go on (closing a connection another thread is using crashed the
-        process). `close` follows once they are done."""
-        self._closing = True
+        process). `close` follows once they are done; the closing thread itself may still use the store (the vector
+        backend saves its record as it closes)."""
+        self._closing = threading.get_ident()
 
     def interrupt(self) -> None:
         """Stop the statements running on every connection (they raise; a write's transaction rolls back)."""
