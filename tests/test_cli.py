@@ -67,6 +67,18 @@ def test_text_that_is_not_utf8_gets_one_line_not_a_traceback(run, tmp_path, corp
     assert [h["doc_id"] for h in hits["hits"]] == ["caf\\xe9 moose.txt"]
 
 
+def test_control_characters_of_documents_never_reach_the_terminal(run, tmp_path):
+    """A document holding escape sequences sent them to the terminal, which ran them."""
+    corpus = tmp_path / "ctl.jsonl"
+    corpus.write_text(json.dumps({"id": "c\x1b[2J", "title": "t\x1b[1mX", "text": "bell\x07 and \x1b[31mred\x1b[0m sea "
+                                  "lions \x9b31m"}) + "\n")
+    run("index", corpus, "--index", tmp_path / "ix", "--model", "hashing")
+    for args in (("search", "red sea lions"), ("search", "red sea lions", "--mode", "lexical"), ("delete", "--id", "x")):
+        r = run(*args, "--index", tmp_path / "ix")
+        assert not any(c in r.output for c in "\x1b\x07\x9b"), (args, r.output)
+    assert "\u241b[31mred" in run("search", "red sea lions", "--index", tmp_path / "ix").stdout  # shown as "␛"
+
+
 def test_malformed_record_stops_or_is_skipped_and_nothing_indexed_is_lost(run, tmp_path, corpus_file):
     ix = tmp_path / "ix"
     run("index", corpus_file, "--index", ix, "--model", "hashing")

@@ -412,15 +412,13 @@ def shell(
     """
     from pathlib import Path
 
-    from rich.console import Console
-
     from ..filters import parse
     from . import interactive as sh
     from . import render
 
     if where is not None:
         parse(where)  # a bad --where fails before the models load
-    console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())  # (piped: lines not cut at 80 columns)
+    console = render.console()
     ix, why, seconds = sh.load(index_path, render.err, model=model, reranker=reranker, reader=reader, rerank=rerank,
                                answer=answer, precision=precision, gpu=gpu)
     with ix:

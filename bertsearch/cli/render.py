@@ -12,16 +12,43 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.segment import Segment
 from rich.text import Text
 
 from ..search.fusion import query_words
 from ..snippets import snippet
 from ..types import Answer, AskResult, Hit
 
-# piped or redirected, lines are not cut at 80 columns (a grep, a log file would get broken lines); on a terminal
-# they fit its width
-out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
-err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+# control characters of the text shown (a document's, an id, a query), each as a character of its own width that
+# shows it: C0 as its control picture (ESC as "␛"), DEL as "␡", C1 as U+FFFD; newlines and tabs stay
+_CONTROLS = {c: 0x2400 + c for c in range(0x20) if c not in (0x09, 0x0A)} | {0x7F: 0x2421} | {
+    c: 0xFFFD for c in range(0x80, 0xA0)}
+
+
+def shown(text: str) -> str:
+    """`text` with its control characters made visible, one character for one (offsets into it still hold)."""
+    return text.translate(_CONTROLS)
+
+
+class SafeConsole(Console):
+    """A console that writes no control character of the text it is given: a document holding escape sequences
+    ("\x1b[31m", a bell) sent them to the terminal, which ran them (found 2026-12-06). rich's own control codes
+    (styles, cursor moves) are not text and pass."""
+
+    def _render_buffer(self, buffer: Any) -> str:
+        return super()._render_buffer(
+            seg if seg.control else Segment(shown(seg.text), seg.style, seg.control) for seg in buffer)
+
+
+def console(*, stderr: bool = False) -> SafeConsole:
+    """A console for stdout (or stderr): piped or redirected, lines are not cut at 80 columns (a grep, a log file
+    would get broken lines); on a terminal they fit its width."""
+    stream = sys.stderr if stderr else sys.stdout
+    return SafeConsole(stderr=stderr, highlight=False, soft_wrap=not stream.isatty())
+
+
+out = console()
+err = console(stderr=True)
 
 
 def print_json(data: Any) -> None:
