@@ -23,11 +23,16 @@ def test_rerank_reorders_the_top_candidates_and_keeps_provenance(index):
 
 def test_rerank_depth_limits_what_the_cross_encoder_sees(index):
     index._reranker = reranker = WordReranker("volcano")
-    index.rerank_depth = 2
-    hits = index.search("the", k=4, rerank=True, mode="dense")
+    hits = index.search("the", k=4, rerank=True, mode="dense", rerank_depth=2)
     assert reranker.calls == [2]
     assert [h.rank for h in hits] == [1, 2, 3, 4]
     assert all("rerank" not in h.scores for h in hits[2:])
+    # the index's depth below k: the k hits shown are all re-scored (past the depth, a hit kept its first-stage
+    # score, out of scale with the logits above it, under the label "rerank")
+    index.rerank_depth = 2
+    hits = index.search("the", k=4, rerank=True, mode="dense")
+    assert reranker.calls[-1] == 4 and all("rerank" in h.scores for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
 def test_ask_locates_answers_in_the_original_document(index):

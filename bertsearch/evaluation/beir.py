@@ -249,7 +249,8 @@ def evaluate_beir(
         with progress("searching", len(qids), "queries") as advance:
             for i in range(0, len(qids), batch_size):
                 part = qids[i : i + batch_size]
-                for q, hits in zip(part, ix.batch_search([queries[q] for q in part], k=k, mode=mode, rerank=rerank)):
+                for q, hits in zip(part, ix.batch_search([queries[q] for q in part], k=k, mode=mode, rerank=rerank,
+                                                                rerank_depth=ix.rerank_depth)):
                     # scores from ranks: trec_eval orders by score, and a reranked list's tail keeps first-stage scores
                     run[q] = _from_order([h.doc_id for h in hits])
                     if rerank:
