@@ -633,7 +633,9 @@ class Index:
     @_gated
     def get(self, doc_id: str) -> dict[str, Any] | None:
         """A stored document by id (id, title, text, metadata, updated_at), or None."""
-        return self.store.document(_doc_id(doc_id))
+        with self.store.snapshot():
+            self.store.check_live()
+            return self.store.document(_doc_id(doc_id))
 
     @_gated
     def check(self, *, repair: bool = False) -> dict[str, Any]:

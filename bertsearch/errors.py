@@ -32,6 +32,14 @@ class IndexBusy(BertsearchError):
     """Another process holds the index's write lock for longer than we wait."""
 
 
+class IndexReplaced(IndexBusy):
+    """The index folder was replaced (re-indexed, restored) by another process while this one had it open."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path} was replaced ({why}) while this process had it open; open it again to use the new "
+                         "one (run the command again; in Python, bertsearch.open_index; a server: restart it)")
+
+
 class CorruptIndex(BertsearchError):
     """The index's SQLite store cannot be read: not a database, or damaged pages."""
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import bertsearch
 from bertsearch import reindex as rx
 from bertsearch.cli import cli
-from bertsearch.errors import IndexBusy
+from bertsearch.errors import IndexBusy, IndexReplaced
 
 
 @pytest.fixture
@@ -57,6 +57,11 @@ def test_a_writer_holding_the_replaced_index_gets_an_error_not_a_lost_write(old)
         rx.reindex(old, "hashing:128")
         with pytest.raises(IndexBusy, match="replaced"):
             stale.add([{"id": "lost", "text": "this write would vanish with the old folder"}])
+        # nor does it read the old copy in silence (a search served documents deleted since, missed those added)
+        for read in (lambda: stale.search("piano", k=1), lambda: stale.search("piano", k=1, mode="lexical"),
+                     lambda: stale.get("piano"), lambda: stale.ask("what is a piano")):
+            with pytest.raises(IndexReplaced, match="open it again"):
+                read()
     finally:
         stale.close()
     with bertsearch.open_index(old) as ix:

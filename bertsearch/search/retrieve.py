@@ -45,6 +45,7 @@ class Retriever:
         meanwhile changes nothing seen half-way."""
         flt = self.filter(where)
         with self.store.snapshot():
+            self.store.check_live()
             return self._batch_search(queries, k, mode, depth, flt)
 
     def filter(self, where: str | Filter | None) -> Filter | None:

@@ -34,6 +34,7 @@ from ..errors import (
     CorruptIndex,
     DiskFull,
     IndexBusy,
+    IndexReplaced,
     IndexClosed,
     IndexNotFound,
     ModelNotFound,
@@ -209,7 +210,9 @@ def create_app(
     @app.exception_handler(BertsearchError)
     async def engine_error(request: Request, e: BertsearchError) -> JSONResponse:
         message, code, headers = str(e), None, None
-        if isinstance(e, IndexBusy):
+        if isinstance(e, IndexReplaced):  # re-indexed by another process: this server serves the old copy
+            status, code = 503, "replaced"
+        elif isinstance(e, IndexBusy):
             status, code, headers = 503, "busy", {"Retry-After": "2"}
         elif isinstance(e, IndexClosed):
             status, code, headers = 503, "not_ready", {"Retry-After": "5"}

@@ -28,8 +28,9 @@ class RemoteError(BertsearchError):
 
 
 KINDS = {cls.__name__: cls for cls in (errors.BadQuery, errors.BadArgument, BadFilter, errors.ModelMismatch,
-                                        errors.ModelNotFound, errors.IndexBusy, errors.ReadOnlyIndex, errors.DiskFull,
-                                        errors.CorruptIndex, errors.IndexNotFound, errors.CorpusError)}
+                                        errors.ModelNotFound, errors.IndexBusy, errors.IndexReplaced,
+                                        errors.ReadOnlyIndex, errors.DiskFull, errors.CorruptIndex, errors.IndexNotFound,
+                                        errors.CorpusError)}
 """The exceptions a server's error can carry over (its `kind`): each is raised as a RemoteError of that class too."""
 _REMOTE = {name: type(f"Remote{name}", (RemoteError, cls), {"__module__": __name__}) for name, cls in KINDS.items()}
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config import IndexConfig
-from ..errors import BertsearchError, IndexBusy, IndexClosed, ReadOnlyIndex, from_sqlite
+from ..errors import BertsearchError, IndexBusy, IndexClosed, IndexReplaced, ReadOnlyIndex, from_sqlite
 from ..filters import Filter
 from ..types import Chunk, Document
 from .migrations import SCHEMA_VERSION, migrate
@@ -189,6 +189,13 @@ class Store:
         for conn in conns:
             conn.close()
 
+    def check_live(self) -> None:
+        """Raise `IndexReplaced` when this store was retired: its folder replaced by a re-index or a restore while
+        this process held it open (a search of it served the old documents, in silence)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'retired'").fetchone()
+        if row is not None:
+            raise IndexReplaced(str(self.path.parent), row[0])
+
     @contextmanager
     def transaction(self, *, bump: bool = True, retired_ok: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction, taking the write lock up front. `bump` marks chunks as changed, which
@@ -215,10 +222,11 @@ class Store:
                     ) from None
                 raise from_sqlite(e, str(self.path)) from None
             if not retired_ok:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'retired'").fetchone()
-                if row is not None:
+                try:
+                    self.check_live()
+                except IndexReplaced:
                     conn.execute("ROLLBACK")
-                    raise IndexBusy(f"this copy of the index was replaced ({row[0]}) while it was open; run the command again")
+                    raise
             try:
                 yield conn
                 if bump:
