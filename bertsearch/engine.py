@@ -194,7 +194,9 @@ class Index:
         are searched: "faiss" (the default, a file in the folder), "milvus" (milvus-lite, embedded in the folder) or
         a Milvus server's URI; the store stays the truth, so an index can move from one to another. `ray`: encode
         through Ray Data, on a Ray started here ("local") or the cluster at this address (`ray://head:10001`); the
-        vectors are the same, so the index does not record it (see `models.ray_encoder`).
+        vectors are the same, so the index does not record it (see `models.ray_encoder`). `ann` is the vector
+        index: "flat" (exact, the default), "hnsw", "ivf", "ivfpq" or a FAISS factory string; named for an existing
+        index, it switches the index to it and is recorded (the vectors are rebuilt from the store).
         """
         path = Path(path)
         if vectors is not None:
@@ -498,6 +500,10 @@ class Index:
         The search reads one snapshot of the store, so a writer committing meanwhile changes nothing
         it sees half-way. Each query's hits carry the batch's `timings`.
         """
+        queries = self.retriever.check_queries(queries, k, mode)
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise BadArgument(f"depth (candidates from each of dense and lexical) must be a whole number above 0, "
+                              f"got {depth!r}")
         # unless told, the cross-encoder re-scores at least the k hits returned: past the depth a hit kept its
         # first-stage score (a hybrid 0.019 below logits of -20), under a label that said "rerank"
         rerank_depth = rerank_depth if rerank_depth is not None else max(self.rerank_depth, k)
@@ -506,7 +512,6 @@ class Index:
             raise BadArgument(f"rerank depth must be > 0, got {rerank_depth}")
         if rerank and not rerank_penalty >= 0:
             raise BadArgument(f"rerank penalty must be >= 0 (logits per first-stage place), got {rerank_penalty}")
-        queries = self.retriever.check_queries(queries, k, mode)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         first_k = max(k, rerank_depth) if rerank else k
@@ -635,7 +640,10 @@ class Index:
         """A stored document by id (id, title, text, metadata, updated_at), or None."""
         with self.store.snapshot():
             self.store.check_live()
-            return self.store.document(_doc_id(doc_id))
+            doc = self.store.document(_doc_id(doc_id))
+        if doc is not None:
+            doc.pop("rowid", None)  # the store's own key
+        return doc
 
     @_gated
     def check(self, *, repair: bool = False) -> dict[str, Any]:

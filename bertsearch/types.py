@@ -39,7 +39,8 @@ class Hit:
     """One search result: a document, the chunk that matched best, and each stage's score.
 
     `scores` holds the score of every stage that saw the document ("dense": cosine,
-    "lexical": BM25, "hybrid": reciprocal-rank fusion) and `ranks` its 1-based rank there.
+    "lexical": BM25, "hybrid": reciprocal-rank fusion; reranked: "rerank", the cross-encoder's logit, and "fused",
+    that logit less the first-stage penalty, which ordered the hits) and `ranks` its 1-based rank there.
     `page` is the 1-based page the chunk starts on, for a document with pages (a PDF: its metadata's
     "page_starts", which `metadata` here leaves out), else None.
     """

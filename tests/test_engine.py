@@ -91,6 +91,7 @@ def test_ids_of_any_accepted_kind_find_what_add_stored_and_wrong_kinds_say_so(tm
     for call, words in ((lambda: ix.search("x", where=5), "where is a filter expression"),
                         (lambda: ix.delete(None), "as a list"), (lambda: ix.delete(5), "as a list"),
                         (lambda: ix.get(["a"]), "not list"), (lambda: ix.get("a\udc80"), "not UTF-8"),
+                        (lambda: ix.batch_search(["x"], depth=-5), "depth"), (lambda: ix.batch_search(["x"], depth=0), "depth"),
                         (lambda: ix.add([{"id": "m", "text": "x", "note": "\udc80"}]), "lone surrogate"),
                         (lambda: ix.add([{"id": "m", "text": "half \ud800"}]), "lone surrogate")):
         with pytest.raises(BadArgument, match=words):

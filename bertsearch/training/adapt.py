@@ -219,7 +219,7 @@ def adapt(
                 ids = sorted(rng.sample(ids, min(limit, len(ids))))
             with progress("cropping queries", len(ids), "docs") as advance:
                 for doc_id in ids:
-                    doc = ix.get(doc_id)
+                    doc = ix.store.document(doc_id)  # (with its rowid, which `Index.get` leaves out)
                     if doc is None:
                         advance(1)
                         continue
