@@ -239,6 +239,10 @@ class Index:
                 )
                 store.set_config(config)
             else:
+                from .models.onnx import BACKENDS
+
+                if backend not in (None, "auto", *BACKENDS):
+                    raise BadArgument(f"unknown backend {backend!r}; use one of auto, {', '.join(BACKENDS)}")
                 if backend not in (None, "auto", config.backend):
                     raise ModelMismatch(
                         f"{path} holds vectors the {config.backend} backend computed; the {backend} backend's differ a "

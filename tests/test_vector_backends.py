@@ -260,6 +260,9 @@ def test_backend_named_wrongly_is_refused(tmp_path):
     with pytest.raises(BadArgument, match="faiss.*milvus.*http://host:19530"):
         bertsearch.open_index(tmp_path / "ix", create=True, model="hashing", vectors="elastic")
     assert not (tmp_path / "ix").exists()
+    bertsearch.open_index(tmp_path / "ix", create=True, model="hashing").close()
+    with pytest.raises(BadArgument, match="unknown backend 'bogus'; use one of auto, torch"):  # (it said the vectors
+        bertsearch.open_index(tmp_path / "ix", backend="bogus")  # of bogus "differ a little")
 
 
 # -- FAISS: writes that cost what they add --------------------------------------------------------------------------
