@@ -237,3 +237,34 @@ def test_a_bad_record_says_what_was_kept_and_an_empty_corpus_says_so(run, tmp_pa
     (tmp_path / "blank.jsonl").write_text("\n\n")
     r = run("add", tmp_path / "blank.jsonl", "--index", tmp_path / "ix")
     assert r.exit_code == 0 and "blank.jsonl held no documents, so nothing was indexed" in caplog.text
+
+
+def test_ctrl_c_while_indexing_exits_130_and_keeps_what_was_committed(tmp_path):
+    """Ctrl-C while indexing ended in an abort (exit 134) when a runtime thread was still in a model call at the
+    interpreter's shutdown; the command now leaves at once with 130, its committed batches kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import bertsearch
+
+    corpus = tmp_path / "big.jsonl"
+    with open(corpus, "w") as f:
+        for i in range(300_000):
+            f.write(json.dumps({"id": f"d{i}", "text": f"document {i} about rivers and lakes"}) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "bertsearch", "index", str(corpus), "--index", str(tmp_path / "ix"),
+                             "--model", "hashing", "--batch-size", "50"], stderr=subprocess.PIPE, text=True)
+    deadline, seen = time.time() + 120, 0
+    while time.time() < deadline and not seen and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            with bertsearch.open_index(tmp_path / "ix") as ix:
+                seen = ix.store.counts()["documents"]
+        except bertsearch.BertsearchError:
+            pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert seen and proc.returncode == 130 and "interrupted" in err, (seen, proc.returncode, err[-2000:])
+    with bertsearch.open_index(tmp_path / "ix") as ix:
+        assert ix.check()["ok"] and seen <= ix.store.counts()["documents"] < 300_000

@@ -926,4 +926,14 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="bertsearch")
+    try:
+        cli(prog_name="bertsearch")
+    except SystemExit as e:
+        if e.code != 130:
+            raise
+        # interrupted (Ctrl-C): what was committed is on disk, and the index was closed on the way out. The
+        # interpreter's shutdown is skipped: a runtime thread still in a model call (OpenVINO's) was stopped inside
+        # native code and aborted the process (exit 134, "FATAL: exception not rethrown"; found 2026-12-06)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
