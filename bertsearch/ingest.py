@@ -66,12 +66,13 @@ class Ingest:
             if on_progress is not None:
                 on_progress(len(batch))
         if prune:
-            if not seen:
+            if report.read == report.empty:  # none read, or none with text: a wrong path, format or text field
                 n = self.store.counts()["documents"]
                 if n:
+                    what = "0 documents" if not report.read else f"{report.read} documents, none with text,"
                     raise BadArgument(
-                        f"read 0 documents, so --prune would delete all {n} documents of {self.path}; nothing was "
-                        "deleted. Check the corpus path and its --format (and --id-field/--text-field)"
+                        f"read {what} so --prune would delete all {n} documents of {self.path}; nothing was "
+                        "deleted by --prune. Check the corpus path and its --format (and --id-field/--text-field)"
                     )
             keep = keep if keep is not None else set()
             gone = [i for i in self.store.ids() if i not in seen and i not in keep]

@@ -51,6 +51,9 @@ def test_1_library_prune_with_nothing_read_refuses(index):
     with pytest.raises(BadArgument, match="0 documents"):
         index.add([], prune=True)
     assert index.store.counts()["documents"] == 4
+    with pytest.raises(BadArgument, match="2 documents, none with text"):  # (a wrong text field reads like this)
+        index.add([{"id": "x", "text": ""}, {"id": "y", "text": " "}], prune=True)
+    assert index.store.counts()["documents"] == 4
 
 
 # -- 2: eval beir's index name ---------------------------------------------------------------------

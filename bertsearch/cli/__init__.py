@@ -619,12 +619,7 @@ def info(index_path: str, as_json: bool) -> None:
     if as_json:
         render.print_json(data)
         return
-    for key, value in data.items():
-        if key == "size_bytes":
-            key, value = "size", f"{value / 2**20:.1f} MiB"
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items() if v is not None)
-        render.out.print(f"[bold]{key:>14}[/bold]  {value}")
+    render.info(data)
 
 
 @cli.group(cls=Group)

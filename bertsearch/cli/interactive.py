@@ -210,10 +210,9 @@ class Shell:
         self.console.print_json(json.dumps(self.last, ensure_ascii=False))
 
     def cmd_info(self, arg: str) -> None:
-        for key, value in self.index.info().items():
-            if key == "size_bytes":
-                key, value = "size", f"{value / 2**20:.1f} MiB"
-            self.console.print(f"[bold]{key:>14}[/bold]  {escape(str(value))}")
+        from .render import info
+
+        info(self.index.info(), self.console)
 
     def cmd_settings(self, arg: str) -> None:
         s = self.settings
@@ -226,8 +225,13 @@ class Shell:
 
     def cmd_help(self, arg: str) -> None:
         self.console.print("Type a question or keywords and press Enter. Commands:")
+        width = max(len(f":{c.name} {c.args}") for c in COMMANDS.values())
         for c in COMMANDS.values():
-            self.console.print(f"  [bold]:{c.name}[/bold] {escape(c.args):<18} {escape(c.help)}")
+            line = Text("  ")
+            line.append(f":{c.name}", style="bold")
+            line.append(f" {c.args}".ljust(width - len(c.name) - 1) + "  ")
+            line.append(c.help)
+            self.console.print(line)
         self.console.print("Ctrl-C cancels a running query; Ctrl-D or :quit leaves.")
 
     # -- queries ----------------------------------------------------------------------------------
@@ -264,7 +268,8 @@ def render_answer(result: AskResult, console: Console) -> None:
     from .render import answer_in_context, confidence_words, heading, no_answer_line
 
     if result.abstained or not result.answers:
-        console.print(no_answer_line(result) + " [dim]the closest documents follow[/dim]")
+        lower = "start the shell with --min-confidence to lower the bar"
+        console.print(no_answer_line(result, lower) + (" [dim]the closest documents follow[/dim]" if result.hits else ""))
         return
     best, *others = result.answers
     head = Text()

@@ -126,6 +126,17 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def info(data: dict[str, Any], console: Console | None = None) -> None:
+    """What `Index.info` says, a line a key (the shell's :info and `bertsearch info`)."""
+    console = console or out
+    for key, value in data.items():
+        if key == "size_bytes":
+            key, value = "size", f"{value / 2**20:.1f} MiB"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items() if v is not None)
+        console.print(f"[bold]{key:>14}[/bold]  {escape(str(value))}")
+
+
 def hits(query: str, results: list[Hit], mode: str, console: Console | None = None) -> None:
     """Each hit as a head line (rank, title, id, score, other stages' scores) and a snippet with the query's
     words highlighted; lines wrap at word boundaries to the console's width."""
@@ -174,7 +185,7 @@ def answers(result: AskResult, console: Console | None = None, *, closest: int =
     came, and the `closest` documents), then timings."""
     console = console or out
     if result.abstained or not result.answers:
-        console.print(no_answer_line(result) + ("; the closest documents:" if closest else ""))
+        console.print(no_answer_line(result) + ("; the closest documents:" if closest and result.hits else ""))
         for h in result.hits[:closest]:
             where = escape(h.doc_id + page_label(h, ", "))
             console.print(f"  {h.rank}. {escape(heading(h))}  [dim]\\[{where}][/dim]")
@@ -194,14 +205,15 @@ def confidence_words(a: Answer) -> str:
     return f"confidence {a.confidence:.2f}" if a.confidence is not None else f"score {a.score:.2f}"
 
 
-def no_answer_line(result: AskResult) -> str:
-    """"no answer found", and why: the best candidate's confidence against the bar, and the option that moves it."""
+def no_answer_line(result: AskResult, lower: str = "--min-confidence lowers the bar") -> str:
+    """"no answer found", and why: the best candidate's confidence against the bar, and the option that moves it
+    (`lower`)."""
     line = "[bold]no answer found[/bold] in the top passages"
     best = result.best_candidate
     if best is not None and best.confidence is not None:
         places = 2 if f"{best.confidence:.2f}" != f"{result.min_confidence:.2f}" else 3  # not "0.36, under 0.36"
         line += (f" [dim](best candidate {escape(repr(best.text))} at confidence {best.confidence:.{places}f}, under "
-                 f"{result.min_confidence:.{places}f}; --min-confidence lowers the bar)[/dim]")
+                 f"{result.min_confidence:.{places}f}; {lower})[/dim]")
     if result.no_answer_probability is not None:
         line += f" [dim](probability that the index holds none {result.no_answer_probability:.2f})[/dim]"
     return line
