@@ -150,10 +150,10 @@ def _close_indexes():
     _INDEXES.clear()
 
 
-def test_a_search_sees_its_snapshot_while_another_thread_rewrites_documents(tmp_path):
+def test_a_search_sees_its_snapshot_while_another_thread_rewrites_documents(tmp_path, vectors):
     """The vectors another thread synced past a search's snapshot of the store do not drop documents out of it
-    (a document being rewritten went missing from most dense searches). FAISS only: Milvus does not yet."""
-    ix = _open(tmp_path / "ix", "faiss")
+    (a document being rewritten went missing from most dense searches)."""
+    ix = _open(tmp_path / "ix", vectors)
     ix.add([_doc(i) for i in range(30)])
     query = "harbor lagoon cedar ember"
     with ix.store.snapshot():

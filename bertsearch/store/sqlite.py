@@ -312,10 +312,18 @@ class Store:
                 changed += c.execute("UPDATE documents SET metadata = ? WHERE id = ? AND metadata != ?", row).rowcount
         return changed
 
-    def chunk_ids_where(self, where: Filter) -> np.ndarray:
-        """Ids of the chunks of documents matching a filter, ascending (int64)."""
+    def chunk_ids_where(self, where: Filter, among: Sequence[int] | None = None) -> np.ndarray:
+        """Ids of the chunks of documents matching a filter (of `among` only, when given), ascending (int64)."""
         cond, params = where.sql(table="d")
-        rows = self.conn.execute(f"SELECT c.id FROM chunks c JOIN documents d ON d.rowid = c.doc WHERE {cond} ORDER BY c.id", params)
+        sql = f"SELECT c.id FROM chunks c JOIN documents d ON d.rowid = c.doc WHERE {cond}"
+        if among is not None:
+            found: list[int] = []
+            for i in range(0, len(among), 500):
+                part = [int(x) for x in among[i : i + 500]]
+                found += [r[0] for r in self.conn.execute(f"{sql} AND c.id IN ({','.join('?' * len(part))})",
+                                                           [*params, *part])]
+            return np.array(sorted(found), dtype=np.int64)
+        rows = self.conn.execute(f"{sql} ORDER BY c.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def delete_where(self, where: Filter) -> int:
@@ -379,6 +387,14 @@ class Store:
         """The position of the last change logged (0: none yet). Positions only grow, pruned or not."""
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
         return int(row[0]) if row else 0
+
+    def chunks_changed_since(self, seq: int) -> np.ndarray | None:
+        """The chunk ids the feed logged after position `seq` (as of this thread's snapshot, within one), or None
+        when the feed was pruned past `seq`."""
+        if seq + 1 < self.feed_start():
+            return None
+        rows = self.conn.execute("SELECT DISTINCT chunk FROM changes WHERE seq > ? ORDER BY chunk", (seq,)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def feed_start(self) -> int:
         """The first position still in the feed: a backend synced to before it cannot replay and loads afresh."""

@@ -11,12 +11,50 @@ Two implementations: FAISS in the index folder (`faiss_backend.FaissBackend`, th
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from typing import Any
 
 import numpy as np
 
 from ..filters import Filter
+
+APPLIED_KEPT = 256  # syncs whose chunk ids an `Applied` record keeps
+
+
+class Applied:
+    """The chunk ids each sync of a backend applied, as (from, to, ids) over feed positions: a search whose snapshot
+    of the store is older than what another thread synced leaves those chunks out of the backend's results and
+    scores them as its snapshot has them (a document another thread was rewriting dropped out of 3 dense searches
+    in 4). Kept for the last `APPLIED_KEPT` syncs; a full reload is recorded as unknown (`ids` None)."""
+
+    def __init__(self) -> None:
+        self._syncs: deque[tuple[int, int, np.ndarray | None]] = deque(maxlen=APPLIED_KEPT)
+        self._lock = threading.Lock()
+
+    def add(self, since: int, upto: int, ids: np.ndarray | None) -> None:
+        with self._lock:
+            self._syncs.append((since, upto, ids))
+
+    def touched(self, since: int, upto: int) -> np.ndarray | None:
+        """The chunk ids applied between positions `since` and `upto` (perhaps a few more), or None when the
+        record does not cover that span."""
+        if since >= upto:
+            return np.zeros(0, dtype=np.int64)
+        with self._lock:
+            syncs = sorted(self._syncs, key=lambda x: x[0])
+        covered, parts = since, []
+        for a, b, ids in syncs:
+            if b <= covered or a >= upto:
+                continue
+            if a > covered or ids is None:
+                return None
+            parts.append(ids)
+            covered = b
+            if covered >= upto:
+                return np.unique(np.concatenate(parts))
+        return None
 
 
 class VectorBackend(ABC):

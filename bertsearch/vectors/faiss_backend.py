@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,12 @@ import numpy as np
 from ..errors import BertsearchError
 from ..filters import Filter
 from ..store.sqlite import Changes, FeedGap
-from .base import VectorBackend
+from .base import Applied, VectorBackend
 from .faiss_index import VectorIndex, _faiss, gpu_available
 
 log = logging.getLogger(__name__)
 
 _NO_IDS = np.zeros(0, dtype=np.int64)
-APPLIED_KEPT = 256  # syncs whose chunk ids are kept (`FaissBackend._applied`)
 
 
 @dataclass(frozen=True)
@@ -79,9 +77,7 @@ class FaissBackend(VectorBackend):
         self._lock = threading.Lock()  # one sync at a time
         self._compacting = threading.Lock()  # one compaction at a time
         self._worker: threading.Thread | None = None
-        # the chunk ids each sync applied, (from, to, ids): a search whose snapshot of the store is older than the
-        # state another thread synced leaves those chunks out of the state and scores them as its snapshot has them
-        self._applied: deque[tuple[int, int, np.ndarray]] = deque(maxlen=APPLIED_KEPT)
+        self._applied = Applied()  # what each sync applied (see `_as_of`)
 
     # -- following the store ------------------------------------------------------------------------
 
@@ -117,7 +113,7 @@ class FaissBackend(VectorBackend):
             st = self._load()
             changes = self.store.changes_since(st.seq, self.config.dim, self.config.vector_dtype)
         if changes.head > st.seq:  # (a snapshot older than this state has nothing to add)
-            self._applied.append((st.seq, changes.head, np.union1d(changes.live.ids, changes.gone)))
+            self._applied.add(st.seq, changes.head, np.union1d(changes.live.ids, changes.gone))
             st = _apply(st, changes)
         self._state = st
         return st
@@ -138,7 +134,7 @@ class FaissBackend(VectorBackend):
                 return _apply(st, self.store.changes_since(st.seq, self.config.dim, self.config.vector_dtype))
             except FeedGap:
                 return st
-        touched = self._touched(head, st.seq)
+        touched = self._applied.touched(head, st.seq)
         if touched is None:
             return st
         held = np.asarray(self.store.existing_chunks(touched.tolist()), dtype=np.int64)
@@ -151,21 +147,6 @@ class FaissBackend(VectorBackend):
         delta_xb = np.concatenate(parts)[order] if ids.size else None
         return _State(st.base, head, ids[order], delta_xb, np.union1d(st.dead, touched[touched <= st.base.max_id]),
                       counted=self.store.counts()["chunks"])
-
-    def _touched(self, since: int, upto: int) -> np.ndarray | None:
-        """The chunk ids the syncs applied between feed positions `since` and `upto` (perhaps a few more), or None
-        when the record does not cover that span."""
-        covered, parts = since, []
-        for a, b, ids in sorted(self._applied, key=lambda x: x[0]):
-            if b <= covered or a >= upto:
-                continue
-            if a > covered:
-                return None  # a gap: not recorded
-            parts.append(ids)
-            covered = b
-            if covered >= upto:
-                return np.unique(np.concatenate(parts))
-        return None
 
     def _load(self) -> _State:
         """The saved file, if it belongs to this store and is not ahead of it; else one built from the store."""

@@ -62,7 +62,7 @@ import numpy as np
 
 from ..errors import BadArgument, BertsearchError, MissingDependency
 from ..filters import And, Between, Compare, Field, Filter, In, IsNull, Not, Or
-from .base import VectorBackend
+from .base import Applied, VectorBackend
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ class MilvusBackend(VectorBackend):
         self._client: Any = None  # connected on first use: a lexical search never starts Milvus
         self._closed = False
         self._unsaved = False  # a record left to write once this thread is out of its read snapshot (`_save`)
+        self._applied = Applied()  # what each sync applied (see `_as_of_snapshot`)
         if uri is not None and not store.read_only:
             self._claim()
 
@@ -228,7 +229,10 @@ class MilvusBackend(VectorBackend):
             if self._unsaved and not self.store.conn.in_transaction:
                 self._save()
             record = self._record()
-            self._collection, self._position = record.get("collection"), int(record.get("position", 0))
+            collection, position = record.get("collection"), int(record.get("position", 0))
+            if collection == self._collection and position < self._position:
+                position = self._position  # (a record read in an older snapshot: the collection holds more)
+            self._collection, self._position = collection, position
             self._held = None
             reason = self._why_reload(record)
             if reason is None:
@@ -240,6 +244,7 @@ class MilvusBackend(VectorBackend):
                                                            docs=True)
                         chunks = self.store.counts()["chunks"]
                 if pending is not None:
+                    self._applied.add(self._position, pending.head, np.union1d(pending.live.ids, pending.gone))
                     self._apply(self._collection, pending)
                     if not self._checked:
                         held = self._count(self._collection)
@@ -294,6 +299,7 @@ class MilvusBackend(VectorBackend):
         t0 = time.perf_counter()
         self._create(name)
         everything = self.store.all_chunks(self.config.dim, self.config.vector_dtype, docs=True)
+        self._applied.add(0, everything.head, None)  # (all of it: searches of older snapshots cannot be mended)
         self._apply(name, everything)
         self.client.flush(name)  # sealed, so that the index is built over all of it (in the background)
         self._collection, self._position, self._checked = name, everything.head, True
@@ -470,6 +476,7 @@ class MilvusBackend(VectorBackend):
         name = self._collection
         if name is None or not len(xq):
             return D, I
+        before = self._position
         expr: str | bool | None = True
         if where is not None:
             expr = compile_filter(where)
@@ -495,7 +502,50 @@ class MilvusBackend(VectorBackend):
             if len(short) and ids is not None:  # still short: exactly, over the matching chunks' stored vectors
                 log.debug("%d queries short of %d hits: exact search over %d stored vectors", len(short), target, len(ids))
                 self._exact(D, I, short, xq[short], ids)
-        return D, I
+        return self._as_of_snapshot(xq, D, I, before, allowed, where)
+
+    def _as_of_snapshot(self, xq: np.ndarray, D: np.ndarray, I: np.ndarray, before: int, allowed: np.ndarray | None,
+                        where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
+        """The results as the search's snapshot of the store has them. The collection is shared by this process's
+        threads and may hold changes the snapshot does not (another thread's writes, synced), or lack some it has
+        (another thread syncing them): a document another thread was rewriting dropped out of the results. The
+        chunks changed between the two positions are taken out of the results, and those the snapshot holds are
+        scored exactly from its vectors. (Another process's syncs of a shared server are not known here.)"""
+        if not self.store.conn.in_transaction:
+            return D, I  # (not inside a search's snapshot: it reads the store as it is now)
+        head, after = self.store.feed_head(), self._position
+        if before == head == after:
+            return D, I
+        parts = []
+        if min(before, after) < head:  # the snapshot has changes the collection may lack
+            ids = self.store.chunks_changed_since(min(before, after))
+            if ids is None:
+                return D, I
+            parts.append(ids)
+        if max(before, after) > head:  # the collection has changes the snapshot lacks
+            ids = self._applied.touched(head, max(before, after))
+            if ids is None:
+                return D, I
+            parts.append(ids)
+        touched = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        if not len(touched):
+            return D, I
+        I = np.where(np.isin(I, touched), -1, I)
+        D = np.where(I >= 0, D, -np.inf)
+        held = np.asarray(self.store.existing_chunks(touched.tolist()), dtype=np.int64)
+        if allowed is not None:
+            held = np.intersect1d(held, allowed)
+        elif where is not None and len(held):
+            held = self.store.chunk_ids_where(where, held)
+        if len(held):
+            xb = self.store.chunk_vectors(held.tolist(), self.config.dim, self.config.vector_dtype)  # (n, dim)
+            Dp = np.concatenate([D, xq @ xb.T], axis=1)
+            Ip = np.concatenate([I, np.broadcast_to(held, (len(xq), len(held)))], axis=1)
+            order = np.argsort(-Dp, axis=1, kind="stable")[:, : D.shape[1]]
+            D, I = np.take_along_axis(Dp, order, 1), np.take_along_axis(Ip, order, 1)
+            I = np.where(np.isfinite(D), I, -1)
+        order = np.argsort(-D, axis=1, kind="stable")
+        return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 
     def _search(self, name: str, xq: np.ndarray, k: int, expr: str, params: dict[str, Any]) -> list:
         def call(collection: str) -> list:
@@ -514,8 +564,10 @@ class MilvusBackend(VectorBackend):
         """Apply what the store's feed holds beyond this backend's position (writes of other processes, or of this
         one through another Index) before a search or a count; a thread finding another syncing searches what is
         there."""
-        if self._collection is not None and self._position == self.store.feed_head():
-            return
+        if self._collection is not None:
+            head = self.store.feed_head()
+            if self._position == head or (self._position > head and self.store.conn.in_transaction):
+                return  # (ahead of a search's snapshot: another thread synced since; `_as_of_snapshot` mends it)
         if self._lock.acquire(blocking=self._collection is None):
             try:
                 self.sync(wait=False)
