@@ -251,8 +251,8 @@ def test_ctrl_c_while_indexing_exits_130_and_keeps_what_was_committed(tmp_path):
 
     corpus = tmp_path / "big.jsonl"
     with open(corpus, "w") as f:
-        for i in range(300_000):
-            f.write(json.dumps({"id": f"d{i}", "text": f"document {i} about rivers and lakes"}) + "\n")
+        f.writelines(json.dumps({"id": f"d{i}", "text": f"document {i} about rivers and lakes"}) + "\n"
+                     for i in range(300_000))
     proc = subprocess.Popen([sys.executable, "-m", "bertsearch", "index", str(corpus), "--index", str(tmp_path / "ix"),
                              "--model", "hashing", "--batch-size", "50"], stderr=subprocess.PIPE, text=True)
     deadline, seen = time.time() + 120, 0

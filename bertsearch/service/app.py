@@ -34,9 +34,9 @@ from ..errors import (
     CorruptIndex,
     DiskFull,
     IndexBusy,
-    IndexReplaced,
     IndexClosed,
     IndexNotFound,
+    IndexReplaced,
     ModelNotFound,
     ReadOnlyIndex,
 )
