@@ -299,3 +299,20 @@ def test_a_read_only_index_is_served_for_reads_and_says_so(client, ix, monkeypat
     monkeypatch.setattr(type(ix), "add", lambda self, docs: (_ for _ in ()).throw(ReadOnlyIndex("cannot write")))
     r = client.put("/documents", json=[{"id": "glacier", "text": "Glaciers carve valleys."}], headers=auth())
     assert error_of(r, 403) == "cannot write" and r.json()["error"]["kind"] == "ReadOnlyIndex"
+
+
+def test_after_another_process_reindexes_the_server_serves_the_new_index(client, ix):
+    """After `bertsearch reindex` swapped in a new index, the server searched the old copy in silence (the
+    re-index guide says the index keeps serving while it runs); now the first request after the swap opens the
+    new index (503 with Retry-After), and the next ones are served from it."""
+    from bertsearch import reindex as rx
+
+    rx.reindex(ix.path, "hashing:128")
+    with bertsearch.open_index(ix.path) as other:  # written after the swap: only the new index has it
+        other.add([{"id": "late", "text": "a late document about comets"}])
+    r = client.get("/search", params={"q": "comets", "mode": "lexical"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "replaced" and r.headers["retry-after"] == "1"
+    assert "serves the new one" in r.json()["error"]["message"]
+    r = client.get("/search", params={"q": "comets", "mode": "lexical"})
+    assert r.status_code == 200 and [h["doc_id"] for h in r.json()["hits"]] == ["late"]
+    assert client.get("/info").json()["model"] == "hashing:128"

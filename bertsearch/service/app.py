@@ -25,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -126,6 +127,7 @@ def create_app(
     shutdown). `max_pending`: requests in progress or waiting at once before new ones get 503."""
     keys = keys if keys is not None else Keys()
     state: dict[str, Any] = {"ready": False, "models": {}}
+    opened: list[Any] = []  # what `reopen` opened, closed at shutdown
     owned = not hasattr(index, "search")
 
     @asynccontextmanager
@@ -142,6 +144,8 @@ def create_app(
         finally:
             if owned:
                 ix.close()
+            for other in opened:  # indexes opened again after another process replaced the folder
+                other.close()
 
     app = FastAPI(
         title="bertsearch",
@@ -181,6 +185,43 @@ def create_app(
     def ix() -> Any:
         return app.state.index
 
+    swapping = threading.Lock()
+
+    def reopen(e: IndexReplaced) -> str:
+        """Open the index folder afresh after another process replaced it (`bertsearch reindex` swaps in the new
+        index while this server serves the old one), and serve that from now on; the old one closes once its calls
+        in flight are done. What the client is told."""
+        from ..engine import Index
+
+        with swapping:
+            old = ix()
+            try:
+                old.store.check_live()
+                return "the index was just opened again; retry"  # (another request swapped it in already)
+            except IndexReplaced:
+                pass
+            except BertsearchError:  # closed meanwhile
+                return "the index was just opened again; retry"
+            try:
+                new = Index.open(old.path)
+            except BertsearchError as err:
+                log.error("the index at %s was replaced, and opening it again failed: %s", old.path, err)
+                return f"{e} Opening it again failed ({err}); restart the server"
+            new.background_rebuild = True
+            opened.append(new)
+            app.state.index = new
+            log.warning("the index at %s was replaced by another process; serving the new one (model %s)", old.path,
+                        new.config.model)
+        mine = old in opened
+        if mine:
+            opened.remove(old)
+        if owned or mine:  # (an index the caller passed in is the caller's to close)
+            threading.Thread(target=old.close, name="bertsearch-close-replaced", daemon=True).start()
+        if warm:
+            threading.Thread(target=_warm, args=(new, state), name="bertsearch-warm", daemon=True).start()
+        return f"the index at {old.path} was replaced by another process (re-indexed or restored); the server now " \
+               "serves the new one: retry"
+
     # -- errors -------------------------------------------------------------------------------------
 
     @app.exception_handler(ApiError)
@@ -210,8 +251,9 @@ def create_app(
     @app.exception_handler(BertsearchError)
     async def engine_error(request: Request, e: BertsearchError) -> JSONResponse:
         message, code, headers = str(e), None, None
-        if isinstance(e, IndexReplaced):  # re-indexed by another process: this server serves the old copy
-            status, code = 503, "replaced"
+        if isinstance(e, IndexReplaced):  # re-indexed or restored by another process: the new index is opened
+            status, code, headers = 503, "replaced", {"Retry-After": "1"}
+            message = await run_in_threadpool(reopen, e)
         elif isinstance(e, IndexBusy):
             status, code, headers = 503, "busy", {"Retry-After": "2"}
         elif isinstance(e, IndexClosed):

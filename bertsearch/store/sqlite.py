@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sqlite3
 import tempfile
@@ -97,7 +98,9 @@ class Store:
         self._df_docs: int | None = None
         self._df_generation: int | None = None
         self._df_lock = threading.Lock()
+        self._file: tuple[int, int] | None = None
         self._local.conn = self._connect(migrate_schema=True)
+        self._file = _file_id(self.path)  # the file opened: another in its place means the folder was replaced
 
     def _connect(self, *, migrate_schema: bool = False) -> sqlite3.Connection:
         if self.read_only:
@@ -118,6 +121,9 @@ class Store:
         except BaseException:
             conn.close()
             raise
+        if self._file is not None and _file_id(self.path) != self._file:  # a thread's first connection, made after
+            conn.close()  # another process swapped in a new index: it would read the new store under the old index
+            raise IndexReplaced(str(self.path.parent), "re-indexed or restored by another process")
         return self._register(conn)
 
     @property
@@ -195,6 +201,8 @@ class Store:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'retired'").fetchone()
         if row is not None:
             raise IndexReplaced(str(self.path.parent), row[0])
+        if not self.read_only and _file_id(self.path) != self._file:
+            raise IndexReplaced(str(self.path.parent), "re-indexed or restored by another process")
 
     @contextmanager
     def transaction(self, *, bump: bool = True, retired_ok: bool = False) -> Iterator[sqlite3.Connection]:
@@ -599,6 +607,15 @@ class Store:
             part = values[i : i + 500]
             rows.extend(self.conn.execute(sql.format(",".join("?" * len(part))), part).fetchall())
         return rows
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
