@@ -211,6 +211,8 @@ class Index:
             if path.exists() and not path.is_dir():
                 raise BadArgument(f"{path} is a file, not an index folder; choose another --index path")
             made = not path.exists()
+            if not made:
+                _warn_foreign(path)
             path.mkdir(parents=True, exist_ok=True)
         try:
             store = Store(db)
@@ -805,6 +807,22 @@ def _search_precision(path: Path, config: IndexConfig, precision: str) -> str:
         raise ModelMismatch(f"{path} holds {config.precision or 'float'} vectors, and int8 queries would not search "
                             "them alike. Leave out --precision, or index into a new folder with --precision int8")
     return precision
+
+
+def _warn_foreign(path: Path) -> None:
+    """Warn when a new index goes into a folder of other files (`--index ~/Documents`, say): its files go beside
+    them, and `backup`/`restore --force` refuse such a folder rather than delete them."""
+    from .store.backup import OWN
+
+    try:
+        names = sorted(p.name for p in path.iterdir() if p.name not in OWN)
+    except OSError:
+        return
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        log.warning("%s already holds files that are not an index's (%s); the index's files go beside them. An "
+                    "empty folder of its own keeps them apart (backup and restore --force refuse a folder with "
+                    "other files)", path, shown)
 
 
 def _doc_id(value: Any) -> str:

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -97,6 +98,17 @@ def test_ids_of_any_accepted_kind_find_what_add_stored_and_wrong_kinds_say_so(tm
         with pytest.raises(BadArgument, match=words):
             call()
     assert ix.delete([5, 10**30]) == 2 and ix.store.counts()["documents"] == 1
+
+
+def test_a_new_index_among_other_files_is_warned_about(tmp_path, caplog):
+    (tmp_path / "notes.txt").write_text("mine")
+    with caplog.at_level(logging.WARNING), bertsearch.open_index(tmp_path, create=True, model="hashing") as ix:
+        ix.add([{"id": "a", "text": "alpha"}])
+    assert "already holds files that are not an index's (notes.txt)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), bertsearch.open_index(tmp_path / "own", create=True, model="hashing"):
+        pass
+    assert "already holds" not in caplog.text
 
 
 def test_long_documents_are_chunked_not_truncated(tmp_path):
