@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 import os
 import shutil
 import sqlite3
@@ -325,10 +326,10 @@ class Index:
         """Close the store and stop the model workers; using the index afterwards raises `IndexClosed`.
         Closing twice is harmless. Calls in flight on other threads finish first (or, still running after
         `CLOSE_WAIT` seconds, have their store statements interrupted); a new one raises `IndexClosed`."""
-        self.store.refuse()
-        if not self._gate.close(CLOSE_WAIT):
+        if not self._gate.close(CLOSE_WAIT):  # (new calls are refused from here on; those in flight go on)
             log.warning("closing %s: calls on other threads still running after %ds; interrupting them", self.path,
                         CLOSE_WAIT)
+            self.store.refuse()
             self.store.interrupt()
             if not self._gate.close(CLOSE_WAIT):
                 log.warning("closing %s: calls on other threads still running; their connections are left open",
@@ -827,9 +828,9 @@ def _warn_foreign(path: Path) -> None:
 
 def _doc_id(value: Any) -> str:
     """A document id as the store keeps it: a string, or a whole number as its digits (as `add` stores it)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
         raise BadArgument(f"a document id is a string (or a whole number), not {type(value).__name__}: {value!r:.40}")
-    value = str(value)
+    value = value if isinstance(value, str) else str(int(value))
     if not_text(value):
         raise BadArgument(f"the document id {value!r:.60} is not UTF-8 text (a byte that could not be decoded)")
     return value

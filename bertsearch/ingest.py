@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import json
 import logging
+import numbers
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -219,8 +220,8 @@ def as_document(raw: DocLike) -> Document:
         doc = Document(id=doc_id, text=raw.get("text"), title=raw.get("title") or "", metadata=meta)  # type: ignore[arg-type]
     else:
         raise BadArgument(f"a document must be a dict or bertsearch.Document, got {type(raw).__name__}")
-    if isinstance(doc.id, int) and not isinstance(doc.id, bool):
-        doc.id = str(doc.id)
+    if isinstance(doc.id, numbers.Integral) and not isinstance(doc.id, bool):  # (numpy's too)
+        doc.id = str(int(doc.id))
     if not isinstance(doc.id, str) or not doc.id:
         raise BadArgument(f"every document needs a non-empty string 'id'; got {doc.id!r}")
     if not isinstance(doc.text, str):

@@ -303,6 +303,14 @@ def test_a_stray_quote_loses_no_rows_and_tsv_keeps_quote_marks(tmp_path):
                                                          "3": "third", "4": "fourth"}
     path.write_text('id\ttext\n5\t"a quoted ""field""\n over two lines"\n6\tsix\n')  # as pandas writes it
     assert {d.id: d.text for d in read_corpus(path)} == {"5": 'a quoted "field"\n over two lines', "6": "six"}
+    # a quoted row right after a stray quote is read as quoted (it kept its quote marks, or was cut at its newline)
+    for name, sep in (("r.tsv", "\t"), ("r.csv", ",")):
+        path = tmp_path / name
+        path.write_text(sep.join(["id", "title", "text"]) + f'\nt3{sep}T{sep}"open only\nt5{sep}"q"{sep}"hello"\n'
+                        f't6{sep}T{sep}"multi\nline two"\nt7{sep}T{sep}last\n')
+        docs = {d.id: (d.title, d.text) for d in read_corpus(path)}
+        assert docs == {"t3": ("T", '"open only' if sep == "\t" else "open only"), "t5": ("q", "hello"),
+                        "t6": ("T", "multi\nline two"), "t7": ("T", "last")}, (name, docs)
     csv_path = tmp_path / "c.csv"
     csv_path.write_text('id,text\n1,"open quote\n2,second\n3,"fine, quoted"\n')
     assert {d.id: d.text for d in read_corpus(csv_path)} == {"1": "open quote", "2": "second", "3": "fine, quoted"}

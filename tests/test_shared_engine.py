@@ -234,3 +234,31 @@ def test_a_batcher_call_after_close_is_refused_not_left_waiting():
     b.close()
     with pytest.raises(IndexClosed, match="closed"):
         b.submit([3]).result(timeout=5)
+
+
+def test_close_lets_a_call_in_flight_finish(tmp_path):
+    """close() made the calls in flight on other threads fail at their next store access: an add that had
+    committed its documents raised IndexClosed from the vector sync after it."""
+    from bertsearch.errors import IndexClosed
+
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    ix.add([{"id": "a", "text": "first"}])
+    encode, started = ix.ingest.encoder.encode, threading.Event()
+
+    def slow(texts, **kw):
+        started.set()
+        time.sleep(1.0)
+        return encode(texts, **kw)
+
+    ix.ingest.encoder.encode = slow
+    outcome = []
+    t = threading.Thread(target=lambda: outcome.append(ix.add([{"id": "b", "text": "second"}])))
+    t.start()
+    assert started.wait(10)
+    ix.close()  # while the add is in its encoder call
+    t.join(10)
+    assert outcome and outcome[0].added == 1  # finished, no IndexClosed
+    with pytest.raises(IndexClosed):
+        ix.search("second", mode="lexical")
+    with bertsearch.open_index(tmp_path / "ix") as again:
+        assert again.get("b") is not None and again.check()["ok"]

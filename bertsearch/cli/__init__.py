@@ -36,6 +36,27 @@ from .options import (
 log = logging.getLogger("bertsearch.cli")
 
 
+class _ShownFormatter(logging.Formatter):
+    """Formats as `inner` does, with control characters shown (see `render.shown`); newlines and tabs stay."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .render import shown
+
+        return shown(self.inner.format(record))
+
+
+_leave = {"at_once": False}  # set by a command whose runtime threads may still be inside a model call at its end
+
+
+def leave_at_once() -> None:
+    """Have `main` end the process without the interpreter's shutdown once the command returns (see `main`)."""
+    _leave["at_once"] = True
+
+
 class Group(click.Group):
     """Turns a bertsearch error into one line on stderr and a non-zero exit, never a traceback."""
 
@@ -84,6 +105,8 @@ def cli(verbose: int) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # a log line names documents and files: no control character of
+        handler.setFormatter(_ShownFormatter(handler.formatter))  # theirs may drive the terminal
     for noisy in ("faiss.loader", "sentence_transformers", "transformers", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if "transformers" in sys.modules:  # imported before the variables above were set (a host program, tests)
@@ -924,11 +947,12 @@ def main() -> None:
     try:
         cli(prog_name="bertsearch")
     except SystemExit as e:
-        if e.code != 130:
+        if e.code != 130 and not _leave["at_once"]:
             raise
-        # interrupted (Ctrl-C): what was committed is on disk, and the index was closed on the way out. The
-        # interpreter's shutdown is skipped: a runtime thread still in a model call (OpenVINO's) was stopped inside
-        # native code and aborted the process (exit 134, "FATAL: exception not rethrown"; found 2026-12-06)
+        # interrupted (Ctrl-C), or a command that asked (serve): what was committed is on disk, and the index was
+        # closed on the way out. The interpreter's shutdown is skipped: a runtime thread still in a model call
+        # (OpenVINO's) was stopped inside native code and aborted the process (exit 134, "FATAL: exception not
+        # rethrown" or "terminate called without an active exception"; found 2026-12-06)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(0 if e.code is None else e.code if isinstance(e.code, int) else 1)

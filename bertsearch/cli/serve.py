@@ -59,6 +59,9 @@ def serve_command(index_path: str, model: str | None, host: str, port: int, key_
         server.run(sockets=[sock])
     finally:
         ix.close()
+        from . import leave_at_once
+
+        leave_at_once()  # (the models' warm-up thread may still be loading one: Ctrl-C soon after start aborted)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -21,6 +21,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from bertsearch.errors import CorpusError, MalformedRecord
 from bertsearch.types import Document
@@ -55,31 +56,24 @@ def iter_rows(path: PathLike, *, delimiter: str = ",") -> Iterator[tuple[list[st
     source = os.fspath(path)
     _raise_field_size_limit()
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-        lines: list[str] = []  # the physical lines of the row being read
-
-        def kept() -> Iterator[str]:
-            for line in fh:
-                lines.append(line)
-                yield line
-
+        lines = _Lines(fh)
         # strict: a quote that does not close a field is an error, not a field that runs on over the next rows
-        reader = csv.reader(kept(), delimiter=delimiter, strict=True)
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
         header: list[str] | None = None
-        next_line = 1  # first physical line of the row about to be read
         while True:
-            start = next_line
-            lines.clear()
+            lines.taken = []
             try:
                 row = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
-                next_line = reader.line_num + 1
+                if not lines.taken:
+                    break
                 if header is None:
-                    raise CorpusError(f"{source}:{start}: cannot parse the header row: {exc}") from None
-                yield from _alone(source, start, list(lines), header, delimiter, f"cannot parse row: {exc}")
+                    raise CorpusError(f"{source}:{lines.taken[0][0]}: cannot parse the header row: {exc}") from None
+                yield from _first_alone(source, lines, header, delimiter, f"cannot parse row: {exc}")
                 continue
-            next_line = reader.line_num + 1
+            start = lines.taken[0][0] if lines.taken else lines.number
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
             if any(_SURROGATE.search(cell) for cell in row):
@@ -92,8 +86,8 @@ def iter_rows(path: PathLike, *, delimiter: str = ",") -> Iterator[tuple[list[st
                 continue
             if len(row) != len(header):
                 problem = f"expected {len(header)} columns (as in the header), got {len(row)}"
-                if len(lines) > 1:  # a quote opened a field that took in the rows after it: each line on its own
-                    yield from _alone(source, start, list(lines), header, delimiter, problem)
+                if len(lines.taken) > 1:  # a quote opened a field that took in the rows after it
+                    yield from _first_alone(source, lines, header, delimiter, problem)
                 else:
                     yield MalformedRecord(source, start, problem)
                 continue
@@ -102,32 +96,60 @@ def iter_rows(path: PathLike, *, delimiter: str = ",") -> Iterator[tuple[list[st
         raise CorpusError(f"{source}: empty file; a header row naming the columns is required")
 
 
-def _alone(source: str, start: int, lines: list[str], header: list[str], delimiter: str,
-           problem: str) -> Iterator[tuple[list[str], int, list[str]] | MalformedRecord]:
-    """The physical `lines` of a row that could not be parsed, each read as a row of its own: a stray quote mark
-    (`"unbalanced text`) took in every row after it, up to the next quote or the end of the file (found
-    2026-12-06: three documents of a TSV file lost, one counted). A TSV line is split at its tabs and keeps its
-    quote marks (TSV has no quoting); a CSV line is read by the csv module alone. A line that still does not fit
-    the header is reported with the row's `problem`."""
-    for i, line in enumerate(lines):
-        text = line.rstrip("\r\n")
-        if not text.strip():
-            continue
-        if delimiter == "\t":
-            row = text.split("\t")
+class _Lines:
+    """The physical lines of a file for the csv reader, each with its number; `taken` holds those of the row being
+    read, and lines handed `back` are read again before the file's next (see `_first_alone`)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.number = 0  # of the last line read from the file
+        self.taken: list[tuple[int, str]] = []
+        self.back: list[tuple[int, str]] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.back:
+            item = self.back.pop(0)
         else:
-            try:
-                row = next(csv.reader([text], delimiter=delimiter))
-            except csv.Error as exc:
-                yield MalformedRecord(source, start + i, f"cannot parse row: {exc}")
-                continue
-        if any(_SURROGATE.search(cell) for cell in row):
-            yield MalformedRecord(source, start + i, "not UTF-8 text")
-        elif len(row) != len(header):
-            yield MalformedRecord(source, start + i, problem if len(lines) == 1 else
-                                  f"expected {len(header)} columns (as in the header), got {len(row)}")
-        else:
-            yield header, start + i, row
+            text = self.fh.readline()
+            if not text:
+                raise StopIteration
+            self.number += 1
+            item = (self.number, text)
+        self.taken.append(item)
+        return item[1]
+
+
+def _first_alone(source: str, lines: _Lines, header: list[str], delimiter: str,
+                 problem: str) -> Iterator[tuple[list[str], int, list[str]] | MalformedRecord]:
+    """The first physical line of a row that could not be parsed, read as a row of its own; the lines after it go
+    back to be parsed again. A stray quote mark (`"unbalanced text`) took in every row after it, up to the next
+    quote or the end of the file (found 2026-12-06: three documents of a TSV file lost, one counted), and a quoted
+    row after it came out with its quote marks. A TSV line is split at its tabs and keeps its quote marks (TSV has
+    no quoting); a CSV line is read by the csv module alone. A line that still does not fit the header is
+    reported with the row's `problem` (or its own width)."""
+    (number, line), *rest = lines.taken
+    lines.back[:0] = rest
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return
+    if delimiter == "\t":
+        row = text.split("\t")
+    else:
+        try:
+            row = next(csv.reader([text], delimiter=delimiter))
+        except csv.Error as exc:
+            yield MalformedRecord(source, number, f"cannot parse row: {exc}")
+            return
+    if any(_SURROGATE.search(cell) for cell in row):
+        yield MalformedRecord(source, number, "not UTF-8 text")
+    elif len(row) != len(header):
+        yield MalformedRecord(source, number, problem if not rest else
+                              f"expected {len(header)} columns (as in the header), got {len(row)}")
+    else:
+        yield header, number, row
 
 
 def iter_delimited(

@@ -256,6 +256,9 @@ def create_app(
             message = await run_in_threadpool(reopen, e)
         elif isinstance(e, IndexBusy):
             status, code, headers = 503, "busy", {"Retry-After": "2"}
+        elif isinstance(e, IndexClosed) and not ix().store.closed:  # a call on the index a swap just replaced
+            status, code, headers = 503, "replaced", {"Retry-After": "1"}
+            message = "the index was replaced by another process and the server now serves the new one: retry"
         elif isinstance(e, IndexClosed):
             status, code, headers = 503, "not_ready", {"Retry-After": "5"}
             message = "the server is shutting down; try again shortly"

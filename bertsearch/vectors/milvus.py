@@ -555,6 +555,7 @@ class MilvusBackend(VectorBackend):
         try:
             return call(name)
         except _pymilvus().MilvusException:
+            self.store.check_live()  # replaced by a re-index or a restore, whose load released this collection
             if self.client.has_collection(name):
                 raise
             self.sync(wait=False)  # another process loaded the index afresh and dropped this collection
