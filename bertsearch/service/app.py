@@ -256,7 +256,7 @@ def create_app(
             message = await run_in_threadpool(reopen, e)
         elif isinstance(e, IndexBusy):
             status, code, headers = 503, "busy", {"Retry-After": "2"}
-        elif isinstance(e, IndexClosed) and not ix().store.closed:  # a call on the index a swap just replaced
+        elif isinstance(e, IndexClosed) and not _closing(ix()):  # a call on the index a swap just replaced
             status, code, headers = 503, "replaced", {"Retry-After": "1"}
             message = "the index was replaced by another process and the server now serves the new one: retry"
         elif isinstance(e, IndexClosed):
@@ -572,6 +572,12 @@ class _Limits:
 
 class _TooLarge(Exception):
     pass
+
+
+def _closing(index: Any) -> bool:
+    """Whether the index served now is closing or closed (the server shutting down)."""
+    gate = getattr(index, "_gate", None)
+    return bool(gate.closed) if gate is not None else index.store.closed
 
 
 def _headers_only(send: Callable) -> Callable:
