@@ -147,3 +147,14 @@ def test_delete_where(tmp_path, corpus):
     assert index.search("w1", k=300, mode="dense", where="year < 1950") == []
     assert index.check()["ok"]
     index.close()
+
+
+def test_chunk_ids_where_among_keeps_an_or_inside_the_filter(tmp_path):
+    from bertsearch.filters import parse
+
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        ix.add([{"id": f"d{i}", "text": f"text {i}", "y": i} for i in range(10)])
+        one = {ix.store.document(f"d{i}")["rowid"]: i for i in range(10)}
+        chunk = {one[doc]: cid for cid, (doc, _, _) in ix.store.chunk_docs(ix.store.chunk_ids().tolist()).items()}
+        among = [chunk[2], chunk[3], chunk[5]]
+        assert ix.store.chunk_ids_where(parse("y = 1 or y = 5"), among).tolist() == [chunk[5]]

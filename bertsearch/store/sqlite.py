@@ -173,10 +173,10 @@ class Store:
         return self._closed
 
     def refuse(self) -> None:
-        """The first step of closing: a new use of the store raises `IndexClosed`, while the statements and
-        transactions in flight on other threads go on (closing a connection another thread is using crashed the
-        process). `close` follows once they are done; the closing thread itself may still use the store (the vector
-        backend saves its record as it closes)."""
+        """For a close that waited in vain for calls in flight (`Index.close`): a new use of the store by another
+        thread raises `IndexClosed`, while the statements already running go on (closing a connection another thread
+        is using crashed the process); the closing thread itself may still use it (the vector backend saves its
+        record as it closes)."""
         self._closing = threading.get_ident()
 
     def interrupt(self) -> None:
@@ -323,13 +323,13 @@ class Store:
     def chunk_ids_where(self, where: Filter, among: Sequence[int] | None = None) -> np.ndarray:
         """Ids of the chunks of documents matching a filter (of `among` only, when given), ascending (int64)."""
         cond, params = where.sql(table="d")
-        sql = f"SELECT c.id FROM chunks c JOIN documents d ON d.rowid = c.doc WHERE {cond}"
+        sql = f"SELECT c.id FROM chunks c JOIN documents d ON d.rowid = c.doc WHERE ({cond})"
         if among is not None:
             found: list[int] = []
             for i in range(0, len(among), 500):
                 part = [int(x) for x in among[i : i + 500]]
-                found += [r[0] for r in self.conn.execute(f"{sql} AND c.id IN ({','.join('?' * len(part))})",
-                                                           [*params, *part])]
+                marks = ",".join("?" * len(part))
+                found += [r[0] for r in self.conn.execute(f"{sql} AND c.id IN ({marks})", [*params, *part])]
             return np.array(sorted(found), dtype=np.int64)
         rows = self.conn.execute(f"{sql} ORDER BY c.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
