@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import numbers
 import os
 import shutil
 import sqlite3
@@ -32,7 +31,7 @@ from .errors import (
     from_sqlite,
 )
 from .filters import Filter
-from .ingest import DocLike, Ingest, Progress, content_hash
+from .ingest import DocLike, Ingest, Progress, as_id, content_hash
 from .models import Encoder, load_encoder
 from .models.shared import SharedEncoder, SharedReader, SharedReranker
 from .search import qa
@@ -42,7 +41,7 @@ from .search.rerank import rerank_order
 from .search.retrieve import PAGE_STARTS, Retriever, page_at
 from .store import Store
 from .store.swap import recover
-from .types import AskResult, Document, Hits, IndexReport, not_text
+from .types import AskResult, Document, Hits, IndexReport
 from .vectors import open_backend, vectors_setting
 from .vectors.faiss_backend import FaissBackend
 
@@ -440,7 +439,7 @@ class Index:
             raise BadArgument("give document ids as a list, not one string")
         if not isinstance(ids, Iterable):
             raise BadArgument(f"give document ids as a list, not {type(ids).__name__}")
-        ids = [_doc_id(i) for i in ids]
+        ids = [as_id(i) for i in ids]
         if not ids and where is None:
             raise BadArgument("give document ids (a list) or a filter to delete")
         if ids and where is not None:
@@ -647,7 +646,7 @@ class Index:
         """A stored document by id (id, title, text, metadata, updated_at), or None."""
         with self.store.snapshot():
             self.store.check_live()
-            doc = self.store.document(_doc_id(doc_id))
+            doc = self.store.document(as_id(doc_id))
         if doc is not None:
             doc.pop("rowid", None)  # the store's own key
         return doc
@@ -824,16 +823,6 @@ def _warn_foreign(path: Path) -> None:
         log.warning("%s already holds files that are not an index's (%s); the index's files go beside them. An "
                     "empty folder of its own keeps them apart (backup and restore --force refuse a folder with "
                     "other files)", path, shown)
-
-
-def _doc_id(value: Any) -> str:
-    """A document id as the store keeps it: a string, or a whole number as its digits (as `add` stores it)."""
-    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
-        raise BadArgument(f"a document id is a string (or a whole number), not {type(value).__name__}: {value!r:.40}")
-    value = value if isinstance(value, str) else str(int(value))
-    if not_text(value):
-        raise BadArgument(f"the document id {value!r:.60} is not UTF-8 text (a byte that could not be decoded)")
-    return value
 
 
 class MissingEncoder:

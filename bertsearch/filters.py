@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .errors import BertsearchError
+from .types import not_text
 
 __all__ = ["BadFilter", "Filter", "Field", "fields", "Compare", "In", "Between", "IsNull", "Not", "And", "Or", "parse"]
 
@@ -537,7 +538,7 @@ def parse(expr: str) -> Filter:
     """Parse a filter expression; raises BadFilter, pointing at the column, when it does not parse."""
     if not expr or not expr.strip():
         raise BadFilter(expr or "", "empty expression")
-    if any("\ud800" <= c <= "\udfff" for c in expr):
+    if not_text(expr):
         raise BadFilter(expr, "not UTF-8 text (a byte that could not be decoded); give the filter as UTF-8")
     return _Parser(expr).parse()
 

@@ -220,20 +220,30 @@ def as_document(raw: DocLike) -> Document:
         doc = Document(id=doc_id, text=raw.get("text"), title=raw.get("title") or "", metadata=meta)  # type: ignore[arg-type]
     else:
         raise BadArgument(f"a document must be a dict or bertsearch.Document, got {type(raw).__name__}")
-    if isinstance(doc.id, numbers.Integral) and not isinstance(doc.id, bool):  # (numpy's too)
-        doc.id = str(int(doc.id))
-    if not isinstance(doc.id, str) or not doc.id:
+    if isinstance(doc.id, bool) or not isinstance(doc.id, (str, numbers.Integral)) or doc.id == "":
         raise BadArgument(f"every document needs a non-empty string 'id'; got {doc.id!r}")
+    doc.id = as_id(doc.id)
     if not isinstance(doc.text, str):
         raise BadArgument(f"document {doc.id} needs a string 'text'; got {type(doc.text).__name__}")
     if not isinstance(doc.title, str):
         doc.title = str(doc.title)
-    for what, value in (("id", doc.id), ("title", doc.title), ("text", doc.text)):
+    for what, value in (("title", doc.title), ("text", doc.text)):
         if not_text(value):
             raise BadArgument(f"document {doc.id!r:.60}: its {what} holds a lone surrogate (half of a character, or "
                               "a byte that could not be decoded), which is not text; fix it or leave it out")
     doc.metadata = _json_metadata(doc)
     return doc
+
+
+def as_id(value: Any) -> str:
+    """A document id as the store keeps it: a string, or a whole number (numpy's too) as its digits; what `add`
+    stores, `get` and `delete` find."""
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+        raise BadArgument(f"a document id is a string (or a whole number), not {type(value).__name__}: {value!r:.40}")
+    value = value if isinstance(value, str) else str(int(value))
+    if not_text(value):
+        raise BadArgument(f"the document id {value!r:.60} is not UTF-8 text (a byte that could not be decoded)")
+    return value
 
 
 def _json_metadata(doc: Document) -> dict[str, Any]:

@@ -24,15 +24,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from bertsearch.errors import CorpusError, MalformedRecord
-from bertsearch.types import Document
+from bertsearch.types import Document, not_text
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
-# Undecodable bytes come through as lone surrogates (errors="surrogateescape"), which valid
-# UTF-8 text can never contain; a row holding one is reported as not UTF-8.
-_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def _raise_field_size_limit() -> None:
@@ -76,7 +73,7 @@ def iter_rows(path: PathLike, *, delimiter: str = ",") -> Iterator[tuple[list[st
             start = lines.taken[0][0] if lines.taken else lines.number
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
-            if any(_SURROGATE.search(cell) for cell in row):
+            if any(not_text(cell) for cell in row):  # (undecodable bytes, read as surrogates)
                 if header is None:
                     raise CorpusError(f"{source}:{start}: the header row is not UTF-8 text")
                 yield MalformedRecord(source, start, "not UTF-8 text")
@@ -143,7 +140,7 @@ def _first_alone(source: str, lines: _Lines, header: list[str], delimiter: str,
         except csv.Error as exc:
             yield MalformedRecord(source, number, f"cannot parse row: {exc}")
             return
-    if any(_SURROGATE.search(cell) for cell in row):
+    if any(not_text(cell) for cell in row):
         yield MalformedRecord(source, number, "not UTF-8 text")
     elif len(row) != len(header):
         yield MalformedRecord(source, number, problem if not rest else

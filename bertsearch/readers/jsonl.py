@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any
@@ -76,7 +77,7 @@ def iter_json_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
                 continue
             try:
                 obj = json.loads(line)
-                if "\\u" in line and not_text(json.dumps(obj, ensure_ascii=False)):
+                if _SURROGATE_ESCAPE.search(line) and not_text(json.dumps(obj, ensure_ascii=False)):
                     yield lineno, MalformedRecord(source, lineno, "a \\u escape makes half of a character (a lone "
                                                   "surrogate, such as \\udc80), which is not text")
                     continue
@@ -88,6 +89,12 @@ def iter_json_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
                 yield lineno, MalformedRecord(source, lineno, f"invalid JSON: {msg} at column {column}")
             except RecursionError:
                 yield lineno, MalformedRecord(source, lineno, "invalid JSON: nested too deeply")
+
+
+# a \u escape of a surrogate (a pair makes one character, as JSON writes an emoji; one alone is half of one): only a
+# line holding one is searched for a lone surrogate (a line with any other \u escape, as JSON writes every
+# non-ASCII character, is not dumped again)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _json_type(value: Any) -> str:
