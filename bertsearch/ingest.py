@@ -1,7 +1,7 @@
 """Ingestion: documents -> chunks that fit the encoder -> vectors -> one store transaction per batch.
 
 `Ingest.add` is what `Index.add` runs. Unchanged documents (by content hash) cost no encoder work; a document
-whose text became empty leaves the index; an id read twice keeps its last record; with `prune`, what the
+with neither text nor title leaves the index (a title alone is a one-chunk document); an id read twice keeps its last record; with `prune`, what the
 corpus no longer holds is deleted once all of it is read.
 """
 
@@ -24,7 +24,7 @@ from .config import IndexConfig
 from .errors import BadArgument
 from .models import Encoder
 from .store import Store, StoredDocument
-from .types import Document, IndexReport, not_text
+from .types import Chunk, Document, IndexReport, not_text
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Ingest:
                 if doc.id in emptied:
                     emptied.remove(doc.id)
             seen.add(doc.id)
-            if not doc.text.strip():
+            if not doc.text.strip() and not doc.title.strip():  # a title alone is indexed: a name, a heading
                 report.empty += 1
                 emptied.append(doc.id)  # a stored document whose text is now empty leaves the index
                 continue
@@ -162,6 +162,10 @@ class Ingest:
         plans: list[tuple[str, int, list]] = []  # per document: title prefix, budget, chunks
         inputs: list[str] = []
         for d, spans, n_title in zip(docs, text_spans, title_lens):
+            if not spans:  # a title and no text: one chunk, empty in the text, that the title alone stands for
+                plans.append(("", window, [Chunk(start=0, end=0, n_tokens=0)]))
+                inputs.append(d.title)
+                continue
             prefix = ""
             budget = window
             if d.title and n_title <= min(self.config.title_tokens, window // 4):
@@ -181,7 +185,7 @@ class Ingest:
             for _ in range(3):  # the rare document with a chunk too long: chunked again on a smaller budget
                 longest = max(lengths, default=0) - special
                 smaller = min(budget - 1, budget * window // max(longest, 1))
-                if longest <= window or smaller < 4:
+                if longest <= window or smaller < 4 or not spans:
                     break
                 budget = smaller
                 chunks = chunk_spans(d.text, spans, budget, min(self.config.overlap, budget // 2 - 1))

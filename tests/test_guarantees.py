@@ -97,12 +97,28 @@ def test_2_eval_beir_of_another_dataset_of_the_same_folder_name(tmp_path, monkey
 
 
 def test_3_document_emptied_is_removed(index, docs):
-    emptied = dict(docs[0], text="   ")
+    emptied = dict(docs[0], text="   ", title=" ")
     report = index.add([emptied] + docs[1:], prune=True)
     assert report.empty == 1 and report.deleted == 1
     assert index.get("aurora") is None
     assert all(h.doc_id != "aurora" for h in index.search("northern lights magnetosphere", k=4, mode="lexical"))
     assert index.store.counts()["documents"] == 3
+
+
+def test_3_a_title_alone_is_a_document(index, docs, caplog):
+    """A document with a title and no text was skipped as empty: a catalogue of names was not searchable."""
+    report = index.add([dict(docs[0], text=""), {"id": "bare", "title": "Mount Etna eruption", "text": " \n"}])
+    assert report.empty == 0 and report.replaced == 1 and report.added == 1 and report.chunks == 2
+    for mode in ("lexical", "dense", "hybrid"):
+        assert index.search("mount etna eruption", k=1, mode=mode)[0].doc_id == "bare", mode
+    hit = index.search("aurora", k=1, mode="lexical")[0]
+    assert (hit.doc_id, hit.title, hit.text) == ("aurora", docs[0]["title"], "")
+    assert index.get("bare")["text"] == " \n" and index.check()["ok"]
+    with caplog.at_level("WARNING"):
+        index.ask("where is etna", k=2, rerank=False)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert index.add([{"id": "bare", "title": "", "text": ""}]).deleted == 1  # neither: it leaves the index
+    assert index.get("bare") is None
 
 
 # -- 4: another writer replaced documents under a reader's vector index -------------------------------

@@ -199,7 +199,7 @@ def test_spans_seen_by_two_windows_are_returned_once(zebra_dir):
 
 def test_reader_ranks_across_passages_skips_empty_ones_and_batches(zebra_dir, caplog):
     reader = load_reader(str(zebra_dir), max_length=64, stride=16)
-    with caplog.at_level(logging.WARNING, logger="bertsearch.models.reader"):
+    with caplog.at_level(logging.DEBUG, logger="bertsearch.models.reader"):
         spans = reader.read("which animal?", ["", "a dog and a fox", "the zebra runs"], top_k=3)
     assert "passage 0 is empty" in caplog.text
     assert spans[0].passage == 2 and spans[0].text == "zebra"

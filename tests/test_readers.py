@@ -412,6 +412,23 @@ def test_folder_reads_files(tmp_path):
     assert count_records(root) == 4
 
 
+def test_folder_empty_file_is_not_a_document_of_its_name(tmp_path):
+    """A document with a title and no text is indexed; a file name is not such a title, so an empty file stays
+    empty (counted as such), while an HTML page with a <title> and no body is a document of its title."""
+    import bertsearch
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "empty-notes.txt").write_text(" \n")
+    (root / "blank.md").write_text("")
+    (root / "titled.html").write_text("<html><head><title>Mount Etna</title></head><body> </body></html>")
+    assert {d.id: d.title for d in read_corpus(root)} == {"blank.md": "", "empty-notes.txt": "", "titled.html": "Mount Etna"}
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    report = ix.add(read_corpus(root))
+    assert (report.added, report.empty) == (1, 2)
+    ix.close()
+
+
 def test_folder_skips_binary_and_reads_latin1_with_a_fallback(tmp_path):
     root = make_folder(tmp_path / "docs")
     (root / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")

@@ -203,7 +203,7 @@ class ExtractiveReader:
                 if p.strip():
                     pairs.append((qi, pi))
                 else:
-                    log.warning("question %d: passage %d is empty; skipped", qi, pi)
+                    log.debug("question %d: passage %d is empty (a document of a title alone); skipped", qi, pi)
         results: list[list[Span]] = [[] for _ in questions]
         if not pairs:
             return results

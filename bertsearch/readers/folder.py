@@ -100,7 +100,11 @@ def count_files(root: PathLike) -> int:
     return sum(1 for _ in iter_files(root))
 
 
-def _stem_title(path: Path) -> str:
+def _stem_title(path: Path, text: str) -> str:
+    """The file's name as a title, for a file with text: an empty file is not a document of its name alone (as a
+    document with a title and no text is, `Ingest.add`)."""
+    if not text.strip():
+        return ""
     return re.sub(r"[_-]+", " ", _readable(path.stem)).strip()
 
 
@@ -191,20 +195,20 @@ def read_file(path: Path, rel: str) -> Document | MalformedRecord | Skipped:
         except documents.Unreadable as exc:
             return Skipped(source, exc.kind, exc.problem, id=rel)
         metadata = {"path": rel, "modified": modified, **doc.metadata}
-        return Document(id=rel, text=doc.text, title=doc.title or _stem_title(path), metadata=metadata)
+        return Document(id=rel, text=doc.text, title=doc.title or _stem_title(path, doc.text), metadata=metadata)
     if b"\x00" in data and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # (UTF-16 has NULs)
         return Skipped(source, "binary", id=rel)
     content, encoding = decode(data)
 
     if suffix in HTML_SUFFIXES:
         title, text = html_to_text(content)
-        title = title or _stem_title(path)
+        title = title or _stem_title(path, text)
     elif suffix in MARKDOWN_SUFFIXES:
         text = content
-        title = markdown_title(content, fallback=_stem_title(path))
+        title = markdown_title(content, fallback=_stem_title(path, text))
     else:
         text = content
-        title = _stem_title(path)
+        title = _stem_title(path, text)
     metadata = {"path": rel, "modified": modified}
     if encoding is not None:
         metadata["encoding"] = encoding
