@@ -28,6 +28,7 @@ from .errors import (
     IndexNotFound,
     ModelMismatch,
     ModelNotFound,
+    VectorsUnavailable,
     from_sqlite,
 )
 from .filters import Filter
@@ -334,7 +335,10 @@ class Index:
                 log.warning("closing %s: calls on other threads still running; their connections are left open",
                             self.path)
                 return
-        self.vectors.wait()
+        try:
+            self.vectors.wait()
+        except VectorsUnavailable as e:  # (the vectors follow the store when it is next opened)
+            log.warning("closing %s: %s", self.path, e)
         self.vectors.close()
         self.store.close()
         for model in (self.encoder, self._reranker, self._reader):
@@ -450,7 +454,13 @@ class Index:
         return ids, self.retriever.filter(where)
 
     def _vectors_changed(self) -> None:
-        self.vectors.sync(wait=not self.background_rebuild)
+        """The vector backend brought up to date after a write. The write is committed by then: a backend that cannot
+        be reached now (a Milvus server down, a milvus-lite folder another process serves) is warned of, not raised,
+        and its vectors follow the store once it is back (the next search, `check`, or the process holding it)."""
+        try:
+            self.vectors.sync(wait=not self.background_rebuild)
+        except VectorsUnavailable as e:
+            log.warning("the change is stored, but the vectors could not be brought up to date now: %s", e)
 
     @_gated
     def refresh_vectors(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 
 class BertsearchError(Exception):
@@ -83,6 +84,28 @@ class BadQuery(BertsearchError):
 
 class BadArgument(BertsearchError):
     pass
+
+
+FILTER_HINT = "filters look like: year >= 2020 and lang = 'en'"
+
+
+class BadFilter(BadQuery):
+    """A filter expression that does not parse, or names a field no document has; the message quotes it and points
+    at the column. A BadQuery too: the filter is part of the query."""
+
+    def __init__(self, expr: str, problem: str, column: int | None = None, detail: str = "") -> None:
+        self.expr = expr
+        self.problem = problem
+        self.column = column
+        shown = re.sub(r"[\x00-\x1f\x7f]", " ", expr)
+        where = f" at column {column}" if column is not None else ""
+        more = f" ({detail})" if detail else ""
+        super().__init__(f'bad filter "{shown}": {problem}{where}{more}; {FILTER_HINT}')
+
+
+class VectorsUnavailable(BertsearchError):
+    """The vector backend cannot be reached now: a Milvus server down, a milvus-lite folder another process holds.
+    What the store holds is kept; the vectors follow it once the backend is back."""
 
 
 class MissingDependency(BertsearchError):

@@ -62,12 +62,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .errors import BertsearchError
+from .errors import FILTER_HINT, BadFilter, BertsearchError  # noqa: F401 (BadFilter: importable from here too)
 from .types import not_text
 
 __all__ = ["BadFilter", "Filter", "Field", "fields", "Compare", "In", "Between", "IsNull", "Not", "And", "Or", "parse"]
 
-HINT = "filters look like: year >= 2020 and lang = 'en'"
+HINT = FILTER_HINT
 COLUMNS = ("id", "title", "updated_at")
 KEYWORDS = frozenset({"and", "or", "not", "in", "between", "is", "null", "true", "false"})
 OPERATORS = {"=": "=", "==": "=", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -82,19 +82,6 @@ _NEXT_PART = re.compile(r"[A-Za-z0-9_-]+")
 _SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 _NUMBER_TYPES = "('integer','real')"
-
-
-class BadFilter(BertsearchError):
-    """A filter expression that does not parse; the message quotes it and points at the column."""
-
-    def __init__(self, expr: str, problem: str, column: int | None = None, detail: str = "") -> None:
-        self.expr = expr
-        self.problem = problem
-        self.column = column
-        shown = re.sub(r"[\x00-\x1f\x7f]", " ", expr)
-        where = f" at column {column}" if column is not None else ""
-        more = f" ({detail})" if detail else ""
-        super().__init__(f'bad filter "{shown}": {problem}{where}{more}; {HINT}')
 
 
 # ---------------------------------------------------------------------------------------------- tokens

@@ -220,7 +220,12 @@ def as_document(raw: DocLike) -> Document:
         known = {"id", "_id", "text", "title", "metadata"}
         doc_id = raw.get("id", raw.get("_id"))
         meta = dict(raw.get("metadata") or {})
-        meta.update({k: v for k, v in raw.items() if k not in known})
+        extra = {k: v for k, v in raw.items() if k not in known}
+        twice = sorted(k for k in extra if k in meta and meta[k] != extra[k])
+        if twice:
+            raise BadArgument(f"document {doc_id!r:.60}: the field {twice[0]!r} is given twice, at the top level and "
+                              "in its metadata, with different values; keep one")
+        meta.update(extra)
         doc = Document(id=doc_id, text=raw.get("text"), title=raw.get("title") or "", metadata=meta)  # type: ignore[arg-type]
     else:
         raise BadArgument(f"a document must be a dict or bertsearch.Document, got {type(raw).__name__}")
@@ -271,6 +276,9 @@ def _json_metadata(doc: Document) -> dict[str, Any]:
     except TypeError as e:
         raise BadArgument(f"document {doc.id}: its metadata holds {e}, which JSON cannot store; give strings, numbers, "
                           "booleans, lists or objects") from None
+    except RecursionError:
+        raise BadArgument(f"document {doc.id}: its metadata nests lists or objects too deeply (hundreds of levels); "
+                          "give metadata of a few levels") from None
 
 
 def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -338,6 +338,15 @@ def test_metadata_json_cannot_hold_is_refused_and_dates_become_text(tmp_path):
         for bad, words in ((math.nan, "NaN or infinity"), (math.inf, "NaN or infinity"), (object(), "of type object")):
             with pytest.raises(BadArgument, match=f"document n: its metadata holds .*{words}"):
                 ix.add([{"id": "n", "text": "x", "score": bad}])
+        with pytest.raises(BadArgument, match="the field 'topic' is given twice"):  # one of them was dropped unsaid
+            ix.add([{"id": "t", "text": "x", "topic": "Top", "metadata": {"topic": "Inner", "year": 1}}])
+        ix.add([{"id": "t", "text": "x", "topic": "Top", "metadata": {"topic": "Top", "year": 1}}])  # the same: fine
+        assert ix.get("t")["metadata"] == {"topic": "Top", "year": 1}
+        nested = {"a": 1}
+        for _ in range(5000):
+            nested = [nested]
+        with pytest.raises(BadArgument, match="document deep: its metadata nests .* too deeply"):
+            ix.add([{"id": "deep", "text": "x", "m": nested}])
         ix.add([{"id": "d", "text": "dated", "when": datetime.date(2024, 5, 1)}])
         assert ix.get("d")["metadata"] == {"when": "2024-05-01"}
         assert [h.doc_id for h in ix.search("dated", where="when >= '2024-01-01'")] == ["d"]

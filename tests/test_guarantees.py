@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import bertsearch
-from bertsearch.errors import BadArgument, BadQuery, BertsearchError, ModelNotFound
+from bertsearch.errors import BadArgument, BadFilter, BadQuery, BertsearchError, ModelNotFound
 
 
 def _jsonl(path: Path, docs: list[dict]) -> Path:
@@ -158,11 +158,11 @@ def test_5_csv_numeric_columns_become_numbers(tmp_path):
 
 
 def test_5_filter_on_a_field_no_document_has(index):
-    with pytest.raises(BadQuery, match="no document has the field 'yeer'"):
+    with pytest.raises(BadFilter, match="no document has the field 'yeer'"):
         index.search("penicillin", where="yeer >= 1900")
     with pytest.raises(BadQuery, match="'Topic'.*did you mean 'topic'"):
         index.search("volcano", where="Topic = 'science'")
-    with pytest.raises(BadQuery, match="no document has the field"):
+    with pytest.raises(BadFilter, match="no document has the field"):
         index.delete(where="colour = 'red'")
     assert index.store.counts()["documents"] == 4
     # a field that some documents have is fine, as are the columns and a nested path under a known key

@@ -416,28 +416,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A `milvus-lite server` subprocess: the path a Milvus server or cluster takes (gRPC by URI)."""
-    data = tmp_path_factory.mktemp("milvus-server") / "milvus.db"
-    port = free_port()
+def start_server(data: Path, port: int) -> subprocess.Popen:
+    """A `milvus-lite server` subprocess, once it takes connections."""
     proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data), "--host",
                              "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+                return proc
         assert proc.poll() is None and time.monotonic() < deadline, "milvus-lite server did not start"
         time.sleep(0.1)
-    yield uri
+
+
+def stop_server(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A `milvus-lite server` subprocess: the path a Milvus server or cluster takes (gRPC by URI)."""
+    port = free_port()
+    proc = start_server(tmp_path_factory.mktemp("milvus-server") / "milvus.db", port)
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
 
 
 def test_server_by_uri(server, store, backend_of, tmp_path):
@@ -477,6 +484,54 @@ def test_unreachable_uri_fails_fast(store, backend_of):
 
 
 # -- through the public API --------------------------------------------------------------------------------------
+
+
+def test_a_server_down_keeps_writes_and_answers_503_not_500(tmp_path, docs, caplog):
+    """Milvus went down under an open index: an add or delete was committed to the store, then raised (the CLI
+    exited 1, the service answered 500, and a client's retry got 409); a dense search answered 500 with pymilvus's
+    traceback. Writes now succeed with a warning, dense searches raise VectorsUnavailable (503 over HTTP), and the
+    vectors follow the store once Milvus is back."""
+    from fastapi.testclient import TestClient
+
+    import bertsearch
+    from bertsearch.errors import VectorsUnavailable
+    from bertsearch.service.app import Keys, create_app
+
+    port, data = free_port(), tmp_path / "milvus.db"
+    proc = start_server(data, port)
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing", vectors=f"http://127.0.0.1:{port}")
+    try:
+        ix.add(docs[:3])
+        stop_server(proc)
+        with caplog.at_level("WARNING", logger="bertsearch.engine"):
+            report = ix.add([docs[3]])
+            assert ix.delete([docs[0]["id"]]) == 1
+        assert report.added == 1 and "the change is stored" in caplog.text and f"127.0.0.1:{port}" in caplog.text
+        assert [h.doc_id for h in ix.search(docs[3]["title"], k=1, mode="lexical")] == [docs[3]["id"]]
+        with pytest.raises(VectorsUnavailable, match=f"Milvus at http://127.0.0.1:{port} cannot be reached"):
+            ix.search("lava", k=2, mode="dense")
+        with TestClient(create_app(ix, keys=Keys(write="w" * 24), warm=False)) as client:
+            r = client.get("/search", params={"q": "lava", "mode": "hybrid"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "vectors_unavailable", r.text
+            assert r.json()["error"]["kind"] == "VectorsUnavailable" and r.headers["Retry-After"]
+            assert client.get("/search", params={"q": "lava", "mode": "lexical"}).status_code == 200
+            r = client.post("/documents", json=[{"id": "new", "text": "a volcano in Iceland"}],
+                            headers={"Authorization": "Bearer " + "w" * 24})
+            assert r.status_code == 200 and r.json()["added"] == 1, r.text
+        proc = start_server(data, port)
+        deadline = time.monotonic() + 60
+        while True:  # (the client may take a moment to connect again: what Retry-After is for)
+            try:
+                hits = ix.search("the sky, bacteria, lava and a piano, a volcano", k=10, mode="dense")
+                break
+            except VectorsUnavailable:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        assert {h.doc_id for h in hits} == {d["id"] for d in docs[1:]} | {"new"}
+        assert ix.check()["ok"]
+    finally:
+        ix.close()
+        stop_server(proc)
 
 
 def test_index_on_embedded_milvus_equals_faiss(tmp_path, docs):

@@ -170,6 +170,15 @@ def test_jsonl_malformed_line_stop(tmp_path):
     assert "--on-error skip" in str(err.value)
 
 
+def test_jsonl_field_given_twice_with_different_values_is_malformed(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "1", "text": "ok", "topic": "a", "metadata": {"topic": "a", "year": 1}}\n'
+                    '{"id": "2", "text": "ok", "topic": "Top", "metadata": {"topic": "Inner"}}\n')
+    with pytest.raises(MalformedRecord, match=r"c.jsonl:2: the field 'topic' is given twice"):
+        list(read_corpus(path, on_error="stop"))
+    assert next(iter(read_corpus(path, on_error="skip"))).metadata == {"topic": "a", "year": 1}
+
+
 def test_jsonl_malformed_skip_counts(tmp_path, caplog):
     path = tmp_path / "c.jsonl"
     lines = [

@@ -57,6 +57,13 @@ def test_search_get_and_post_agree_and_carry_timings(client):
     r = client.post("/search", json={"query": "penicillin", "mode": "lexical", "where": "year = 1928", "rerank": True})
     body = r.json()
     assert [h["doc_id"] for h in body["hits"]] == ["penicillin"] and "rerank" in body["timings"]
+    a = client.get("/search", params={"q": "fleming", "k": 3, "rerank": True, "rerank_depth": 1, "rerank_penalty": 2})
+    b = client.post("/search", json={"query": "fleming", "k": 3, "rerank": True, "rerank_depth": 1, "rerank_penalty": 2})
+    assert a.status_code == 200 and a.json()["hits"] == b.json()["hits"] != []
+    assert sum("rerank" in h["scores"] for h in a.json()["hits"]) == 1  # GET took no rerank_depth, only POST
+    assert "no such endpoint" in error_of(client.get("/documents/"), 404)  # (it redirected, 307, to a 405)
+    assert "not UTF-8" in error_of(client.get("/search?q=%FF%FE"), 400)  # (it searched for "\ufffd\ufffd")
+    assert client.get("/search?q=caf%C3%A9+%E2%98%95").json()["query"] == "café ☕"
 
 
 def test_batch_search_and_ask(client):
@@ -156,8 +163,8 @@ def test_documents_add_upsert_get_delete(client, ix):
     assert r.json()["replaced"] == 1 and client.get("/documents/fjord").json()["metadata"] == {"region": "Norway"}
     dry = client.post("/documents/delete", json={"where": "topic = 'science'", "dry_run": True}, headers=auth()).json()
     assert sorted(dry["would_delete"]) == ["aurora", "volcano"] and dry["deleted"] == 0 and dry["documents"] == 6
-    assert "not both" in error_of(client.post("/documents/delete", json={"ids": ["piano"], "where": "topic = 'x'"},
-                                              headers=auth()), 400)
+    both = error_of(client.post("/documents/delete", json={"ids": ["piano"], "where": "topic = 'x'"}, headers=auth()), 400)
+    assert "not both" in both and "dry_run" in both and "--" not in both  # (the API's fields, not the CLI's options)
     assert client.post("/documents/delete", json={"where": "topic = 'science'"}, headers=auth()).json()["deleted"] == 2
     assert client.delete("/documents/piano", headers=auth()).json()["deleted"] == 1
     error_of(client.delete("/documents/piano", headers=auth()), 404)
@@ -181,6 +188,93 @@ def test_two_writers_at_once_both_land(client, ix):
     for t in threads:
         t.join()
     assert results == [200, 200] and ix.store.counts()["documents"] == 4 + 80
+
+
+def test_concurrent_posts_of_one_new_id_add_it_once_and_409_the_rest(client, ix, monkeypatch):
+    """Six POSTs of one new id at once were all answered 200 "added": the last one's text was kept, and the others'
+    were lost though each was told its document was added (the check of what is stored and the add were apart)."""
+    add = ix.add
+
+    def slow_add(docs, **kwargs):  # widen the window between the check and the write, as a loaded server does
+        import time
+
+        time.sleep(0.2)
+        return add(docs, **kwargs)
+
+    monkeypatch.setattr(ix, "add", slow_add)
+    codes: list[int] = []
+
+    def post(n):
+        r = client.post("/documents", json=[{"id": "race", "text": f"client {n} wrote this"}], headers=auth())
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [200] + [409] * 5
+
+
+def test_bad_document_writes_get_a_4xx(client, ix):
+    """A document with neither text nor title was answered 200 and not stored; metadata nested thousands deep got
+    500 (RecursionError); a filter naming an unknown field came back as BadQuery, not BadFilter."""
+    before = ix.store.counts()["documents"]
+    msg = error_of(client.post("/documents", json=[{"id": "blank", "text": "  "}], headers=auth()), 422)
+    assert "neither text nor title" in msg and "blank" in msg
+    assert client.post("/documents", json=[{"id": "named", "title": "Mount Etna", "text": ""}],
+                       headers=auth()).json()["added"] == 1  # a title alone is a document
+    deep = '[{"id": "deep", "text": "x", "m": ' + "[" * 5000 + "]" * 5000 + "}]"
+    for kind in ("application/json", "application/x-ndjson"):
+        body = deep if kind == "application/json" else deep[1:-1]
+        assert "too deeply" in error_of(client.post("/documents", content=body, headers={**auth(), "content-type": kind}), 400)
+    medium = '[{"id": "deep", "text": "x", "m": ' + "[" * 990 + "]" * 990 + "}]"
+    error_of(client.post("/documents", content=medium, headers={**auth(), "content-type": "application/json"}), 400)
+    assert ix.store.counts()["documents"] == before + 1 and ix.get("deep") is None
+    r = client.get("/search", params={"q": "lava", "where": "nosuch = 1"})
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "BadFilter", r.text
+    with pytest.raises(BadFilter, match="no document has the field 'nosuch'"):
+        RemoteIndex("http://testserver", client=client).search("lava", where="nosuch = 1")
+
+
+def test_a_body_that_stops_coming_gets_408_and_frees_its_place(ix, monkeypatch, caplog):
+    """70 requests whose bodies never came held every place: other clients got 503 until they hung up."""
+    import asyncio
+
+    from bertsearch.service import app as service
+
+    monkeypatch.setattr(service, "BODY_IDLE_SECONDS", 0.2)
+    app = create_app(ix, keys=Keys(write=WRITE), warm=False, max_pending=1)
+    sent: list[dict] = []
+
+    async def never() -> dict:
+        await asyncio.sleep(3600)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/documents", "raw_path": b"/documents", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {WRITE}".encode())],
+             "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": "", "http_version": "1.1"}
+
+    async def run():
+        await asyncio.wait_for(app(scope, never, send), 10)
+        assert sent[0]["status"] == 408 and b"did not come in time" in sent[1]["body"]
+        sent.clear()
+        await asyncio.wait_for(app(dict(scope, path="/search", raw_path=b"/search"), never, send), 10)
+        assert sent[0]["status"] == 408  # a body FastAPI reads itself (a search's) is timed as well
+
+        async def gone() -> dict:  # the client hung up: two ERROR tracebacks were logged for each one
+            return {"type": "http.disconnect"}
+
+        sent.clear()
+        await asyncio.wait_for(app(scope, gone, send), 10)
+        assert sent[0]["status"] == 400
+
+    with caplog.at_level("INFO"):
+        asyncio.run(run())
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert "closed the connection" in caplog.text
 
 
 def test_overload_answers_503_with_retry_after(ix):

@@ -83,6 +83,9 @@ def progress(description: str, total: int | None, unit: str = "docs") -> Iterato
 
     def advance(n: int) -> None:
         bar.advance(task, n)
+        done = bar.tasks[task].completed
+        if total is not None and done > (bar.tasks[task].total or 0):  # (a total counted before writes that came in)
+            bar.update(task, total=done)
         speed = bar.tasks[task].finished_speed or bar.tasks[task].speed
         if speed:
             bar.update(task, rate=f"{speed:.1f} {unit}/s")
@@ -106,8 +109,9 @@ def _progress_lines(description: str, total: int | None, unit: str) -> Iterator[
         return text
 
     def advance(n: int) -> None:
-        nonlocal done, last
+        nonlocal done, last, total
         done += n
+        total = max(total, done) if total is not None else None  # (counted before writes that came in meanwhile)
         now = time.monotonic()
         if now - last >= PROGRESS_LINE_SECONDS:
             last = now

@@ -170,6 +170,9 @@ def to_document(
             continue
         if key == "metadata" and isinstance(value, dict):
             continue
+        if key in metadata and metadata[key] != value:
+            return MalformedRecord(source, line, f"the field {key!r} is given twice, at the top level and in the "
+                                                 "record's metadata object, with different values; keep one")
         metadata[key] = value
     return Document(id=doc_id, text=text, title=title, metadata=metadata)
 

@@ -67,7 +67,8 @@ class Retriever:
             same = sorted(k for k in known if k.lower() == f.path[0].lower())
             hint = (f"did you mean {', '.join(repr(k) for k in same)}? Field names are case-sensitive" if same else
                     "fields are: " + (", ".join(sorted(known)[:20]) if known else "none (no document has metadata)"))
-            raise BadQuery(f"no document has the field {f.path[0]!r} that the filter names; {hint}")
+            raise filters.BadFilter(where if isinstance(where, str) else str(flt),
+                                    f"no document has the field {f.path[0]!r} that it names ({hint})")
         return flt
 
     def check_queries(self, queries: Iterable[str], k: int, mode: str) -> list[str]:

@@ -9,15 +9,17 @@ file, never the command line, and are compared in constant time. Every error, 4x
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import (
     BadArgument,
@@ -40,18 +43,20 @@ from ..errors import (
     IndexReplaced,
     ModelNotFound,
     ReadOnlyIndex,
+    VectorsUnavailable,
 )
+from ..ingest import as_id
 from ..search.retrieve import blank
 from . import schemas as s
 
 log = logging.getLogger(__name__)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "bad_request", 500: "internal",
+         408: "timeout", 409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "bad_request", 500: "internal",
          501: "not_available", 503: "overloaded", 507: "disk_full"}
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": s.ErrorResponse, "description": CODES[status].replace("_", " ")}
-    for status in (400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 501, 503, 507)
+    for status in (400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 500, 501, 503, 507)
 }
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/ndjson")
 
@@ -152,6 +157,7 @@ def create_app(
         summary="Offline semantic search: hybrid dense + BM25 retrieval, cross-encoder reranking, extractive answers.",
         version=_version(),
         lifespan=lifespan,
+        redirect_slashes=False,  # (/documents/ redirected to /documents, which answered 405: now 404, in our shape)
         responses=ERRORS,  # every route may answer these, in the one error shape
     )
     if cors_origins:
@@ -246,6 +252,11 @@ def create_app(
         if e.status_code == 404:
             return _error(404, f"no such endpoint: {request.url.path}; the API is listed at /docs")
         detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
+        if e.status_code == 400 and detail == "There was an error parsing the body":  # FastAPI's own words
+            if isinstance(e.__cause__, (_TooLarge, _SlowBody)):  # (the limits' own, met while FastAPI read the body)
+                raise e.__cause__
+            return _error(400, "the body could not be read as JSON: it is not UTF-8 text, or it nests arrays or "
+                               "objects too deeply; send a JSON object", kind="BadArgument")
         return _error(e.status_code, detail, headers=headers)
 
     @app.exception_handler(BertsearchError)
@@ -262,6 +273,9 @@ def create_app(
         elif isinstance(e, IndexClosed):
             status, code, headers = 503, "not_ready", {"Retry-After": "5"}
             message = "the server is shutting down; try again shortly"
+        elif isinstance(e, VectorsUnavailable):  # a Milvus server down: lexical search and writes still work
+            status, code, headers = 503, "vectors_unavailable", {"Retry-After": "5"}
+            log.warning("%s %s: %s", request.method, request.url.path, e)
         elif isinstance(e, ModelNotFound):
             status = 501
         elif isinstance(e, ReadOnlyIndex):  # the server's state, not the request's fault
@@ -323,8 +337,11 @@ def create_app(
         mode: s.Mode = "hybrid",
         where: Annotated[str | None, Query(max_length=s.MAX_QUERY_CHARS)] = None,
         rerank: bool = False,
+        rerank_depth: Annotated[int | None, Query(ge=1, le=s.MAX_K, description="Candidates the cross-encoder re-scores.")] = None,
+        rerank_penalty: Annotated[float | None, Query(ge=0, le=100, description="Logits lost per first-stage place.")] = None,
     ) -> dict[str, Any]:
-        return run_search(s.SearchRequest(query=q, k=k, mode=mode, where=where, rerank=rerank))
+        return run_search(s.SearchRequest(query=q, k=k, mode=mode, where=where, rerank=rerank, rerank_depth=rerank_depth,
+                                          rerank_penalty=rerank_penalty))
 
     @app.post("/search/batch", response_model=s.BatchSearchResponse, tags=["search"], dependencies=[Read],
               summary=f"Several searches in one call (at most {s.MAX_BATCH})")
@@ -386,7 +403,8 @@ def create_app(
                 summary="Delete one document")
     def delete_document(doc_id: str) -> dict[str, Any]:
         index = ix()
-        n = index.delete([doc_id])
+        with claims.hold([doc_id]):
+            n = index.delete([doc_id])
         if n == 0:
             raise ApiError(404, f"no document with id {doc_id!r}")
         return {"deleted": n, "documents": index.store.counts()["documents"]}
@@ -398,17 +416,29 @@ def create_app(
         if req.dry_run:
             gone = index.to_delete(req.ids or [], where=req.where)
             return {"deleted": 0, "would_delete": gone, "documents": index.store.counts()["documents"]}
-        n = index.delete(req.ids or [], where=req.where)
+        if req.ids and req.where is not None:
+            raise ApiError(400, "give ids or a filter (where), not both: delete by ids, then by the filter, as two "
+                                "requests; dry_run shows what each would delete", kind="BadArgument")
+        with claims.hold([as_id(i) for i in req.ids or []]):
+            n = index.delete(req.ids or [], where=req.where)
         return {"deleted": n, "documents": index.store.counts()["documents"]}
+
+    claims = _Claims()
 
     def write(docs: list[dict[str, Any]], *, replace: bool) -> dict[str, Any]:
         index = ix()
-        if not replace:
-            taken = index.store.existing([d["id"] for d in docs])
-            if taken:
-                raise ApiError(409, f"{len(taken)} of these ids are already stored ({', '.join(taken[:5])}); "
-                                    "PUT /documents replaces stored documents")
-        report = index.add(docs)
+        ids = [as_id(d["id"]) for d in docs]
+        empty = [i for i, d in zip(ids, docs) if not (d.get("text") or "").strip() and not (d.get("title") or "").strip()]
+        if empty:
+            raise ApiError(422, f"{len(empty)} of these documents have neither text nor title ({', '.join(empty[:5])}), "
+                                "so nothing would be stored; DELETE /documents/{id} removes a document", kind="BadArgument")
+        with claims.hold(ids):  # no other write of these ids between the check and the add: one POST of an id wins
+            if not replace:
+                taken = index.store.existing(ids)
+                if taken:
+                    raise ApiError(409, f"{len(taken)} of these ids are already stored ({', '.join(taken[:5])}); "
+                                        "PUT /documents replaces stored documents")
+            report = index.add(docs)
         return {**{k: getattr(report, k) for k in s.WriteReport.model_fields if hasattr(report, k)},
                 "documents": index.store.counts()["documents"]}
 
@@ -440,7 +470,12 @@ def _query(text: str, which: str = "") -> str:
 async def _documents(request: Request) -> list[dict[str, Any]]:
     """The documents of a write body: JSON ({"documents": [...]} or a list) or NDJSON (one object a line)."""
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # nobody to answer: nothing was written, and it is no error of the server's
+        log.info("%s %s: the client closed the connection before sending the whole body", request.method,
+                 request.url.path)
+        raise ApiError(400, "the connection closed before the whole body came") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -453,24 +488,31 @@ async def _documents(request: Request) -> list[dict[str, Any]]:
                     items.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ApiError(400, f"line {n} of the body is not JSON ({e.msg})") from None
+                except RecursionError:
+                    raise ApiError(400, TOO_DEEP, kind="BadArgument") from None
         body: Any = {"documents": items}
     elif kind in ("application/json", "text/json") or kind.endswith("+json"):
         try:
             body = json.loads(text)
         except json.JSONDecodeError as e:
             raise ApiError(400, f"the body is not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        except RecursionError:
+            raise ApiError(400, TOO_DEEP, kind="BadArgument") from None
         if isinstance(body, list):
             body = {"documents": body}
     else:
         raise ApiError(415, f"send the documents as application/json or application/x-ndjson, not {kind}")
     try:
         docs = _DOCUMENTS.validate_python(body)
+        return [{**d.model_dump(exclude={"metadata"}), "metadata": d.metadata} for d in docs.documents]
     except ValidationError as e:
         raise ApiError(422, _describe(e.errors())) from None
-    return [{**d.model_dump(exclude={"metadata"}), "metadata": d.metadata} for d in docs.documents]
+    except RecursionError:  # (metadata of lists within lists, thousands deep)
+        raise ApiError(400, TOO_DEEP, kind="BadArgument") from None
 
 
 _DOCUMENTS = TypeAdapter(s.DocumentsIn)
+TOO_DEEP = "the body nests arrays or objects too deeply (hundreds of levels); send metadata of a few levels"
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -520,6 +562,12 @@ class _Limits:
         if scope["path"] in ("/health", "/ready"):
             await self.app(scope, receive, send)
             return
+        try:  # (decoded with replacement characters otherwise: %FF was searched for as U+FFFD)
+            unquote_to_bytes(scope.get("query_string", b"").decode("latin-1")).decode("utf-8")
+        except UnicodeDecodeError:
+            await _error(400, "the URL's query string is not UTF-8 once decoded: percent-encode the UTF-8 bytes of "
+                              "each parameter", kind="BadQuery")(scope, receive, send)
+            return
         headers = dict(scope.get("headers") or [])
         if scope["method"] in ("POST", "PUT", "PATCH"):
             kind = headers.get(b"content-type", b"application/x-www-form-urlencoded").split(b";")[0].strip().lower()
@@ -543,14 +591,24 @@ class _Limits:
             return
         self.pending += 1
         seen = 0
+        done = scope["method"] not in ("POST", "PUT", "PATCH")  # the body read whole (or none to read)
+        deadline = None
 
         async def limited() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, done, deadline
+            if done:
+                return await receive()
+            now = asyncio.get_running_loop().time()
+            deadline = deadline or now + BODY_SECONDS
+            try:  # a body that stops coming frees its place: slow senders cannot hold every one
+                message = await asyncio.wait_for(receive(), min(BODY_IDLE_SECONDS, max(deadline - now, 0.001)))
+            except TimeoutError:
+                raise _SlowBody() from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > s.MAX_BODY_BYTES:
                     raise _TooLarge()
+                done = not message.get("more_body", False)
             return message
 
         started = False
@@ -566,12 +624,50 @@ class _Limits:
         except _TooLarge:
             if not started:
                 await _error(413, f"the body is over the limit of {s.MAX_BODY_BYTES} bytes")(scope, receive, send)
+        except _SlowBody:
+            if not started:
+                await _error(408, f"the body did not come in time ({BODY_IDLE_SECONDS:.0f} s without a byte, or "
+                                  f"{BODY_SECONDS:.0f} s in all); send it at once, or in smaller requests",
+                             headers={"Connection": "close"})(scope, receive, send)
         finally:
             self.pending -= 1
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _SlowBody(Exception):
+    pass
+
+
+BODY_IDLE_SECONDS = 30.0
+"""How long a request's body may pause, and how long it may take in all: a client that opens requests and sends
+their bodies a byte at a time (or never) would otherwise hold every place in `max_pending` (found 2026-12-06)."""
+BODY_SECONDS = 120.0
+
+
+class _Claims:
+    """Document ids that a write of this server is working on: a write waits until none of its ids is another's, so
+    that a check of what is stored and the write that follows it are one step for those ids (two POSTs of one new
+    id: one adds it, the other gets 409; neither overwrites the other)."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+        self._cv = threading.Condition()
+
+    @contextmanager
+    def hold(self, ids: list[str]) -> Iterator[None]:
+        mine = set(ids)
+        with self._cv:
+            self._cv.wait_for(lambda: not (mine & self._held))
+            self._held |= mine
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._held -= mine
+                self._cv.notify_all()
 
 
 def _closing(index: Any) -> bool:

@@ -60,7 +60,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from ..errors import BadArgument, BertsearchError, MissingDependency
+from ..errors import BadArgument, BertsearchError, MissingDependency, VectorsUnavailable
 from ..filters import And, Between, Compare, Field, Filter, In, IsNull, Not, Or
 from .base import Applied, VectorBackend
 
@@ -156,16 +156,26 @@ class MilvusBackend(VectorBackend):
     def _connect(self) -> Any:
         pymilvus = _pymilvus()
         if self.lite_path is None:
+            quiet = logging.getLogger("pymilvus")  # (it logs a traceback before the error this raises says why)
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)
             try:
                 client = pymilvus.MilvusClient(uri=self.uri, timeout=CONNECT_TIMEOUT)
                 # one call now: on a loaded machine the client can come back before its channel fails, and the
                 # failure would then reach the first real call as pymilvus's own error (seen once in the suite)
                 client.list_collections(timeout=CONNECT_TIMEOUT)
-                return client
+                return _Guarded(client, self.target)
             except Exception as e:  # noqa: BLE001 - MilvusException, or a gRPC error of its own
-                raise BertsearchError(
-                    f"cannot reach Milvus at {self.target} ({_reason(e)}); start Milvus there or check the address "
+                reason = _reason(e)
+                if "database" in reason.lower() and "not exist" in reason.lower():
+                    raise BadArgument(f"Milvus at {self.target} answered, but has no such database ({reason}): the "
+                                      "path of a --vectors URI names a database; leave it out for the default one, or "
+                                      "create that database first") from None
+                raise VectorsUnavailable(
+                    f"cannot reach Milvus at {self.target} ({reason}); start Milvus there or check the address "
                     "(it is Milvus's gRPC port, 19530 by default)") from None
+            finally:
+                quiet.setLevel(level)
         try:
             import milvus_lite  # noqa: F401  (pymilvus opens a .db path with it)
         except ImportError:
@@ -180,7 +190,7 @@ class MilvusBackend(VectorBackend):
                 client = pymilvus.MilvusClient(uri=path, timeout=CONNECT_TIMEOUT)
             except Exception as e:  # noqa: BLE001 - pymilvus's, or milvus-lite's own while it starts
                 if _locked(self.lite_path / "LOCK"):
-                    raise BertsearchError(
+                    raise VectorsUnavailable(
                         f"{self.lite_path} is open in another process (milvus-lite serves one process per folder): "
                         f"run 'milvus-lite server --data-dir {self.lite_path} --host 127.0.0.1 --port 19530' and open "
                         "the index with --vectors http://127.0.0.1:19530, or use --vectors faiss") from None
@@ -846,6 +856,48 @@ def _id_list(ids: np.ndarray) -> str | bool:
 
 def _as_dict(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+class _Guarded:
+    """A MilvusClient whose calls raise VectorsUnavailable, naming the server, when the server cannot be reached
+    (it went down after the connection was made); pymilvus's other errors pass as they are."""
+
+    def __init__(self, client: Any, target: str) -> None:
+        self._client = client
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                if not _unreachable(e):
+                    raise
+                raise VectorsUnavailable(
+                    f"Milvus at {self._target} cannot be reached now ({_reason(e)}); what the index's store holds is "
+                    "kept, and its vectors follow once Milvus is back: start it again or check the address") from None
+
+        return call
+
+
+def _unreachable(e: Exception) -> bool:
+    """Whether pymilvus's error `e` says the server cannot be reached (down, or not answering in time)."""
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - pymilvus needs it
+        grpc = None
+    pymilvus = _pymilvus()
+    if isinstance(e, (pymilvus.exceptions.ConnectError, pymilvus.exceptions.MilvusUnavailableException)):
+        return True
+    if grpc is not None and isinstance(e, grpc.RpcError) and hasattr(e, "code"):
+        return e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    text = _reason(e).lower()
+    return isinstance(e, pymilvus.MilvusException) and ("fail connecting to server" in text or "server unavailable"
+                                                        in text or "deadline exceeded" in text)
 
 
 def _reason(e: Exception) -> str:
