@@ -460,7 +460,7 @@ class Index:
         try:
             self.vectors.sync(wait=not self.background_rebuild)
         except VectorsUnavailable as e:
-            log.warning("the change is stored, but the vectors could not be brought up to date now: %s", e)
+            log.warning("the change is stored; its vectors follow once the vector backend can be reached: %s", e)
 
     @_gated
     def refresh_vectors(self) -> None:
