@@ -860,12 +860,16 @@ def _recorded(model: str) -> str:
 def _check_model(path: Path, config: IndexConfig, encoder: Encoder, *, named: bool) -> None:
     fp = encoder.fingerprint()
     if fp != config.fingerprint:
-        what = f"the model {encoder.name}" if named else f"the model at {config.model} has changed since indexing:"
-        raise ModelMismatch(
-            f"{path} holds vectors of {config.model} (fingerprint {config.fingerprint}); {what} "
-            f"(fingerprint {fp}) cannot search them. Leave out --model to use the index's own model, index into a "
-            f"new folder with the new model, or re-embed this one with 'bertsearch reindex --model MODEL --index {path}'"
-        )
+        if named:
+            raise ModelMismatch(
+                f"{path} holds vectors of {config.model} (fingerprint {config.fingerprint}); the model {encoder.name} "
+                f"(fingerprint {fp}) cannot search them. Leave out --model to use the index's own model, index into a "
+                f"new folder with the new model, or re-embed this one with 'bertsearch reindex --model MODEL --index "
+                f"{path}'")
+        raise ModelMismatch(  # (leaving out --model, as the message above says, changes nothing here)
+            f"{path} holds vectors of {config.model} (fingerprint {config.fingerprint}), whose weights have changed since "
+            f"indexing (fingerprint {fp} now: trained or averaged again?), so they cannot search them. Re-embed the "
+            f"index with them ('bertsearch reindex --model {config.model} --index {path}'), or put the old weights back")
 
 
 __all__ = ["ANSWER_SCORINGS", "BertsearchError", "Index", "content_hash", "rank_answers", "rerank_order"]

@@ -96,11 +96,66 @@ def test_each_step_writes_its_file_and_a_rerun_skips_it(index, tmp_path, tiny_ce
     assert len(triples) == 8 and all(t["negative_id"] != t["doc_id"] for t in triples)
     assert "label" not in r["steps"]
     before = (out / "work" / "queries.jsonl").read_text()
-    again = ad.adapt(index, out, steps=("queries", "mine", "label"), reranker=str(tiny_ce), loss="margin-mse")
+    again = ad.adapt(index, out, steps=("queries", "mine", "label"), reranker=str(tiny_ce), loss="margin-mse",
+                     negatives=1, seed=3)
     assert (out / "work" / "queries.jsonl").read_text() == before  # not redone
     labelled = [json.loads(line) for line in (out / "work" / "labelled.jsonl").open()]
     assert len(labelled) == 8 and all(isinstance(t["margin"], float) for t in labelled)
     assert set(again["steps"]) == {"queries", "mine", "label"}  # the report keeps earlier steps
+
+
+def test_a_rerun_with_other_settings_is_refused_rather_than_reusing_the_old_work(index, tmp_path, tiny_ce):
+    """A rerun with a new --pseudo-queries, --limit or --lr skipped the steps whose files existed, ignored the new
+    settings in silence, and reported the old run's figures as its own."""
+    out = tmp_path / "adapted"
+    ad.adapt(index, out, steps=("queries", "mine"), negatives=1, seed=3)
+    before = (out / "work" / "queries.jsonl").read_text()
+    with pytest.raises(bertsearch.BertsearchError, match=r"queries.jsonl was made by an adapt run with other settings: "
+                                                         r"query_source='sentences' \(now 'titles'\).*delete"):
+        ad.adapt(index, out, steps=("queries", "mine"), negatives=1, seed=3, query_source="titles")
+    with pytest.raises(bertsearch.BertsearchError, match=r"triples.jsonl .* negatives=1 \(now 2\)"):
+        ad.adapt(index, out, steps=("mine",), negatives=2, seed=3)
+    assert (out / "work" / "queries.jsonl").read_text() == before
+    ad.adapt(index, out, steps=("queries", "mine", "label"), reranker=str(tiny_ce), loss="margin-mse", negatives=1,
+             seed=3)  # the same settings: the files are reused, and the next step runs
+
+
+def test_an_out_folder_holding_another_model_or_a_reranker_as_base_is_refused(index, tmp_path, tiny_encoder, tiny_ce):
+    """`adapt --out` a folder holding a trained encoder replaced it without a word; `--base` a reranker was adapted
+    as an encoder (its head dropped), where `train encoder --base` and `index --model` refuse it."""
+    import shutil
+
+    taken = tmp_path / "mine"
+    shutil.copytree(tiny_encoder, taken)
+    files = {p.name: p.read_bytes() for p in taken.iterdir() if p.is_file()}
+    with pytest.raises(bertsearch.BertsearchError, match="already holds a model .* that adapt did not make"):
+        ad.adapt(index, taken, steps=("queries",))
+    assert {p.name: p.read_bytes() for p in taken.iterdir() if p.is_file()} == files and not (taken / "work").exists()
+    with pytest.raises(bertsearch.BertsearchError, match="not an embedding model"):
+        ad.adapt(index, tmp_path / "x", base=str(tiny_ce), steps=("queries",))
+    with pytest.raises(bertsearch.BertsearchError, match="no index at"):
+        ad.adapt(tmp_path / "nosuch", tmp_path / "y", steps=("queries",))
+    for bad in (float("nan"), 3e5):
+        with pytest.raises(bertsearch.BertsearchError, match="lr must be a positive number up to 0.01"):
+            ad.adapt(index, tmp_path / "z", lr=bad, steps=("queries",))
+    with pytest.raises(bertsearch.BertsearchError, match="no adapt steps given"):
+        ad.adapt(index, tmp_path / "z", steps=())
+    assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))
+
+
+def test_a_model_trained_to_nan_is_not_saved():
+    """--lr 3e5 (for 3e-5) trained every weight to NaN, and the model was saved, exit 0: it scored everything NaN."""
+    import torch
+
+    from bertsearch.training.common import check_finite
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    check_finite(model, "model")
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    with pytest.raises(bertsearch.BertsearchError, match=r"training diverged: 1 of the model's weight tensors hold NaN "
+                                                         r"or infinity \(1.weight, ...\), so nothing was saved"):
+        check_finite(model, "model")
 
 
 def test_a_step_without_its_input_says_which_step_to_run(index, tmp_path):

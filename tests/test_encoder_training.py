@@ -130,6 +130,31 @@ def test_every_mined_negative_is_trained_on_and_none_is_a_positive_of_the_same_q
     assert report["data"]["negatives_per_pair"] == 2
 
 
+def test_a_mined_document_that_holds_the_positive_is_no_negative(tmp_path):
+    """An index's documents are mined as "title\ntext", a pairs file's positive is the text alone: the two never
+    compared equal, and 6 pairs in 10 got their own document as a hard negative."""
+    with bertsearch.open_index(tmp_path / "ix", create=True, model="hashing") as ix:
+        ix.add([{"id": k, "title": k.title(), "text": v} for k, v in TOPICS.items()])
+    examples = [Example("fetch sticks in the park", "  ".join(TOPICS["dog"].split()))]  # (other spacing, too)
+    training.mine_negatives(examples, n=len(TOPICS), index=tmp_path / "ix")
+    assert examples[0].negatives and not any(TOPICS["dog"] in n for n in examples[0].negatives)
+
+
+def test_pairs_are_held_out_by_query_with_all_their_positives(tiny_encoder, tmp_path):
+    """Pairs were held out one by one: a dev query was trained on through its other pairs, and judged by one of its
+    positives only."""
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"query": f"about {k}", "positive": v} for k, v in TOPICS.items()]
+    rows += [{"query": f"about {k}", "positive": v + " More about it."} for k, v in TOPICS.items()]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = CliRunner().invoke(cli, ["train", "encoder", "--pairs", str(pairs), "--out", str(tmp_path / "m"), "--base",
+                                 str(tiny_encoder), "--epochs", "1", "--batch-size", "4", "--mini-batch-size", "2",
+                                 "--no-filter", "--hard-negatives", "0", "--dev-fraction", "0.25", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["data"]["train_pairs"] == 12 and report["data"]["dev_queries"] == 2, report["data"]
+
+
 def test_cli_train_encoder_from_pairs_and_argument_errors(tiny_encoder, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"query": f"about {k}", "positive": v}) + "\n" for k, v in TOPICS.items()))
@@ -213,3 +238,33 @@ def test_a_reranker_or_a_reader_is_refused_as_the_encoder(tiny_encoder, tmp_path
         assert not (tmp_path / "ix").exists()
         with pytest.raises(BadArgument, match="not an embedding model"):
             training.train_encoder(tmp_path / "out", pairs=str(corpus), base=str(folder))
+
+
+def test_eval_beir_indexes_again_when_the_model_folder_was_retrained(tiny_encoder, beir_dir, tmp_path, monkeypatch,
+                                                                     caplog):
+    """eval's own index of a model folder keyed on the folder's path: after the folder was trained again, eval failed
+    with advice to leave out --model (which evaluates another model)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from bertsearch.errors import ModelMismatch
+    from bertsearch.evaluation.beir import evaluate_beir
+
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "m"
+    shutil.copytree(tiny_encoder, model)
+    first = evaluate_beir(beir_dir, split="train", mode="dense", model=str(model))
+    (weights,) = model.glob("**/model.safetensors")
+    save_file({k: v + 0.01 * torch.randn_like(v) for k, v in load_file(str(weights)).items()}, str(weights))
+    with caplog.at_level("WARNING"):
+        again = evaluate_beir(beir_dir, split="train", mode="dense", model=str(model))
+    assert again["index"] == first["index"] and "its weights changed since" in caplog.text
+    with pytest.raises(ModelMismatch, match="Leave out --model"):  # (named: another model than the index's)
+        evaluate_beir(beir_dir, split="train", mode="dense", model=str(tiny_encoder), index_path=again["index"])
+    bertsearch.open_index(again["index"])  # the index opens with its own model
+    save_file({k: v + 0.01 for k, v in load_file(str(weights)).items()}, str(weights))
+    with pytest.raises(ModelMismatch, match=r"whose weights have changed since indexing .* reindex --model") as err:
+        bertsearch.open_index(again["index"]).search("an animal", mode="dense")
+    assert "Leave out --model" not in str(err.value)

@@ -603,3 +603,18 @@ def test_cli_train_reader(run, tiny_dir, tmp_path):
     for command in (("train", "reader"), ("eval", "squad")):
         r = run(*command, "--help")
         assert r.exit_code == 0 and "bertsearch " + " ".join(command) in r.stdout
+
+
+def test_the_reproduce_command_keeps_unanswerable_0_and_a_v1_file_is_refused_as_v2_dev(tmp_path):
+    """`--unanswerable 0` was left out of report.json's command (which then trained at the default 0.5); a v1.1 file
+    given to --v2-dev crashed with KeyError after the whole training, leaving a half-written model folder."""
+    from bertsearch.training.reader import _command, train_reader
+
+    s = {"train_path": "t.json", "out_dir": "m", "base": "b", "dev_path": None, "v2_dev_path": None, "unanswerable": 0.0}
+    assert "--unanswerable 0.0" in _command(s)
+    v1 = tmp_path / "v1.json"
+    v1.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "1", "question": "where is Paris?", "answers": [{"text": "France", "answer_start": 12}]}]}]}]}))
+    with pytest.raises(BadArgument, match="holds no unanswerable questions"):
+        train_reader(v1, tmp_path / "out", v2_dev_path=v1)
+    assert not (tmp_path / "out").exists()

@@ -405,6 +405,9 @@ def test_a_bad_pairs_file_is_told_before_the_model_loads(tiny_model, tmp_path, m
     monkeypatch.setattr(sentence_transformers.cross_encoder, "CrossEncoder", no_model)
     with pytest.raises(CorpusError, match="pairs.jsonl:2"):
         training.train_reranker(tmp_path / "out", train_pairs=str(pairs), base=str(tiny_model))
+    pairs.write_text('{"query": "q", "positive": "p"}\n' * 40)  # one pair, 40 times: said to turn on SQuAD's options
+    with pytest.raises(CorpusError, match="gives no negatives: its 1 distinct .* 'negative' field"):
+        training.train_reranker(tmp_path / "out", train_pairs=str(pairs), base=str(tiny_model))
 
 
 def test_checkpoints_resume_only_the_same_run(tmp_path):

@@ -59,6 +59,34 @@ def test_serve_refuses_a_missing_index_and_a_bad_key_before_listening(tmp_path, 
     assert r.returncode == 1 and "at least 16" in r.stderr
 
 
+def test_serve_takes_the_users_reranker_and_reader(tmp_path, built):
+    """serve had no --reranker or --reader: a user's trained models could be used by every command but the service."""
+    from pathlib import Path
+
+    import bertsearch
+
+    weights = Path(bertsearch.__file__).parent / "weights"
+    r = subprocess.run([sys.executable, "-m", "bertsearch", "serve", "--index", str(built), "--reranker",
+                        str(tmp_path / "nosuch")], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 1 and "nosuch" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "bertsearch", "serve", "--index", str(built), "--reader",
+                        str(weights / "reranker")], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "reader" in r.stderr  # (a reranker as the reader)
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "bertsearch", "serve", "--index", str(built), "--port", str(port),
+                             "--reranker", str(weights / "reranker"), "--reader", str(weights / "reader")],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, proc)
+        info = httpx.get(f"{base}/info").json()
+        assert (info["reranker"], info["reader"]) == (str(weights / "reranker"), str(weights / "reader"))
+        assert httpx.post(f"{base}/ask", json={"question": "who discovered penicillin"}).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
 def test_serve_refuses_a_port_in_use_a_bad_host_and_a_file_before_claiming_to_serve(tmp_path, built, corpus_file):
     def serve(*args):
         return subprocess.run([sys.executable, "-m", "bertsearch", "serve", "--index", str(built), *args],

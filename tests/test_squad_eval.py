@@ -114,6 +114,28 @@ def test_load_squad_errors_say_what_is_wrong(tmp_path):
         load_squad(bad)
 
 
+def test_load_squad_mends_offsets_that_miss_their_answer_and_reads_a_bom(tmp_path, caplog):
+    """Offsets 40 characters off trained the reader on the wrong spans (34 of 36) without a word; a file with a
+    byte-order mark was "not a SQuAD JSON file"; a file not UTF-8 put the whole file in the error message."""
+    context = "Beijing and Shanghai are large cities. The capital is Beijing, in the north."
+    qas = [{"id": "1", "question": "which cities?", "answers": [{"text": "Beijing and Shanghai", "answer_start": 40}]},
+           {"id": "2", "question": "capital?", "answers": [{"text": "Beijing", "answer_start": 50}]},
+           {"id": "3", "question": "river?", "answers": [{"text": "Yangtze", "answer_start": 3}]},
+           {"id": "4", "question": "north?", "answers": [{"text": "north", "answer_start": 70}]}]
+    path = tmp_path / "s.json"
+    path.write_text("\ufeff" + json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}),
+                    encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        got = load_squad(path)
+    assert [e.answer_starts[0] for e in got] == [0, 54, -1, 70]  # the nearest occurrence; -1: none
+    assert all(context[e.answer_starts[0]:][: len(e.answers[0])] == e.answers[0] for e in got if e.answer_starts[0] >= 0)
+    assert "3 answers' answer_start did not point at their text: 2 found nearby and moved there, 1 not" in caplog.text
+    path.write_bytes(json.dumps({"data": []}).encode()[:-1] + b"\xe9" * 5000 + b"}")
+    with pytest.raises(CorpusError, match=r"is not UTF-8 text \(byte 11") as err:
+        load_squad(path)
+    assert len(str(err.value)) < 300
+
+
 class GoldReader:
     """A fake reader that answers every other question with its first gold answer."""
 

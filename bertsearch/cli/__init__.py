@@ -72,7 +72,9 @@ class Group(click.Group):
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            goes_on = ctx.invoked_subcommand in ("index", "add", "reindex", "train", "adapt")
+            click.echo("interrupted" + ("; what was done is kept: run the same command again to go on from there"
+                                        if goes_on else ""), err=True)
             ctx.exit(130)
 
 
@@ -473,7 +475,7 @@ def shell(
 @click.option("--mlm", is_flag=True, help="Masked-language-model pre-training on the corpus first (15%; 80/10/10).")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-5, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, max=0.01, min_open=True), default=2e-5, show_default=True)
 @click.option("--loss", type=click.Choice(["mnrl", "margin-mse"]), default="mnrl", show_default=True,
               help="mnrl: in-batch contrastive loss on the pseudo-pairs (no teacher); margin-mse: GPL, the "
                    "cross-encoder's margins (needs the label step).")

@@ -9,7 +9,7 @@ import socket
 import click
 
 from ..errors import BadArgument, MissingDependency
-from .options import index_option, model_option, query_backend_option
+from .options import index_option, model_option, query_backend_option, reader_option, reranker_option
 
 
 @click.command("serve")
@@ -23,9 +23,11 @@ from .options import index_option, model_option, query_backend_option
               help="Let pages from ORIGIN call the API from a browser (repeatable; default: none).")
 @click.option("--max-pending", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in progress or waiting at once; beyond, 503 with Retry-After.")
+@reranker_option
+@reader_option
 @query_backend_option
 def serve_command(index_path: str, model: str | None, host: str, port: int, key_file: str | None,
-                  cors_origins: tuple[str, ...], max_pending: int) -> None:
+                  cors_origins: tuple[str, ...], max_pending: int, reranker: str | None, reader: str | None) -> None:
     """Serve an index over HTTP: search, ask, documents, and a search page at /.
 
     Reads are open unless a read key is set; writes need the write key and are refused without one.
@@ -33,6 +35,7 @@ def serve_command(index_path: str, model: str | None, host: str, port: int, key_
 
     \b
     bertsearch serve --index indexes/demo
+    bertsearch serve --index indexes/mine --reranker models/my-reranker --reader models/my-reader
     BERTSEARCH_WRITE_KEY=... bertsearch serve --index indexes/demo --host 0.0.0.0 --port 8080
     curl -s localhost:8000/search -H 'content-type: application/json' -d '{"query": "northern lights", "k": 5}'
     """
@@ -46,9 +49,13 @@ def serve_command(index_path: str, model: str | None, host: str, port: int, key_
 
     keys = Keys.load(dict(os.environ), key_file)
     _one_thread_per_search()
-    ix = Index.open(index_path, model=model)  # a missing or damaged index fails here, before the server starts
+    # a missing or damaged index fails here, before the server starts
+    ix = Index.open(index_path, model=model, reranker=reranker, reader=reader)
     try:
         ix.require_model()  # and so does one whose model cannot be found (a lexical search alone would work)
+        for role, name in (("reranker", reranker), ("reader", reader)):
+            if name is not None:  # a model the user named is loaded now: a wrong one fails here, not at each /ask
+                getattr(ix, role)
         sock = _listen(host, port)  # a port in use, or an address not of this machine, fails here too
         app = create_app(ix, keys=keys, cors_origins=cors_origins, max_pending=max_pending)
         reads = "reads need the read key" if keys.read else "reads open"

@@ -49,7 +49,7 @@ from .options import json_option, time_limit_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=0.01, min_open=True),
     default=5e-5,
     show_default=True,
     help="Peak learning rate (AdamW).",
@@ -62,7 +62,8 @@ from .options import json_option, time_limit_option
     help="Share of steps warming up linearly.",
 )
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True)
-@click.option("--max-grad-norm", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--max-grad-norm", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Clip the gradient to this norm (0: no clipping).")
 @click.option(
     "--max-length",
     type=click.IntRange(min=16),

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadArgument, CorpusError, MissingDependency
+from ..errors import BadArgument, CorpusError, MissingDependency, ModelMismatch
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +216,20 @@ def evaluate_beir(
         path = path.with_name(f"{path.name}-{backend}")  # another backend's vectors: an index of their own
     elif index_path is None and backend == "torch" and _made_by(path) not in (None, "torch"):
         path = path.with_name(f"{path.name}-torch")  # the default folder holds another runtime's (auto's) vectors
-    with Index.open(path, model=model, ann=ann, create=True, reranker=reranker, precision=precision,
-                    backend=backend) as ix:
+    opening = {"model": model, "ann": ann, "create": True, "reranker": reranker, "precision": precision,
+               "backend": backend}
+    try:
+        ix = Index.open(path, **opening)
+    except ModelMismatch:
+        if index_path is not None:  # (a folder the user named is theirs: it is not indexed again unasked)
+            raise
+        # eval's own index of a model folder whose weights changed since (trained again, averaged again): a cache
+        # that no longer fits, built again; it failed, with advice to leave out --model (found 2026-12-06)
+        log.warning("%s holds vectors of an earlier version of %s (its weights changed since); indexing again", path,
+                    model)
+        shutil.rmtree(path)
+        ix = Index.open(path, **opening)
+    with ix:
         if depths:
             ix.rerank_depth = depths[-1]
         depth_used = ix.rerank_depth

@@ -209,7 +209,7 @@ def create_app(
             except BertsearchError:  # closed meanwhile
                 return "the index was just opened again; retry"
             try:
-                new = Index.open(old.path)
+                new = Index.open(old.path, reranker=old._reranker_name, reader=old._reader_name)  # (the models named)
             except BertsearchError as err:
                 log.error("the index at %s was replaced, and opening it again failed: %s", old.path, err)
                 return f"{e} Opening it again failed ({err}); restart the server"

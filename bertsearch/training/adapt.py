@@ -54,6 +54,8 @@ from typing import Any
 from ..errors import BadArgument, MissingDependency
 from ..evaluation.beir import ProgressFactory, no_progress
 from .common import (
+    check_finite,
+    check_lr,
     dev_metrics,
     machine,
     progress_callback,
@@ -169,7 +171,7 @@ def adapt(
     settings = {k: str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, tuple) else v
                 for k, v in locals().items() if k != "progress"}
     from ..engine import Index
-    from ..models import resolve_model_path
+    from ..models import encoder_path
 
     unknown = set(steps) - set(STEPS)
     if unknown:
@@ -182,14 +184,27 @@ def adapt(
             average is not None and not 0 < average <= 1):
         raise BadArgument("negatives and queries_per_doc must be at least 1, holdout at least 0, remove_query in "
                           "[0, 1], average in (0, 1]")
+    if not steps:
+        raise BadArgument(f"no adapt steps given; choose from {', '.join(STEPS)} (all of them by default)")
+    check_lr(lr)
     out_dir = Path(out_dir)
     refuse_index_folder(out_dir)
+    previous = json.loads((out_dir / "adapt.json").read_text()) if (out_dir / "adapt.json").exists() else {}
+    model = sorted(p.name for p in out_dir.glob("*") if p.name in ("config.json", "modules.json")
+                   or p.suffix == ".safetensors")
+    if model and not previous:  # (a model adapt made has its adapt.json beside it)
+        raise BadArgument(f"{out_dir} already holds a model ({', '.join(model)}) that adapt did not make, which this "
+                          "run would replace; give --out a folder of its own")
+    if not (Path(index) / "store.db").is_file():  # (before OUT/work is made for nothing)
+        from ..errors import IndexNotFound
+
+        raise IndexNotFound(str(index))
     if base is not None:
-        resolve_model_path(base)  # a model that is not there is named now, not after the queries and the mining
+        encoder_path(base)  # a model that is not there, or not an encoder (a reranker), is named now, not after the mining
     work = out_dir / "work"
+    _same_work(previous.get("made_with", {}), settings, steps, work)
     work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"index": str(index), "out": str(out_dir), "steps": {}}
-    previous = json.loads((out_dir / "adapt.json").read_text()) if (out_dir / "adapt.json").exists() else {}
     rng = random.Random(seed)
     with Index.open(index) as ix:
         start_model = base or ix.config.model
@@ -322,6 +337,8 @@ def adapt(
         report["steps"]["average"] = _average(runs, average_start, share, out_dir, train_rows, holdout=holdout,
                                               holdout_corpus=holdout_corpus, seed=seed)
     report["machine"] = machine()
+    made = {n: {k: settings.get(k) for k in keys} for n, keys in _MADE_WITH.items() if _STEP_OF[n] in report["steps"]}
+    report["made_with"] = {**previous.get("made_with", {}), **made}  # each file of OUT/work: the settings it came from
     report["steps"] = {**previous.get("steps", {}), **report["steps"]}
     before = report["steps"].get("train", {}).get("holdout", {}).get("before")
     averaged = report["steps"].get("average", {})
@@ -333,6 +350,33 @@ def adapt(
                         averaged["holdout"]["ndcg@10"])
     write_json(out_dir / "adapt.json", report)
     return report
+
+
+_MADE_WITH = {  # the settings each step's file in OUT/work was made with, that a later run would reuse
+    "queries.jsonl": ("index", "query_source", "queries_per_doc", "limit", "remove_query", "seed"),
+    "triples.jsonl": ("index", "query_source", "queries_per_doc", "limit", "remove_query", "seed", "negatives"),
+    "labelled.jsonl": ("index", "query_source", "queries_per_doc", "limit", "remove_query", "seed", "negatives",
+                       "reranker"),
+    "trained": ("index", "query_source", "queries_per_doc", "limit", "remove_query", "seed", "negatives", "reranker",
+                "base", "mlm", "mlm_epochs", "epochs", "batch_size", "lr", "warmup_ratio", "max_grad_norm",
+                "max_length", "margin_scale", "loss"),
+}
+_STEP_OF = {"queries.jsonl": "queries", "triples.jsonl": "mine", "labelled.jsonl": "label", "trained": "train"}
+
+
+def _same_work(made_with: dict[str, dict[str, Any]], now: dict[str, Any], steps: tuple[str, ...], work: Path) -> None:
+    """Refuses a run whose steps would reuse files of OUT/work that an earlier run made with other settings: a step
+    whose file exists is skipped, so the new --lr, --pseudo-queries or --epochs were ignored in silence, and the old
+    run's figures reported as this one's (found 2026-12-06). Files recorded before their settings were are let be."""
+    for name in _MADE_WITH:
+        before = made_with.get(name)
+        if not before or _STEP_OF[name] not in steps or not (work / name).exists():
+            continue
+        changed = [k for k in before if before[k] != now.get(k)]
+        if changed:
+            was = ", ".join(f"{k}={before[k]!r} (now {now.get(k)!r})" for k in changed)
+            raise BadArgument(f"{work / name} was made by an adapt run with other settings: {was}; this run would reuse "
+                              f"it; give another --out, run with those settings, or delete {work} to start over")
 
 
 def _train(rows: list[dict[str, Any]], out_dir: Path, trained: Path, base: str, *, loss: str, holdout: int, holdout_corpus: int,
@@ -587,6 +631,7 @@ def _mlm(index: str | Path, out: Path, base: str, *, epochs: int, batch_size: in
                       callbacks=[progress_callback(progress)])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
+    check_finite(mlm_model, "masked-LM model")
     missing, _ = st[0].auto_model.load_state_dict(mlm_model.base_model.state_dict(), strict=False)
     if any(not k.startswith("pooler") for k in missing):
         raise BadArgument(f"the masked-LM encoder does not fit {base}: missing {missing[:3]}")

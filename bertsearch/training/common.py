@@ -27,8 +27,7 @@ def check_settings(s: dict[str, Any]) -> None:
     for name in ("epochs", "batch_size", "max_length"):
         if s[name] < 1:
             raise BadArgument(f"{name} must be at least 1, not {s[name]}")
-    if not s["lr"] > 0:
-        raise BadArgument(f"lr must be positive, not {s['lr']}")
+    check_lr(s["lr"])
     if not 0 <= s["warmup_ratio"] < 1:
         raise BadArgument(f"warmup_ratio must be in [0, 1), not {s['warmup_ratio']}")
     if not 0 <= s["stride"] <= s["max_length"] // 2:
@@ -40,6 +39,31 @@ def check_settings(s: dict[str, Any]) -> None:
             raise BadArgument(f"{name} must be at least 1, not {s[name]}")
     if s.get("time_limit") is not None and not s["time_limit"] > 0:
         raise BadArgument(f"time_limit must be a positive number of minutes, not {s['time_limit']}")
+
+
+MAX_LR = 1e-2
+"""The highest peak learning rate a trainer takes: BERT fine-tuning uses 2e-5 to 5e-5, and a rate past this is a typo
+(--lr 3e5 for 3e-5 trained the weights to NaN and saved them, exit 0; found 2026-12-06)."""
+
+
+def check_lr(lr: float) -> None:
+    import math
+
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= MAX_LR):
+        raise BadArgument(f"lr must be a positive number up to {MAX_LR:g}, not {lr!r}: BERT fine-tuning uses 2e-5 to "
+                          "5e-5 (a rate much higher makes the weights diverge)")
+
+
+def check_finite(model: Any, what: str) -> None:
+    """Refuses to go on with a model whose weights are not all finite: training diverged (a learning rate too high,
+    or a broken batch), and the model saved would score everything NaN. Nothing is saved; the checkpoints are left."""
+    import torch
+
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise BadArgument(f"training diverged: {len(bad)} of the {what}'s weight tensors hold NaN or infinity "
+                          f"({bad[0]}, ...), so nothing was saved; train again with a lower --lr (2e-5 to 5e-5 is "
+                          "usual) and --no-resume")
 
 
 FEW_STEPS = 10
@@ -196,6 +220,7 @@ def run_trainer(trainer: Any, checkpoints: Path, settings: dict[str, Any], last:
     write_json(checkpoints / RUN_FILE, settings)
     t0 = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
+    check_finite(trainer.model, "model")
     return output, time.perf_counter() - t0
 
 

@@ -310,6 +310,9 @@ def train_reader(
     for p in (train_path, dev_path, v2_dev_path):
         if p is not None and not Path(p).is_file():
             raise CorpusError(f"no such file: {p}")
+    if v2_dev_path is not None and not any(ex.is_impossible for ex in load_squad(v2_dev_path)):
+        raise BadArgument(f"--v2-dev {v2_dev_path} holds no unanswerable questions (a SQuAD v1.1 file?), so no "
+                          "no-answer threshold can be chosen on it; give a SQuAD v2.0 dev file, or --dev for v1.1")
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     cuda = torch.cuda.is_available()
@@ -334,6 +337,10 @@ def train_reader(
 
     # 2. data: stride windows labelled with answer token positions; long questions cannot be windowed
     examples = load_squad(train_path)
+    lost = [ex for ex in examples if ex.answers and not ex.is_impossible and ex.answer_starts[0] < 0]
+    if lost:  # (their label would have been "no answer": the first answer's text is nowhere in the context)
+        examples = [ex for ex in examples if not (ex.answers and not ex.is_impossible and ex.answer_starts[0] < 0)]
+        log.warning("left out %d questions whose answer is not in their context", len(lost))
     if unseen:
         examples = _unseen(examples, history_of_base, base=base, train_path=train_path)
     if limit is not None:
@@ -556,7 +563,7 @@ def _command(s: dict[str, Any]) -> str:
     ):
         if s.get(key) is not None:
             parts.append(f"--{key.replace('_', '-')} {s[key]}")
-    if s.get("unanswerable"):
+    if s.get("unanswerable") is not None:  # (0 too: it was left out, and the command then made them at 0.5)
         parts.append(f"--unanswerable {s['unanswerable']}")
     for key, flag in (("unfreeze_schedule", "--gradual-unfreeze"), ("bf16", "--bf16"), ("unseen", "--unseen")):
         if s.get(key):

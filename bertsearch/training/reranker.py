@@ -119,7 +119,7 @@ def read_squad(path: str | Path) -> Squad:
             position[ex.paragraph] = len(squad.paragraphs)
             squad.paragraphs.append(ex.context)
             squad.article_of.append(ex.article)
-        if ex.answers and not ex.is_impossible:
+        if ex.answers and not ex.is_impossible and ex.answer_starts[0] >= 0:  # (-1: the answer is not in the text)
             squad.questions.append((ex.question, position[ex.paragraph], list(zip(ex.answers, ex.answer_starts))))
     if not squad.questions:
         raise CorpusError(f"{path} holds no answerable questions")
@@ -539,6 +539,11 @@ def train_reranker(
         if limit is not None:
             examples = random.Random(seed).sample(examples, min(limit, len(examples)))
         filled = complete_negatives(examples, negatives_per_query, seed)
+        if not any(ex.negatives for ex in examples):  # (said after the model loaded, and named SQuAD's options)
+            raise CorpusError(
+                f"{train_pairs} gives no negatives: its {len(examples)} distinct (query, positive) pairs have none of "
+                "their own, and the other pairs' positives are theirs too or missing; give pairs with a 'negative' "
+                "field, or more distinct queries and passages")
     # 2. model: the base encoder with a new one-logit head (a bi-encoder folder is converted; its pooling is dropped)
     loading = time.perf_counter()
     model = CrossEncoder(
@@ -694,8 +699,8 @@ def _check(s: dict[str, Any]) -> None:
         raise BadArgument(f"negatives_per_query must be at least 1, not {s['negatives_per_query']}")
     if s["random_negatives"] < 0:
         raise BadArgument(f"random_negatives must be >= 0, not {s['random_negatives']}")
-    if not s["max_grad_norm"] > 0:
-        raise BadArgument(f"max_grad_norm must be positive, not {s['max_grad_norm']}")
+    if not s["max_grad_norm"] >= 0:  # (0: no clipping, as for the other trainers)
+        raise BadArgument(f"max_grad_norm must be >= 0 (0: no clipping), not {s['max_grad_norm']}")
     if s["weight_decay"] < 0:
         raise BadArgument(f"weight_decay must be >= 0, not {s['weight_decay']}")
     if s["max_length"] < 32:
