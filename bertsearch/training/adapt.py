@@ -424,6 +424,7 @@ def _train(rows: list[dict[str, Any]], out_dir: Path, trained: Path, base: str, 
         batch_sampler=BatchSamplers.NO_DUPLICATES if loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
         data_seed=kw["seed"],
     )
+    model.model_card_data.generate_widget_examples = False  # (its progress bar leaked into stderr)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(columns),
                                          loss=objective, callbacks=[progress_callback(kw["progress"])])
     trainer.remove_callback(PrinterCallback)

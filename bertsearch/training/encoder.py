@@ -311,6 +311,7 @@ def train_encoder(
         data_seed=seed,
     )
     stopper = time_limit_callback(time_limit)
+    model.model_card_data.generate_widget_examples = False  # (its progress bar leaked into stderr)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
                                          evaluator=evaluator, callbacks=[progress_callback(progress), stopper])
     trainer.remove_callback(PrinterCallback)

@@ -621,6 +621,7 @@ def train_reranker(
 
     # 6. trainer
     stopper = time_limit_callback(time_limit)
+    model.model_card_data.generate_widget_examples = False  # (its progress bar leaked into stderr)
     trainer = CrossEncoderTrainer(
         model=model,
         args=args,
