@@ -39,7 +39,7 @@ from .search import qa
 from .search import rerank as reranking
 from .search.qa import ANSWER_SCORINGS, rank_answers
 from .search.rerank import rerank_order
-from .search.retrieve import PAGE_STARTS, Retriever, page_at
+from .search.retrieve import PAGE_STARTS, Retriever, check_count, page_at
 from .store import Store
 from .store.swap import recover
 from .types import AskResult, Document, Hits, IndexReport
@@ -524,8 +524,8 @@ class Index:
         # first-stage score (a hybrid 0.019 below logits of -20), under a label that said "rerank"
         rerank_depth = rerank_depth if rerank_depth is not None else max(self.rerank_depth, k)
         rerank_penalty = rerank_penalty if rerank_penalty is not None else self.rerank_penalty
-        if rerank and rerank_depth < 1:
-            raise BadArgument(f"rerank depth must be > 0, got {rerank_depth}")
+        if rerank:
+            check_count("rerank depth", rerank_depth)
         if rerank and not rerank_penalty >= 0:
             raise BadArgument(f"rerank penalty must be >= 0 (logits per first-stage place), got {rerank_penalty}")
         timings: dict[str, float] = {}
@@ -605,8 +605,9 @@ class Index:
         is found); otherwise `answers` is empty, `abstained` is True, and `best_candidate` says how close the best
         candidate came: an honest "no answer" rather than an invented one.
         """
-        if k < 1 or passages < 1 or (hits is not None and hits < 1):
-            raise BadArgument(f"k, passages and hits must be > 0, got {k}, {passages} and {hits}")
+        for name, n in (("k", k), ("passages", passages), ("hits", hits)):
+            if n is not None:
+                check_count(name, n)
         if k > qa.MAX_ANSWERS:  # each passage is read for k spans, and their copies are weeded out pairwise
             raise BadArgument(f"k is how many answers to give: at most {qa.MAX_ANSWERS}, got {k} (to see more of "
                               "the index, raise passages or hits instead)")

@@ -41,8 +41,9 @@ class Hit:
     `scores` holds the score of every stage that saw the document ("dense": cosine,
     "lexical": BM25, "hybrid": reciprocal-rank fusion; reranked: "rerank", the cross-encoder's logit, and "fused",
     that logit less the first-stage penalty, which ordered the hits) and `ranks` its 1-based rank there.
-    `page` is the 1-based page the chunk starts on, for a document with pages (a PDF: its metadata's
-    "page_starts", which `metadata` here leaves out), else None.
+    `page` is the 1-based page of the query's first word in the chunk (the snippet's page; where the chunk starts
+    when it holds none of the words), for a document with pages (a PDF: its metadata's "page_starts", which
+    `metadata` here leaves out), else None.
     """
 
     rank: int

@@ -295,7 +295,9 @@ def test_index_a_folder_of_papers_then_find_each_page(run, tmp_path):
             assert hit["text"] == stored[hit["start"] : hit["end"]] and marker in hit["text"]
             assert "page_starts" not in hit["metadata"]
     hit = json.loads(run("search", "neap tides quarter moons", "--index", ix, "-k", "1", "--json").stdout)["hits"][0]
-    assert hit["doc_id"] == "tides.pdf" and hit["page"] == 1  # its two short pages are one chunk, from page 1
+    assert hit["doc_id"] == "tides.pdf" and hit["page"] == 1  # its two short pages are one chunk: "tides" is on 1
+    hit = json.loads(run("search", "neap quarter", "--index", ix, "-k", "1", "--json").stdout)["hits"][0]
+    assert hit["doc_id"] == "tides.pdf" and hit["page"] == 2  # the words' page, not the chunk's first (it said 1)
     for query, doc_id in (("Marigold tonnage Norway", "harbour.docx"), ("waves broke over the bow", "stories.epub"),
                           ("paper lanterns", "page.html"), ("box kites", "notes.md"),
                           ("sourdough starter", "plain.txt")):

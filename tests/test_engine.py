@@ -389,3 +389,16 @@ def test_last_updated_counts_a_delete(tmp_path):
         time.sleep(1.1)  # (seconds are its resolution)
         ix.delete(["b"])
         assert ix.info()["last_updated"] > added
+
+
+def test_a_count_too_large_is_refused_not_an_overflow(index, run):
+    """-k 10^20 reached SQLite as an integer it cannot hold: OverflowError and a traceback (lexical and hybrid)."""
+    for mode in ("lexical", "hybrid", "dense"):
+        with pytest.raises(BadArgument, match="k must be a whole number from 1 to 100,000"):
+            index.search("lava", k=10**20, mode=mode)
+    with pytest.raises(BadArgument, match="passages must be a whole number from 1 to 100,000"):
+        index.ask("lava", passages=10**20)
+    with pytest.raises(BadArgument, match="rerank depth must be"):
+        index.search("lava", rerank=True, rerank_depth=10**20)
+    r = run("search", "lava", "--index", index.path, "-k", str(10**20))
+    assert r.exit_code == 2 and "1<=x<=100000" in r.output

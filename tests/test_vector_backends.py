@@ -363,3 +363,34 @@ def test_faiss_check_names_chunks_missing_from_the_vectors_and_vectors_of_delete
         assert repaired["ok"] and any("no vector" in p for p in repaired["repaired"]) and ix.check()["ok"]
     finally:
         ix.close()
+
+
+def test_faiss_a_file_damaged_in_place_is_never_searched(tmp_path, monkeypatch, caplog):
+    """Bytes of vectors.faiss overwritten, its size kept: dense search returned the wrong documents and `check`
+    said ok. A damaged file is now rebuilt from the store when loaded (up to VERIFY_ON_LOAD bytes) and named by
+    `check` (any size); `check --repair` rebuilds it and says what it repaired."""
+    from bertsearch.vectors import faiss_index
+
+    ix = _open(tmp_path / "ix", "faiss")
+    ix.add([_doc(i) for i in range(300)])
+    want = _brute(ix, "document 7", 5)
+    ix.close()
+    path = tmp_path / "ix" / "vectors.faiss"
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00" * (size // 2))
+    assert path.stat().st_size == size
+    with caplog.at_level("WARNING"), bertsearch.open_index(tmp_path / "ix") as ix:
+        _same(ix, ix.search("document 7", k=5, mode="dense"), want)
+    assert "vectors.faiss is damaged" in caplog.text
+    with open(path, "r+b") as f:  # damaged again; a file too large to verify on load is for `check` to find
+        f.seek(200)
+        f.write(b"\x01" * (size // 2))
+    monkeypatch.setattr(faiss_index, "VERIFY_ON_LOAD", 0)
+    with bertsearch.open_index(tmp_path / "ix") as ix:
+        report = ix.check()
+        assert not report["ok"] and any("vectors.faiss is damaged" in p for p in report["problems"])
+        repaired = ix.check(repair=True)
+        assert repaired["ok"] and any("damaged" in p for p in repaired["repaired"]) and ix.check()["ok"]
+        _same(ix, ix.search("document 7", k=5, mode="dense"), want)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from ..errors import BadArgument, BertsearchError, CorpusError, CorruptIndex, from_sqlite
+from ..search.fusion import MAX_K
 from .options import (
     ann_option,
     backend_option,
@@ -347,8 +348,8 @@ def search(
 @index_option
 @model_option
 @mode_option
-@click.option("-k", "--k", type=click.IntRange(min=1), default=3, show_default=True, help="Answers to show.")
-@click.option("--passages", type=click.IntRange(min=1), default=5, show_default=True, help="Top passages the reader reads.")
+@click.option("-k", "--k", type=click.IntRange(1, MAX_K), default=3, show_default=True, help="Answers to show.")
+@click.option("--passages", type=click.IntRange(1, MAX_K), default=5, show_default=True, help="Top passages the reader reads.")
 @where_option
 @click.option("--no-rerank", is_flag=True, help="Read the first-stage results without cross-encoder reranking.")
 @reranker_option
@@ -806,7 +807,7 @@ def eval_beir(
 @mode_option
 @click.option("--index", "index_path", default=None, help="Index folder to build or reuse.")
 @model_option
-@click.option("--passages", type=click.IntRange(min=1), default=5, show_default=True, help="Top passages the reader reads.")
+@click.option("--passages", type=click.IntRange(1, MAX_K), default=5, show_default=True, help="Top passages the reader reads.")
 @click.option("--no-rerank", is_flag=True, help="Closed corpus: read the first-stage results without reranking.")
 @click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
               help="Closed corpus: evaluate a seeded sample of N questions.")

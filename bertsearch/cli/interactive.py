@@ -26,7 +26,7 @@ from rich.text import Text
 
 from ..errors import BertsearchError
 from ..filters import parse as parse_filter
-from ..search.fusion import MODES, query_words
+from ..search.fusion import MAX_K, MODES, query_words
 from ..snippets import match_spans
 from ..types import AskResult, Hit
 
@@ -146,11 +146,11 @@ class Shell:
         self.console.print(f"mode {arg}")
 
     def cmd_k(self, arg: str) -> None:
-        if not arg.isdigit() or int(arg) < 1:
-            self.hint(f":k takes a whole number of at least 1, e.g. :k 20 (now {self.settings.k})")
+        if not arg.isdigit() or not 1 <= int(arg) <= MAX_K:
+            self.hint(f":k takes a whole number from 1 to {MAX_K:,}, e.g. :k 20 (now {self.settings.k})")
             return
         self.settings.k = int(arg)
-        self.console.print(f"k {arg}")
+        self.console.print(f"k {self.settings.k}")
 
     def _switch(self, name: str, arg: str) -> None:
         if arg not in ON_OFF:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..search.fusion import MODES
+from ..search.fusion import MAX_K, MODES
 
 F = Callable[..., Any]
 
@@ -74,7 +74,7 @@ def mode_option(f: F) -> F:
 
 
 def k_option(default: int) -> Callable[[F], F]:
-    return click.option("-k", "--k", type=click.IntRange(min=1), default=default, show_default=True, help="Results per query.")
+    return click.option("-k", "--k", type=click.IntRange(1, MAX_K), default=default, show_default=True, help="Results per query.")
 
 
 def ann_option(f: F) -> F:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MODES = ("hybrid", "dense", "lexical")
+MAX_K = 100_000
+"""The most results (and candidates, passages) one call asks for: past it, a count is a mistake (one of 10^20 reached
+SQLite as an integer it cannot hold, and raised OverflowError; found 2026-12-06)."""
 RRF_K = 60
 
 

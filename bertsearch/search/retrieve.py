@@ -17,6 +17,7 @@ import numpy as np
 from .. import filters
 from ..errors import BadArgument, BadQuery
 from ..filters import Filter
+from ..snippets import match_spans
 from ..types import Hit, not_text
 from . import fusion
 
@@ -75,8 +76,7 @@ class Retriever:
         if isinstance(queries, str) or not isinstance(queries, Iterable):
             raise BadArgument(f"batch_search takes a list of queries, not {type(queries).__name__}; use search() for one")
         queries = list(queries)  # (a generator is read once: it was read empty the second time, and nothing found)
-        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
-            raise BadArgument(f"k must be a whole number above 0, got {k!r}")
+        check_count("k", k)
         if mode not in fusion.MODES:
             raise BadArgument(f"unknown search mode {mode!r}; use one of {', '.join(fusion.MODES)}")
         for q in queries:
@@ -219,7 +219,10 @@ class Retriever:
             else:
                 _, start, end = spans[c.chunk]
             metadata = d["metadata"]
-            page = page_at(metadata.get(PAGE_STARTS), start)
+            page = None
+            if PAGE_STARTS in metadata:  # the page of the first query word in the chunk, as the snippet shows it
+                first = match_spans(d["text"][start:end], words)[:1]
+                page = page_at(metadata.get(PAGE_STARTS), start + (first[0][0] if first else 0))
             if PAGE_STARTS in metadata:  # a long list of offsets, of no use beside the page itself
                 metadata = {k: v for k, v in metadata.items() if k != PAGE_STARTS}
             hits.append(
@@ -239,6 +242,12 @@ class Retriever:
                 )
             )
         return hits
+
+
+def check_count(name: str, n: Any) -> None:
+    """Refuses a count of results, candidates or passages that is not a whole number from 1 to MAX_K."""
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or not 1 <= n <= fusion.MAX_K:
+        raise BadArgument(f"{name} must be a whole number from 1 to {fusion.MAX_K:,}, got {n!r:.40}")
 
 
 PAGE_STARTS = "page_starts"

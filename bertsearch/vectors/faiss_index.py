@@ -4,8 +4,9 @@ Names: flat (exact inner product, the default), hnsw, ivf, ivfpq; anything else 
 faiss.index_factory. Vectors are unit length, so inner product is cosine similarity. The file is
 written to a temporary name and renamed into place; a JSON sidecar records the store's history
 (`epoch`) and the feed position the file reflects, the number of vectors, and the ids it holds that
-the store has deleted since (`dead`, for index types that cannot remove in place), so a half-written
-file or one of another store is never trusted.
+the store has deleted since (`dead`, for index types that cannot remove in place), and the file's CRC-32, so a
+half-written file, one of another store, or one damaged in place (checked on load up to VERIFY_ON_LOAD bytes, and
+always by `check`) is never trusted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import os
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,7 +175,7 @@ class VectorIndex:
             _fsync(tmp)
             dead = [] if self.dead is None else self.dead.tolist()
             meta = {"spec": self.spec, "seq": self.seq, "epoch": self.epoch, "count": self.count,
-                    "size": tmp.stat().st_size, "max_id": self.max_id, "dead": dead}
+                    "size": tmp.stat().st_size, "crc32": crc32(tmp), "max_id": self.max_id, "dead": dead}
             mtmp.write_text(json.dumps(meta))
             _fsync(mtmp)
         except BaseException:
@@ -193,6 +195,9 @@ class VectorIndex:
         meta = cls.vouched(path, spec=spec, epoch=epoch, upto=upto)
         if meta is None:
             return None
+        if meta["size"] <= VERIFY_ON_LOAD and cls.damaged(path, meta):
+            log.warning("%s is damaged (its CRC-32 is not the one written with it); rebuilding it from the store", path)
+            return None
         try:
             index = _faiss().read_index(str(path))
         except (OSError, ValueError, KeyError, RuntimeError):
@@ -205,6 +210,19 @@ class VectorIndex:
                  epoch=epoch, dead=np.array(sorted(meta["dead"]), dtype=np.int64) if meta["dead"] else None)
         vi.tune()
         return vi
+
+    @staticmethod
+    def damaged(path: Path, meta: dict[str, Any]) -> bool:
+        """Whether the file at `path` differs from what its sidecar `meta` vouched for when it was written (bytes
+        changed in place, the size kept): a search of it returned the wrong documents and `check` said ok (found
+        2026-12-06). Files written before the sidecar had a checksum are taken as they are."""
+        want = meta.get("crc32")
+        if want is None:
+            return False
+        try:
+            return crc32(Path(path)) != want
+        except OSError:
+            return True
 
     @classmethod
     def vouched(cls, path: Path, *, spec: str, epoch: str, upto: int) -> dict[str, Any] | None:
@@ -287,6 +305,20 @@ def _sweep_leftovers(path: Path) -> None:
             p.unlink(missing_ok=True)
         except OSError:
             pass  # alive, or not ours to ask about
+
+
+VERIFY_ON_LOAD = 128 * 2**20
+"""Files up to this size (about 87,000 chunks of 384 float32 dimensions, flat) have their checksum verified each time
+they are loaded: 0.1 s at this size (256 MiB took 0.21 s from the page cache on the 2-core Xeon, 2026-12-06); larger
+ones by `bertsearch check`."""
+
+
+def crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def _fsync(path: Path) -> None:
