@@ -57,8 +57,13 @@ def reindex(
         try:
             int8 = [c.precision == "int8" for c in (config, new.config)]
             if new.config.fingerprint == config.fingerprint and int8[0] == int8[1]:  # (float precisions agree)
+                if new.created:  # (an empty staging index of this run: nothing to resume, so not left behind)
+                    new.close()
+                    shutil.rmtree(stage, ignore_errors=True)
+                floats = (f"; its vectors are {config.precision}, and {precision} would give the same to within "
+                          "rounding" if precision not in ("auto", "int8") and precision != config.precision else "")
                 raise BadArgument(f"{path} already holds vectors of {model}"
-                                  + (" in int8" if int8[0] else "") + "; nothing to re-index"
+                                  + (" in int8" if int8[0] else "") + f"{floats}; nothing to re-index"
                                   + ("" if int8[0] else " (to encode it in int8, add --precision int8)"))
             report = new.add(_documents(store), batch_size=batch_size, on_progress=on_progress, prune=True)
             if before_swap is not None:

@@ -162,3 +162,13 @@ def test_to_or_from_the_hashing_encoder_the_runtime_is_the_new_models_and_bad_na
     with pytest.raises(ModelNotFound, match="bad model name hashing:0"):
         rx.reindex(old, "hashing:0")
     assert not rx.staging_path(old).exists()
+
+
+def test_nothing_to_reindex_leaves_no_staging_folder(old):
+    """A refused reindex (the same model) left a hidden, empty staging index beside the index."""
+    from bertsearch.errors import BadArgument
+
+    with pytest.raises(BadArgument, match="already holds vectors of hashing:64.*nothing to re-index"):
+        rx.reindex(old, "hashing:64")
+    assert not rx.staging_path(old).exists()
+    assert rx.reindex(old, "hashing:128")["documents"] == 4  # (and a real one still runs)

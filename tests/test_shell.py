@@ -134,6 +134,27 @@ def test_an_error_or_ctrl_c_in_a_query_never_ends_the_session(session, console, 
     assert "answer: Alexander Fleming" in said(console)
 
 
+def test_the_shell_opens_the_index_again_after_another_process_replaces_it(tmp_path, console, docs):
+    """After `bertsearch reindex` (or `restore`) from another terminal, every query failed with IndexReplaced until
+    the shell was restarted, and :info showed the old index."""
+    import bertsearch
+    from bertsearch import reindex as rx
+
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing:64")
+    ix.add(docs)
+    shell = Shell(ix, console, Settings(k=3, rerank=False, answer=False))
+    shell.execute("magma chamber")
+    said(console)
+    rx.reindex(tmp_path / "ix", "hashing:128")  # (as another process would: the folder is swapped under the shell)
+    shell.execute("magma chamber")
+    out = said(console)
+    out = " ".join(out.split())
+    assert "opened the new one: 4 documents, hashing:128" in out and "[volcano]" in out and "error" not in out
+    shell.execute(":info")
+    assert "hashing:128" in said(console)
+    shell.index.close()
+
+
 def test_a_model_that_did_not_load_stays_off_and_says_why(index, console):
     s = Shell(index, console, can_answer="no reader weights are shipped")
     index._reader_name = "/nonexistent/reader"

@@ -108,6 +108,7 @@ class Shell:
         if not line:
             return True
         try:
+            self._follow()
             if line.startswith(":"):
                 return self.command(line[1:])
             self.query(line)
@@ -119,6 +120,23 @@ class Shell:
             log.debug("query failed", exc_info=True)
             self.console.print(f"[red]error:[/red] {type(e).__name__}: {escape(str(e))} (run with -vv for the traceback)")
         return True
+
+    def _follow(self) -> None:
+        """Open the index again when another process replaced its folder (`bertsearch reindex`, `restore`), as
+        `serve` does: every query failed with IndexReplaced until the shell was restarted, and :info showed the
+        old index (found 2026-12-06)."""
+        from ..engine import Index
+        from ..errors import IndexReplaced
+
+        try:
+            self.index.store.check_live()
+        except IndexReplaced:
+            old = self.index
+            self.index = Index.open(old.path, reranker=old._reranker_name, reader=old._reader_name)
+            old.close()
+            info = self.index.info()
+            self.console.print(f"[yellow]the index was replaced by another process (re-indexed or restored); opened "
+                               f"the new one:[/yellow] {info['documents']} documents, {escape(str(info['model']))}")
 
     def command(self, text: str) -> bool:
         name, _, arg = text.strip().partition(" ")
