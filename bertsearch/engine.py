@@ -373,17 +373,19 @@ class Index:
         on_progress: Progress | None = None,
         prune: bool = False,
         keep: set[str] | None = None,
+        prune_unrelated: bool = False,
     ) -> IndexReport:
         """Add documents, replacing those whose id is already stored. Unchanged ones cost no encoder work.
 
         With `prune`, documents stored but absent from `docs` (and from `keep`) are deleted once all of `docs`
         is read (so an interrupted run deletes nothing, and a `docs` that holds nothing deletes nothing: it is
-        refused).
+        refused, as is a prune of every document stored before when `docs` held none of their ids, unless
+        `prune_unrelated`).
         """
         if isinstance(docs, (dict, Document, str)):  # (a dict would be read as its keys)
             raise BadArgument(f"add takes a list of documents, not one {type(docs).__name__}: add([doc])")
         report = self.ingest.add(docs, batch_size=batch_size, encode_batch_size=encode_batch_size,
-                                 on_progress=on_progress, prune=prune, keep=keep)
+                                 on_progress=on_progress, prune=prune, keep=keep, prune_unrelated=prune_unrelated)
         t0 = time.perf_counter()
         self._vectors_changed()
         report.seconds += time.perf_counter() - t0
@@ -400,6 +402,7 @@ class Index:
         batch_size: int = 128,
         on_progress: Progress | None = None,
         prune: bool = False,
+        prune_unrelated: bool = False,
     ) -> IndexReport:
         """Read a corpus (JSONL, CSV/TSV, a folder of files, or BEIR) as a stream and add it.
 
@@ -413,7 +416,10 @@ class Index:
             raise BadArgument("--prune with --on-error skip could delete documents whose records are malformed; use one or the other")
         # files that are there but could not be read this time (binary now, damaged, a package missing) keep
         # their stored copies: a prune deletes only what the corpus no longer holds
-        report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune, keep=stats.present)
+        report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune, keep=stats.present,
+                          prune_unrelated=prune_unrelated)
+        if stats.present:  # files there but unreadable now: their indexed copies stay, and are counted as such
+            report.kept_stale = len(self.store.existing(sorted(stats.present)))
         report.skipped = stats.skipped
         report.errors = list(stats.errors)
         report.skipped_files = dict(stats.skipped_files)

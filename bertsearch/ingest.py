@@ -50,9 +50,13 @@ class Ingest:
         on_progress: Progress | None = None,
         prune: bool = False,
         keep: set[str] | None = None,
+        prune_unrelated: bool = False,
     ) -> IndexReport:
         """See `Index.add`. `keep`: ids a prune leaves alone although `docs` did not hold them (filled while `docs`
-        is read: files that are there but could not be read this time)."""
+        is read: files that are there but could not be read this time). A prune that would delete every document
+        stored before, none of whose ids `docs` held (another folder, or a subfolder, whose relative paths are other
+        ids), deletes nothing and raises, unless `prune_unrelated` (an evaluation's own index, made to hold a
+        corpus exactly)."""
         if batch_size < 1:
             raise BadArgument(f"batch size must be > 0, got {batch_size}")
         # an encoder whose every call has a start-up cost (Ray: an actor pool, the model loaded in each) asks for more
@@ -60,6 +64,7 @@ class Ingest:
         batch_size = max(batch_size, getattr(self.encoder, "preferred_batch", None) or 0)
         report = IndexReport()
         t0 = time.perf_counter()
+        before = self.store.counts()["documents"] if prune else 0
         seen: set[str] = set()  # every id read so far: a duplicate is noticed across batches, and --prune needs them
         counted: set[str] = set()  # ids counted as added, replaced or unchanged: a later duplicate is not counted again
         for batch in batched(docs, batch_size):
@@ -77,6 +82,13 @@ class Ingest:
                     )
             keep = keep if keep is not None else set()
             gone = [i for i in self.store.ids() if i not in seen and i not in keep]
+            known = report.replaced + report.unchanged + report.metadata_updated + report.deleted
+            if before and not known and len(gone) >= before and not prune_unrelated:
+                raise BadArgument(
+                    f"none of the {report.read} documents read was among the {before} that {self.path} held before, "
+                    f"so --prune would delete all {before}; nothing was deleted (the documents read were added). A "
+                    "folder's ids are paths relative to the folder given: give the folder indexed before, or to "
+                    "replace every document, index into a new folder")
             report.deleted += self.store.delete(gone) if gone else 0
         report.seconds = time.perf_counter() - t0
         return report

@@ -76,7 +76,8 @@ class IndexReport:
     """What an `add` did. `empty` counts documents with no text (a stored one whose text became empty is
     deleted, and counted in `deleted` too); `duplicates` ids read more than once (the last is kept);
     `truncated` chunks the encoder could not read whole even when chunked again on a smaller budget;
-    `long_titles` titles too long to prepend to chunks; `skipped_files` and `decoded_as` what a folder held
+    `long_titles` titles too long to prepend to chunks; `kept_stale` indexed documents whose files are there but
+    could not be read this time (their last indexed copy is kept); `skipped_files` and `decoded_as` what a folder held
     that was not read, by kind, and the files that are not UTF-8, by the encoding they were read with."""
 
     read: int = 0
@@ -91,6 +92,7 @@ class IndexReport:
     chunks: int = 0
     truncated: int = 0
     long_titles: int = 0
+    kept_stale: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     skipped_files: dict[str, int] = field(default_factory=dict)

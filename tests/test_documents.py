@@ -321,6 +321,7 @@ def test_reindex_keeps_what_was_indexed_when_a_file_goes_bad(run, tmp_path):
     second = json.loads(r.stdout)
     assert second["unchanged"] == 6 and second["added"] == second["replaced"] == second["deleted"] == 0
     assert second["skipped_files"] == {**BAD_KINDS, "damaged .pdf": 2} and second["index"]["documents"] == 7
+    assert second["kept_stale"] == 1  # tides.pdf: its old copy kept, and said (the summary was silent about it)
     hit = json.loads(run("search", "neap tides", "--index", ix, "-k", "1", "--json").stdout)["hits"][0]
     assert hit["doc_id"] == "tides.pdf" and hit["page"] == 1
 

@@ -105,6 +105,27 @@ def test_3_document_emptied_is_removed(index, docs):
     assert index.store.counts()["documents"] == 3
 
 
+def test_3_a_prune_that_shares_no_id_with_the_index_deletes_nothing(tmp_path, run):
+    """`index FOLDER/sub --prune` on an index of FOLDER: the subfolder's paths are other ids, and every document
+    indexed before was deleted without a word."""
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "sub/c.txt"):
+        (root / name).write_text(f"text of {name}\n")
+    ix = tmp_path / "ix"
+    assert run("index", root, "--index", ix, "--model", "hashing").exit_code == 0
+    r = run("index", root / "sub", "--index", ix, "--prune")
+    assert r.exit_code == 1 and "none of the 1 documents read was among the 3" in r.stderr
+    assert "nothing was deleted" in r.stderr
+    import bertsearch
+
+    with bertsearch.open_index(ix) as index:
+        assert sorted(index.store.ids()) == ["a.txt", "b.txt", "c.txt", "sub/c.txt"]
+    (root / "b.txt").unlink()
+    r = run("index", root, "--index", ix, "--prune", "--json")  # the folder indexed before: a prune as ever
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == 2  # b.txt and the subfolder's c.txt
+
+
 def test_3_a_title_alone_is_a_document(index, docs, caplog):
     """A document with a title and no text was skipped as empty: a catalogue of names was not searchable."""
     report = index.add([dict(docs[0], text=""), {"id": "bare", "title": "Mount Etna eruption", "text": " \n"}])

@@ -421,6 +421,28 @@ def test_folder_reads_files(tmp_path):
     assert count_records(root) == 4
 
 
+def test_markdown_front_matter_is_metadata_not_text(tmp_path):
+    """Front matter was indexed as body text (a snippet began "--- title: ... secret: ...", and `ask` answered with a
+    front-matter value), and its keys could not be filtered on."""
+    import datetime
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "aurora.md").write_text("---\ntitle: Front Title\ntags: [sky, night]\nsecret: key\ndate: 2024-05-01\n"
+                                    "---\n# Northern Lights\n\nAuroras glow green.\n")
+    (root / "only.md").write_text("---\ntitle: Only Front\n---\n")
+    (root / "bad.md").write_text("---\nnot: [closed\n---\nBody here.\n")
+    (root / "open.md").write_text("---\nno closing line\n")
+    docs = {d.id: d for d in read_corpus(root)}
+    a = docs["aurora.md"]
+    assert (a.title, a.text) == ("Northern Lights", "# Northern Lights\n\nAuroras glow green.\n")
+    assert {k: a.metadata[k] for k in ("tags", "secret", "date")} == {"tags": ["sky", "night"], "secret": "key",
+                                                                      "date": datetime.date(2024, 5, 1)}
+    assert (docs["only.md"].title, docs["only.md"].text) == ("Only Front", "")  # a document of its title alone
+    assert docs["bad.md"].text == "Body here.\n" and "not" not in docs["bad.md"].metadata
+    assert docs["open.md"].text == "---\nno closing line\n"  # not front matter: the file's own text
+
+
 def test_folder_empty_file_is_not_a_document_of_its_name(tmp_path):
     """A document with a title and no text is indexed; a file name is not such a title, so an empty file stays
     empty (counted as such), while an HTML page with a <title> and no body is a document of its title."""

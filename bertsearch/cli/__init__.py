@@ -177,7 +177,8 @@ def _index(source: str, index_path: str, *, create: bool, prune: bool = False, m
                      ("deleted (no longer in the corpus, or now empty)", report.deleted),
                      ("duplicate ids in the corpus (the last kept)", report.duplicates),
                      ("chunks longer than the model reads (it reads their start)", report.truncated),
-                     ("titles too long to embed with each chunk", report.long_titles)):
+                     ("titles too long to embed with each chunk", report.long_titles),
+                     ("indexed documents kept as they were: their files cannot be read now", report.kept_stale)):
         if n:
             render.err.print(f"  {n} {label}")
     if report.skipped_files:

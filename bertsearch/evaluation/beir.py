@@ -254,7 +254,7 @@ def evaluate_beir(
         with progress("indexing", count_records(dataset, "beir"), "docs") as advance:
             # pruned: the index holds this corpus exactly, whatever another dataset of the same folder name (or an
             # --index given twice) put in it before; unchanged documents cost no encoder work
-            report = ix.add_corpus(dataset, format="beir", on_progress=advance, prune=True)
+            report = ix.add_corpus(dataset, format="beir", on_progress=advance, prune=True, prune_unrelated=True)
         run: dict[str, dict[str, float]] = {}
         runs: dict[int, dict[str, dict[str, float]]] = {d: {} for d in depths}
         first: dict[str, dict[str, float]] = {}

@@ -208,7 +208,7 @@ def build_and_collect(
     with Index.open(path, model=model, create=True, reranker=reranker, reader=reader, precision=precision) as ix:
         docs = list(paragraphs(v11, groups))
         with progress("indexing", len(docs), "docs") as advance:
-            ix.add(docs, on_progress=advance, prune=True)
+            ix.add(docs, on_progress=advance, prune=True, prune_unrelated=True)
         return collect(ix, qs, Path(records), passages=passages, progress=progress)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from bertsearch.errors import MalformedRecord
 from bertsearch.readers import documents
@@ -110,6 +111,30 @@ def _stem_title(path: Path, text: str) -> str:
 
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _H1 = re.compile(r"^\s{0,3}#[ \t]+(.+?)[ \t]*#*[ \t]*$")
+
+
+def front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """A Markdown file's YAML front matter (between a first line ``---`` and the next ``---`` or ``...``) as metadata,
+    and the text after it: it was indexed as body text, shown in snippets and read for answers, and its keys were no
+    metadata to filter on (found 2026-12-06). Front matter that is not YAML (or a mapping) is left out of the text
+    and gives no metadata; values are kept as YAML reads them (dates become ISO text when stored)."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        return {}, text
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
+    if end is None:  # no closing line: not front matter, the file's own text
+        return {}, text
+    try:
+        import yaml
+
+        data = yaml.safe_load("".join(lines[1:end]))
+    except ImportError:  # pragma: no cover - PyYAML comes with transformers
+        data = None
+    except yaml.YAMLError as e:
+        log.debug("front matter that is not YAML: %s", e)
+        data = None
+    meta = {str(k): v for k, v in data.items() if str(k) != "title"} if isinstance(data, dict) else {}  # (the title's)
+    return meta, "".join(lines[end + 1:]).lstrip("\n")
 
 
 def markdown_title(text: str, fallback: str = "") -> str:
@@ -204,12 +229,12 @@ def read_file(path: Path, rel: str) -> Document | MalformedRecord | Skipped:
         title, text = html_to_text(content)
         title = title or _stem_title(path, text)
     elif suffix in MARKDOWN_SUFFIXES:
-        text = content
+        front, text = front_matter(content)
         title = markdown_title(content, fallback=_stem_title(path, text))
     else:
         text = content
         title = _stem_title(path, text)
-    metadata = {"path": rel, "modified": modified}
+    metadata = {**(front if suffix in MARKDOWN_SUFFIXES else {}), "path": rel, "modified": modified}
     if encoding is not None:
         metadata["encoding"] = encoding
     return Document(id=rel, text=text, title=title, metadata=metadata)

@@ -192,7 +192,9 @@ def _verify(db: Path, src: Path, fix: str) -> dict[str, Any]:
     try:
         problems = [r[0] for r in conn.execute("PRAGMA quick_check") if r[0] != "ok"]
         if problems:
-            raise BackupError(f"{src / STORE} is damaged ({problems[0]}), and so would be a copy; {fix}")
+            first = " ".join(problems[0].split())  # (one row can hold many lines of SQLite's findings)
+            raise BackupError(f"{src / STORE} is damaged ({first[:160]}{'...' if len(first) > 160 else ''}), and so "
+                              f"would be a copy; {fix}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise BackupError(f"{src} has schema version {version}, newer than this bertsearch knows; upgrade bertsearch")
