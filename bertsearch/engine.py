@@ -867,7 +867,7 @@ def _recorded(model: str) -> str:
 def _check_model(path: Path, config: IndexConfig, encoder: Encoder, *, named: bool) -> None:
     fp = encoder.fingerprint()
     if fp != config.fingerprint:
-        if named:
+        if named and _recorded(encoder.name) != config.model:  # (the index's own folder named: changed, as below)
             raise ModelMismatch(
                 f"{path} holds vectors of {config.model} (fingerprint {config.fingerprint}); the model {encoder.name} "
                 f"(fingerprint {fp}) cannot search them. Leave out --model to use the index's own model, index into a "

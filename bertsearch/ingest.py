@@ -121,7 +121,7 @@ class Ingest:
                 log.warning("%d documents now have no text and were removed from the index: %s", len(gone),
                             ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
             for i in sorted(set(emptied) - set(gone))[:5]:
-                log.warning("document %s has no text; skipped", i)
+                log.warning("document %s has neither text nor title; skipped", i)
         docs = list(by_id.values())
         stored = self.store.hashes([d.id for d in docs])
         todo: list[tuple[Document, str]] = []
@@ -170,13 +170,18 @@ class Ingest:
         window = min(self.config.max_tokens, enc.max_tokens) - enc.special_tokens
         special = enc.special_tokens
         spans_of = enc.token_spans([d.text for d in docs] + [d.title for d in docs])  # texts and titles: one call
-        text_spans, title_lens = spans_of[: len(docs)], [len(s) for s in spans_of[len(docs) :]]
+        text_spans, title_spans = spans_of[: len(docs)], spans_of[len(docs) :]
+        title_lens = [len(s) for s in title_spans]
         plans: list[tuple[str, int, list]] = []  # per document: title prefix, budget, chunks
         inputs: list[str] = []
-        for d, spans, n_title in zip(docs, text_spans, title_lens):
+        for d, spans, n_title, t_spans in zip(docs, text_spans, title_lens, title_spans):
             if not spans:  # a title and no text: one chunk, empty in the text, that the title alone stands for
                 plans.append(("", window, [Chunk(start=0, end=0, n_tokens=0)]))
-                inputs.append(d.title)
+                if n_title > window:  # (the model would read its start; the hashing encoder refused it)
+                    report.truncated += 1
+                    log.warning("document %s: its title, with no text, is longer than the %d word pieces %s reads; "
+                                "its start is embedded", d.id, window, self.config.model)
+                inputs.append(d.title[: t_spans[window - 1][1]] if n_title > window else d.title)
                 continue
             prefix = ""
             budget = window
@@ -233,7 +238,7 @@ def as_document(raw: DocLike) -> Document:
         doc_id = raw.get("id", raw.get("_id"))
         meta = dict(raw.get("metadata") or {})
         extra = {k: v for k, v in raw.items() if k not in known}
-        twice = sorted(k for k in extra if k in meta and meta[k] != extra[k])
+        twice = sorted(k for k in extra if k in meta and not _same_value(meta[k], extra[k]))
         if twice:
             raise BadArgument(f"document {doc_id!r:.60}: the field {twice[0]!r} is given twice, at the top level and "
                               "in its metadata, with different values; keep one")
@@ -256,6 +261,14 @@ def as_document(raw: DocLike) -> Document:
     return doc
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal as JSON stores them: 1 and True (equal in Python) are not."""
+    try:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return a is b
+
+
 def as_id(value: Any) -> str:
     """A document id as the store keeps it: a string, or a whole number (numpy's too) as its digits; what `add`
     stores, `get` and `delete` find."""
@@ -276,6 +289,9 @@ def _json_metadata(doc: Document) -> dict[str, Any]:
             return value.isoformat()
         raise TypeError(f"{value!r:.40} (of type {type(value).__name__})")
 
+    if _depth(doc.metadata) > MAX_METADATA_DEPTH:
+        raise BadArgument(f"document {doc.id}: its metadata nests lists or objects more than {MAX_METADATA_DEPTH} "
+                          "levels deep, which bertsearch does not keep; give metadata of a few levels")
     try:
         text = json.dumps(doc.metadata, allow_nan=False, default=plain, ensure_ascii=False)
         if not_text(text):
@@ -291,6 +307,28 @@ def _json_metadata(doc: Document) -> dict[str, Any]:
     except RecursionError:
         raise BadArgument(f"document {doc.id}: its metadata nests lists or objects too deeply (hundreds of levels); "
                           "give metadata of a few levels") from None
+
+
+MAX_METADATA_DEPTH = 32
+"""How deep a document's metadata may nest: metadata 300 levels deep was stored, and then every search that found
+the document failed (the service could not serialise it, and the CLI's JSON output hit Python's recursion limit;
+found 2026-12-06)."""
+
+
+def _depth(value: Any) -> int:
+    """How many lists and objects deep `value` nests (0 for a plain value), without recursion; counting stops past
+    MAX_METADATA_DEPTH."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, (list, tuple)):
+            deepest = max(deepest, d + 1)
+            if d + 1 > MAX_METADATA_DEPTH:
+                return d + 1
+            todo.extend((x, d + 1) for x in v)
+    return deepest
 
 
 def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -116,8 +116,8 @@ def test_a_rerun_with_other_settings_is_refused_rather_than_reusing_the_old_work
     with pytest.raises(bertsearch.BertsearchError, match=r"triples.jsonl .* negatives=1 \(now 2\)"):
         ad.adapt(index, out, steps=("mine",), negatives=2, seed=3)
     assert (out / "work" / "queries.jsonl").read_text() == before
-    ad.adapt(index, out, steps=("queries", "mine", "label"), reranker=str(tiny_ce), loss="margin-mse", negatives=1,
-             seed=3)  # the same settings: the files are reused, and the next step runs
+    ad.adapt(f"{index}/", out, steps=("queries", "mine", "label"), reranker=str(tiny_ce), loss="margin-mse",
+             negatives=1, seed=3)  # the same settings (the index spelled otherwise): reused, and the next step runs
 
 
 def test_an_out_folder_holding_another_model_or_a_reranker_as_base_is_refused(index, tmp_path, tiny_encoder, tiny_ce):

@@ -269,3 +269,18 @@ def test_ctrl_c_while_indexing_exits_130_and_keeps_what_was_committed(tmp_path):
     assert "interrupted; what was done is kept: run the same command again" in err
     with bertsearch.open_index(tmp_path / "ix") as ix:
         assert ix.check()["ok"] and seen <= ix.store.counts()["documents"] < 300_000
+
+
+def test_ctrl_c_in_a_command_that_goes_on_says_to_run_it_again(run, tmp_path, monkeypatch):
+    """The hint was printed for `adapt` but not for `train encoder|reranker|reader` (the train group caught the
+    interrupt first), nor is it for a command with nothing to go on from."""
+    from bertsearch.training import reranker
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reranker, "train_reranker", interrupted)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"query": "q", "positive": "p", "negative": "n"}\n')
+    r = run("train", "reranker", "--train", pairs, "--out", tmp_path / "m")
+    assert r.exit_code == 130 and "interrupted; what was done is kept: run the same command again" in r.stderr

@@ -268,3 +268,6 @@ def test_eval_beir_indexes_again_when_the_model_folder_was_retrained(tiny_encode
     with pytest.raises(ModelMismatch, match=r"whose weights have changed since indexing .* reindex --model") as err:
         bertsearch.open_index(again["index"]).search("an animal", mode="dense")
     assert "Leave out --model" not in str(err.value)
+    with pytest.raises(ModelMismatch, match="whose weights have changed since indexing") as err:  # its folder named
+        evaluate_beir(beir_dir, split="train", mode="dense", model=str(model), index_path=again["index"])
+    assert "Leave out --model" not in str(err.value)

@@ -340,13 +340,19 @@ def test_metadata_json_cannot_hold_is_refused_and_dates_become_text(tmp_path):
                 ix.add([{"id": "n", "text": "x", "score": bad}])
         with pytest.raises(BadArgument, match="the field 'topic' is given twice"):  # one of them was dropped unsaid
             ix.add([{"id": "t", "text": "x", "topic": "Top", "metadata": {"topic": "Inner", "year": 1}}])
+        with pytest.raises(BadArgument, match="the field 'year' is given twice"):  # 1 and True: equal in Python only
+            ix.add([{"id": "t", "text": "x", "year": 1, "metadata": {"year": True}}])
         ix.add([{"id": "t", "text": "x", "topic": "Top", "metadata": {"topic": "Top", "year": 1}}])  # the same: fine
         assert ix.get("t")["metadata"] == {"topic": "Top", "year": 1}
-        nested = {"a": 1}
-        for _ in range(5000):
-            nested = [nested]
-        with pytest.raises(BadArgument, match="document deep: its metadata nests .* too deeply"):
-            ix.add([{"id": "deep", "text": "x", "m": nested}])
+        for depth in (300, 5000):  # (300 was stored, then failed every search that found it)
+            nested = {"a": 1}
+            for _ in range(depth):
+                nested = [nested]
+            with pytest.raises(BadArgument, match="document deep: its metadata nests .* more than 32 levels deep"):
+                ix.add([{"id": "deep", "text": "x", "m": nested}])
+        ix.add([{"id": "deep", "text": "x", "m": {"a": [[1, 2], {"b": [3]}]}}])  # a few levels: fine
+        assert ix.get("deep")["metadata"] == {"m": {"a": [[1, 2], {"b": [3]}]}}
+        ix.delete(["deep"])
         ix.add([{"id": "d", "text": "dated", "when": datetime.date(2024, 5, 1)}])
         assert ix.get("d")["metadata"] == {"when": "2024-05-01"}
         assert [h.doc_id for h in ix.search("dated", where="when >= '2024-01-01'")] == ["d"]

@@ -140,6 +140,9 @@ def test_3_a_title_alone_is_a_document(index, docs, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     assert index.add([{"id": "bare", "title": "", "text": ""}]).deleted == 1  # neither: it leaves the index
     assert index.get("bare") is None
+    long = " ".join(f"word{i}" for i in range(600))  # longer than the window: its start is embedded (it raised)
+    report = index.add([{"id": "long", "title": long, "text": ""}])
+    assert (report.added, report.truncated) == (1, 1) and index.search("word3", k=1, mode="dense")[0].doc_id == "long"
 
 
 # -- 4: another writer replaced documents under a reader's vector index -------------------------------

@@ -63,6 +63,7 @@ def test_search_get_and_post_agree_and_carry_timings(client):
     assert sum("rerank" in h["scores"] for h in a.json()["hits"]) == 1  # GET took no rerank_depth, only POST
     assert "no such endpoint" in error_of(client.get("/documents/"), 404)  # (it redirected, 307, to a 405)
     assert "not UTF-8" in error_of(client.get("/search?q=%FF%FE"), 400)  # (it searched for "\ufffd\ufffd")
+    assert "not UTF-8" in error_of(client.get("/documents/%FF"), 400)  # (404, naming "\ufffd")
     assert client.get("/search?q=caf%C3%A9+%E2%98%95").json()["query"] == "café ☕"
 
 
@@ -228,8 +229,9 @@ def test_bad_document_writes_get_a_4xx(client, ix):
     for kind in ("application/json", "application/x-ndjson"):
         body = deep if kind == "application/json" else deep[1:-1]
         assert "too deeply" in error_of(client.post("/documents", content=body, headers={**auth(), "content-type": kind}), 400)
-    medium = '[{"id": "deep", "text": "x", "m": ' + "[" * 990 + "]" * 990 + "}]"
-    error_of(client.post("/documents", content=medium, headers={**auth(), "content-type": "application/json"}), 400)
+    for depth in (40, 300, 990):  # (300 was stored; then GET and every search that found it answered 500)
+        medium = '[{"id": "deep", "text": "x", "m": ' + "[" * depth + "]" * depth + "}]"
+        error_of(client.post("/documents", content=medium, headers={**auth(), "content-type": "application/json"}), 400)
     assert ix.store.counts()["documents"] == before + 1 and ix.get("deep") is None
     r = client.get("/search", params={"q": "lava", "where": "nosuch = 1"})
     assert r.status_code == 400 and r.json()["error"]["kind"] == "BadFilter", r.text

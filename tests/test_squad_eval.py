@@ -121,15 +121,16 @@ def test_load_squad_mends_offsets_that_miss_their_answer_and_reads_a_bom(tmp_pat
     qas = [{"id": "1", "question": "which cities?", "answers": [{"text": "Beijing and Shanghai", "answer_start": 40}]},
            {"id": "2", "question": "capital?", "answers": [{"text": "Beijing", "answer_start": 50}]},
            {"id": "3", "question": "river?", "answers": [{"text": "Yangtze", "answer_start": 3}]},
-           {"id": "4", "question": "north?", "answers": [{"text": "north", "answer_start": 70}]}]
+           {"id": "4", "question": "north?", "answers": [{"text": "north", "answer_start": 70}]},
+           {"id": "5", "question": "empty?", "answers": [{"text": "", "answer_start": 0}]}]
     path = tmp_path / "s.json"
     path.write_text("\ufeff" + json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}),
                     encoding="utf-8")
     with caplog.at_level("WARNING"):
         got = load_squad(path)
-    assert [e.answer_starts[0] for e in got] == [0, 54, -1, 70]  # the nearest occurrence; -1: none
+    assert [e.answer_starts[0] for e in got] == [0, 54, -1, 70, -1]  # the nearest occurrence; -1: none, or empty
     assert all(context[e.answer_starts[0]:][: len(e.answers[0])] == e.answers[0] for e in got if e.answer_starts[0] >= 0)
-    assert "3 answers' answer_start did not point at their text: 2 found nearby and moved there, 1 not" in caplog.text
+    assert "4 answers' answer_start did not point at their text: 2 found nearby and moved there, 2 not" in caplog.text
     path.write_bytes(json.dumps({"data": []}).encode()[:-1] + b"\xe9" * 5000 + b"}")
     with pytest.raises(CorpusError, match=r"is not UTF-8 text \(byte 11") as err:
         load_squad(path)

@@ -73,7 +73,7 @@ class Group(click.Group):
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            goes_on = ctx.invoked_subcommand in ("index", "add", "reindex", "train", "adapt")
+            goes_on = ctx.invoked_subcommand in ("index", "add", "reindex", "train", "adapt") or ctx.info_name == "train"
             click.echo("interrupted" + ("; what was done is kept: run the same command again to go on from there"
                                         if goes_on else ""), err=True)
             ctx.exit(130)

@@ -94,9 +94,11 @@ def _located(context: str, text: str, start: int) -> int:
     """Where answer `text` is in `context`: at `start` when it is there, else the occurrence nearest to it (a file whose
     offsets are off, from another tokenisation or an edit), else -1. Found 2026-12-06: a file with offsets 40
     characters off trained the reader on the wrong spans, 34 of 36, without a word."""
-    if context[start:start + len(text)] == text:
+    if not text.strip():  # (an empty answer marks no span: it trained on one of no length)
+        return -1
+    if 0 <= start and context[start:start + len(text)] == text:
         return start
-    found = [m.start() for m in re.finditer(re.escape(text), context)] if text else []
+    found = [m.start() for m in re.finditer(re.escape(text), context)]
     return min(found, key=lambda a: abs(a - start)) if found else -1
 
 

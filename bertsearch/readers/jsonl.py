@@ -170,7 +170,7 @@ def to_document(
             continue
         if key == "metadata" and isinstance(value, dict):
             continue
-        if key in metadata and metadata[key] != value:
+        if key in metadata and json.dumps(metadata[key], sort_keys=True) != json.dumps(value, sort_keys=True):
             return MalformedRecord(source, line, f"the field {key!r} is given twice, at the top level and in the "
                                                  "record's metadata object, with different values; keep one")
         metadata[key] = value

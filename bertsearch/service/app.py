@@ -562,11 +562,12 @@ class _Limits:
         if scope["path"] in ("/health", "/ready"):
             await self.app(scope, receive, send)
             return
-        try:  # (decoded with replacement characters otherwise: %FF was searched for as U+FFFD)
+        try:  # (decoded with replacement characters otherwise: %FF was searched for as U+FFFD, a document id too)
             unquote_to_bytes(scope.get("query_string", b"").decode("latin-1")).decode("utf-8")
+            unquote_to_bytes((scope.get("raw_path") or b"").decode("latin-1")).decode("utf-8")
         except UnicodeDecodeError:
-            await _error(400, "the URL's query string is not UTF-8 once decoded: percent-encode the UTF-8 bytes of "
-                              "each parameter", kind="BadQuery")(scope, receive, send)
+            await _error(400, "the URL is not UTF-8 once decoded: percent-encode the UTF-8 bytes of each parameter "
+                              "and document id", kind="BadQuery")(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
         if scope["method"] in ("POST", "PUT", "PATCH"):

@@ -187,6 +187,8 @@ def adapt(
     if not steps:
         raise BadArgument(f"no adapt steps given; choose from {', '.join(STEPS)} (all of them by default)")
     check_lr(lr)
+    if not 0 <= max_grad_norm < float("inf"):
+        raise BadArgument(f"max_grad_norm must be a number >= 0, not {max_grad_norm!r}")
     out_dir = Path(out_dir)
     refuse_index_folder(out_dir)
     previous = json.loads((out_dir / "adapt.json").read_text()) if (out_dir / "adapt.json").exists() else {}
@@ -337,7 +339,8 @@ def adapt(
         report["steps"]["average"] = _average(runs, average_start, share, out_dir, train_rows, holdout=holdout,
                                               holdout_corpus=holdout_corpus, seed=seed)
     report["machine"] = machine()
-    made = {n: {k: settings.get(k) for k in keys} for n, keys in _MADE_WITH.items() if _STEP_OF[n] in report["steps"]}
+    made = {n: {k: _as_made(k, settings.get(k)) for k in keys} for n, keys in _MADE_WITH.items()
+            if _STEP_OF[n] in report["steps"]}
     report["made_with"] = {**previous.get("made_with", {}), **made}  # each file of OUT/work: the settings it came from
     report["steps"] = {**previous.get("steps", {}), **report["steps"]}
     before = report["steps"].get("train", {}).get("holdout", {}).get("before")
@@ -364,6 +367,12 @@ _MADE_WITH = {  # the settings each step's file in OUT/work was made with, that 
 _STEP_OF = {"queries.jsonl": "queries", "triples.jsonl": "mine", "labelled.jsonl": "label", "trained": "train"}
 
 
+def _as_made(key: str, value: Any) -> Any:
+    """A setting as `_same_work` compares it: the index as its full path (`idx`, `idx/` and `./idx` are one index,
+    from any working folder)."""
+    return str(Path(value).resolve()) if key == "index" and value is not None else value
+
+
 def _same_work(made_with: dict[str, dict[str, Any]], now: dict[str, Any], steps: tuple[str, ...], work: Path) -> None:
     """Refuses a run whose steps would reuse files of OUT/work that an earlier run made with other settings: a step
     whose file exists is skipped, so the new --lr, --pseudo-queries or --epochs were ignored in silence, and the old
@@ -372,7 +381,7 @@ def _same_work(made_with: dict[str, dict[str, Any]], now: dict[str, Any], steps:
         before = made_with.get(name)
         if not before or _STEP_OF[name] not in steps or not (work / name).exists():
             continue
-        changed = [k for k in before if before[k] != now.get(k)]
+        changed = [k for k in before if before[k] != _as_made(k, now.get(k))]
         if changed:
             was = ", ".join(f"{k}={before[k]!r} (now {now.get(k)!r})" for k in changed)
             raise BadArgument(f"{work / name} was made by an adapt run with other settings: {was}; this run would reuse "

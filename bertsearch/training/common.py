@@ -28,6 +28,9 @@ def check_settings(s: dict[str, Any]) -> None:
         if s[name] < 1:
             raise BadArgument(f"{name} must be at least 1, not {s[name]}")
     check_lr(s["lr"])
+    for name in ("weight_decay", "max_grad_norm"):  # (nan passed click's range, and trained the weights to NaN)
+        if name in s and not (isinstance(s[name], (int, float)) and 0 <= s[name] < float("inf")):
+            raise BadArgument(f"{name} must be a number >= 0, not {s[name]!r}")
     if not 0 <= s["warmup_ratio"] < 1:
         raise BadArgument(f"warmup_ratio must be in [0, 1), not {s['warmup_ratio']}")
     if not 0 <= s["stride"] <= s["max_length"] // 2:

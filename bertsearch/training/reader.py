@@ -303,6 +303,8 @@ def train_reader(
             "dev_limit": dev_limit,
             "eval_steps": eval_steps,
             "time_limit": time_limit,
+            "weight_decay": weight_decay,
+            "max_grad_norm": max_grad_norm,
         }
     )
     if not 0 <= unanswerable <= 1:
