@@ -46,9 +46,11 @@ class CorruptIndex(BertsearchError):
 
     def __init__(self, db: str, detail: str) -> None:
         self.db = db
+        folder = os.path.dirname(db) or "."
         super().__init__(
-            f"{db} is damaged ({detail}); restore the index from a backup ('bertsearch restore BACKUP --index "
-            f"{os.path.dirname(db) or '.'} --force') or re-index the corpus into a new folder"
+            f"{db} is damaged ({detail}); 'bertsearch check --repair --index {folder}' copies what can still be read "
+            f"into a new store; else restore the index from a backup ('bertsearch restore BACKUP --index {folder} "
+            "--force') or re-index the corpus into a new folder"
         )
 
 

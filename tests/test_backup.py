@@ -298,3 +298,41 @@ def test_backup_while_a_thread_writes(built, tmp_path, run):
 
 def test_errors_are_bertsearch_errors():
     assert issubclass(bk.BackupError, BertsearchError)
+
+
+def _damage_pages_of(db: Path, table: str) -> None:
+    """Overwrite the root page of `table` (an index or a table) in the store at `db`, as a bad sector would."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page + 8)
+        f.write(b"\xff" * 200)
+
+
+@pytest.mark.parametrize("derived", ["documents_fts_data", "chunks_doc"])
+def test_check_repair_salvages_a_store_whose_derived_parts_are_damaged(run, built, tmp_path, derived):
+    """Damage in the full-text index or an SQL index made every command fail, `check --repair` too ("restore from
+    a backup"), though every document could still be read: the rows are copied into a new store now."""
+    before = stored(built)
+    _damage_pages_of(built / "store.db", derived)
+    r = run("check", "--index", built)
+    assert r.exit_code == 1 and "check --repair" in r.output, r.output
+    r = run("check", "--repair", "--index", built)
+    assert r.exit_code == 0 and "were copied into a new store" in r.stdout and r.stdout.rstrip().endswith("ok")
+    assert stored(built) == before and leftovers(tmp_path) == []
+    r = run("search", "penicillin", "--index", built, "--mode", "lexical", "-k", "1", "--json")
+    assert json.loads(r.stdout)["hits"][0]["doc_id"] == "penicillin"
+    assert run("check", "--index", built).exit_code == 0
+
+
+def test_check_repair_of_a_damaged_table_changes_nothing_and_says_so(run, built, tmp_path):
+    _damage_pages_of(built / "store.db", "documents")
+    data = (built / "store.db").read_bytes()
+    r = run("check", "--repair", "--index", built)
+    assert r.exit_code == 1 and "damaged beyond its derived parts" in r.stderr and "restore" in r.stderr
+    assert (built / "store.db").read_bytes() == data and leftovers(tmp_path) == []

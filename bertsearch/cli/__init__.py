@@ -608,13 +608,28 @@ def check(index_path: str, repair: bool, as_json: bool) -> None:
     from ..engine import Index
     from . import render
 
+    salvaged: list[str] = []
     try:
-        with Index.open(index_path) as ix:
-            report = ix.check(repair=repair)
+        try:
+            with Index.open(index_path) as ix:
+                report = ix.check(repair=repair)
+        except CorruptIndex as e:
+            if not repair:
+                raise
+            from ..store.backup import salvage
+
+            # damage in what is derived (the full-text index, an SQL index) made every command fail: the tables'
+            # rows are copied into a new store, and what is derived built again
+            done = salvage(index_path)
+            salvaged.append(f"{e.db} was damaged; its {done['documents']} documents and {done['chunks']} chunks were "
+                            "copied into a new store, and its full-text and SQL indexes built again")
+            with Index.open(index_path) as ix:
+                report = ix.check(repair=True)
+            report["repaired"] = salvaged + report.get("repaired", [])
     except CorruptIndex as e:  # what check is for: say what is wrong, and what to do (which repair cannot)
         if not as_json:
             raise
-        render.print_json({"ok": False, "problems": [str(e)], "repairable": False})
+        render.print_json({"ok": False, "problems": [str(e)]})
         raise SystemExit(1) from None
     if as_json:
         render.print_json(report)

@@ -88,6 +88,91 @@ def restore(source: str | Path, index: str | Path, *, force: bool = False, timeo
     return _copy(source, index, manifest=False, force=force, timeout=timeout, fix="restore from another backup")
 
 
+def salvage(index: str | Path, *, timeout: float = 30.0) -> dict[str, Any]:
+    """Replace the damaged store of the index at `index` with a new one holding every row its tables still give:
+    its documents, chunks (their vectors too), metadata and history, copied table by table, with the full-text index
+    and the SQL indexes built again instead of read (damage in those, which are derived, made the whole index
+    unusable: `check --repair` could not mend it; found 2026-12-06). The new store takes the old one's place as a
+    restore does (the old one marked retired where it can still be written); its vectors are loaded afresh. Raises
+    BackupError when a table itself cannot be read: then only a backup or the corpus can bring the index back."""
+    index = Path(index)
+    _recover(index)
+    if not (index / STORE).is_file():
+        raise IndexNotFound(str(index))
+    fix = (f"restore it from a backup ('bertsearch restore BACKUP --index {index} --force') or re-index the corpus "
+           "into a new folder")
+    _sweep(index)
+    tmp = index.parent / f".{index.name}{_TMP_TAG}{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        counts = _salvage_store(index / STORE, tmp / STORE, fix)
+        _set_meta(tmp / STORE, "epoch", secrets.token_hex(8))  # (its vectors are loaded afresh, as a restore's are)
+        info = _verify(tmp / STORE, index, fix)
+        _write(tmp / CONFIG, info["config"].to_json() + "\n")
+        _fsync(tmp)
+        _, info["generation"] = _put(tmp, index, info["generation"], force=True, timeout=timeout)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"path": str(index), **counts, "generation": info["generation"]}
+
+
+def _salvage_store(src: Path, dst: Path, fix: str) -> dict[str, int]:
+    """Copy the tables of the store at `src` into a new store at `dst`, building its indexes, triggers and full-text
+    index afresh (see `salvage`); the rows copied of each kept table."""
+    conn = sqlite3.connect(f"file:{dst}", uri=True, isolation_level=None)
+    try:
+        conn.execute("ATTACH DATABASE ? AS old", (f"file:{src}?mode=ro",))
+        try:
+            schema = conn.execute("SELECT type, name, sql FROM old.sqlite_master WHERE sql IS NOT NULL").fetchall()
+            version = conn.execute("PRAGMA old.user_version").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise BackupError(f"{src} is damaged beyond its derived parts (its schema cannot be read: {e}); {fix}") from None
+        virtual = [name for kind, name, sql in schema if kind == "table" and sql.upper().startswith("CREATE VIRTUAL")]
+        shadow = {name for kind, name, _ in schema if kind == "table" and any(name.startswith(f"{v}_") for v in virtual)}
+        tables = [(name, sql) for kind, name, sql in schema
+                  if kind == "table" and name not in shadow and not name.startswith("sqlite_")]
+        copied: dict[str, int] = {}
+        conn.execute("BEGIN")
+        for name, sql in tables:
+            conn.execute(sql)  # (a virtual table makes its shadow tables empty)
+        for name, sql in tables:
+            if name in virtual:
+                continue
+            cols = ", ".join(f'"{c[1]}"' for c in conn.execute(f'PRAGMA old.table_info("{name}")'))
+            rowid = "" if "WITHOUT ROWID" in sql.upper() or _has_rowid_alias(conn, name) else "rowid, "
+            try:
+                conn.execute(f'INSERT INTO main."{name}"({rowid}{cols}) SELECT {rowid}{cols} FROM old."{name}"')
+            except sqlite3.DatabaseError as e:
+                raise BackupError(f"{src} is damaged beyond its derived parts (the table {name} cannot be read: {e}); "
+                                  f"{fix}") from None
+            copied[name] = conn.execute(f'SELECT count(*) FROM main."{name}"').fetchone()[0]
+        if any(name == "sqlite_sequence" for _, name, _ in schema):  # (AUTOINCREMENT: chunk ids are never reused)
+            conn.execute("DELETE FROM main.sqlite_sequence")
+            conn.execute("INSERT INTO main.sqlite_sequence SELECT * FROM old.sqlite_sequence")
+        for kind, name, sql in schema:
+            if kind in ("index", "trigger") and not name.startswith("sqlite_"):
+                conn.execute(sql)
+        for name in virtual:  # full-text indexes over their content tables, built again
+            conn.execute(f"INSERT INTO main.\"{name}\"(\"{name}\") VALUES ('rebuild')")
+        conn.execute(f"PRAGMA main.user_version = {int(version)}")
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE old")
+        conn.execute("PRAGMA journal_mode = WAL")
+    except BaseException:
+        conn.close()
+        raise
+    conn.close()
+    return {"documents": copied.get("documents", 0), "chunks": copied.get("chunks", 0)}
+
+
+def _has_rowid_alias(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether `table` has an INTEGER PRIMARY KEY (its rowid under another name, copied with the columns)."""
+    pk = [c for c in conn.execute(f'PRAGMA old.table_info("{table}")') if c[5]]
+    return len(pk) == 1 and pk[0][2].upper() == "INTEGER"
+
+
 # -- the copy -------------------------------------------------------------------------------------
 
 
