@@ -52,8 +52,8 @@ from . import schemas as s
 log = logging.getLogger(__name__)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         408: "timeout", 409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "bad_request", 500: "internal",
-         501: "not_available", 503: "overloaded", 507: "disk_full"}
+         408: "timeout", 409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "bad_request",
+         500: "internal", 501: "not_available", 503: "overloaded", 507: "disk_full"}
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": s.ErrorResponse, "description": CODES[status].replace("_", " ")}
     for status in (400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 500, 501, 503, 507)
@@ -192,6 +192,7 @@ def create_app(
         return app.state.index
 
     swapping = threading.Lock()
+    claims = _Claims()  # the ids each write is working on (see `_Claims`)
 
     def reopen(e: IndexReplaced) -> str:
         """Open the index folder afresh after another process replaced it (`bertsearch reindex` swaps in the new
@@ -422,8 +423,6 @@ def create_app(
         with claims.hold([as_id(i) for i in req.ids or []]):
             n = index.delete(req.ids or [], where=req.where)
         return {"deleted": n, "documents": index.store.counts()["documents"]}
-
-    claims = _Claims()
 
     def write(docs: list[dict[str, Any]], *, replace: bool) -> dict[str, Any]:
         index = ix()

@@ -297,8 +297,8 @@ class FaissBackend(VectorBackend):
             again = VectorIndex.vouched(self.path, spec=self.config.ann, epoch=self.store.epoch(),
                                         upto=self.store.feed_head())
             if again is not None and again.get("crc32") == meta.get("crc32"):  # (not a file saved meanwhile)
-                return [f"{self.path.name} is damaged (its CRC-32 is not the one written with it); check --repair "
-                        "rebuilds it from the store"]
+                return [(f"{self.path.name} is damaged (its CRC-32 is not the one written with it); check --repair "
+                         "rebuilds it from the store")]
         held = _ids(st.base.index)
         if held is None:
             return [] if st.count == len(stored) else [f"the vector index holds {st.count} vectors for {len(stored)} chunks"]
