@@ -41,6 +41,7 @@ from .search.qa import ANSWER_SCORINGS, rank_answers
 from .search.rerank import rerank_order
 from .search.retrieve import PAGE_STARTS, Retriever, check_count, page_at
 from .store import Store
+from .store.sqlite import DAMAGED_PAGES
 from .store.swap import recover
 from .types import AskResult, Document, Hits, IndexReport
 from .vectors import open_backend, vectors_setting
@@ -411,13 +412,23 @@ class Index:
         from .readers import ReadStats, read_corpus
 
         stats = ReadStats()
-        docs = read_corpus(source, format, fields=fields, on_error=on_error, stats=stats)
         if prune and on_error == "skip":
             raise BadArgument("--prune with --on-error skip could delete documents whose records are malformed; use one or the other")
+        here = str(Path(source).resolve())
+        last = self.store.get_meta(CORPUS_KEY)
+        if prune and not prune_unrelated and last not in (None, here) and self.store.counts()["documents"]:
+            # (a subfolder of the folder indexed: its relative paths are other ids, and every document was deleted)
+            raise BadArgument(
+                f"{self.path} was last indexed from {last}; --prune with {source} would delete every document that "
+                f"{source} does not hold (a folder's ids are its files' paths relative to it), so nothing was read. "
+                f"Prune with {last}; or, when {source} is the corpus now (a folder moved), run 'bertsearch index "
+                f"{source} --index {self.path}' once without --prune, then prune")
+        docs = read_corpus(source, format, fields=fields, on_error=on_error, stats=stats)
         # files that are there but could not be read this time (binary now, damaged, a package missing) keep
         # their stored copies: a prune deletes only what the corpus no longer holds
         report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune, keep=stats.present,
                           prune_unrelated=prune_unrelated)
+        self.store.set_meta(CORPUS_KEY, here)
         if stats.present:  # files there but unreadable now: their indexed copies stay, and are counted as such
             report.kept_stale = len(self.store.existing(sorted(stats.present)))
         report.skipped = stats.skipped
@@ -679,8 +690,12 @@ class Index:
             problems = self.store.check(self.config.dim, self.config.vector_dtype)
         except sqlite3.DatabaseError as e:  # damage that SQLite cannot even check around
             raise from_sqlite(e, str(self.store.path)) from None
-        if any("malformed" in p or "corrupt" in p or "not a database" in p for p in problems[:1]):
-            raise from_sqlite(sqlite3.DatabaseError(problems[0]), str(self.store.path))
+        if any("malformed" in p or "corrupt" in p or "not a database" in p for p in problems[:1]) or (
+                repair and problems[:1] and problems[0].startswith(DAMAGED_PAGES)):
+            # (repaired in place, damaged pages failed it, or worse: a damaged index of chunks had every document
+            # marked for re-embedding; `bertsearch check --repair` salvages the store instead)
+            raise from_sqlite(sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}"),
+                              str(self.store.path))
         self.vectors.sync()
         vector_problems = self.vectors.check()
         problems += vector_problems
@@ -691,6 +706,7 @@ class Index:
             after = self.store.check(self.config.dim, self.config.vector_dtype)
             vector_problems = self.vectors.check()
             after += vector_problems
+        healed = list(getattr(self.vectors, "healed", []))  # (damage a load found and mended, before this check)
         report = {
             "ok": not (after if repair else problems),
             "problems": problems,
@@ -698,8 +714,9 @@ class Index:
             **self.store.counts(),
             "generation": self.store.generation(),
         }
+        if repair or healed:
+            report["repaired"] = healed + (problems if repair else [])
         if repair:
-            report["repaired"] = problems
             report["problems"] = after
         return report
 
@@ -855,6 +872,11 @@ class MissingEncoder:
 
     def __getattr__(self, attr: str) -> Any:
         raise self._error
+
+
+CORPUS_KEY = "corpus"
+"""The store's meta key for the corpus (file or folder, its full path) the index was last read from: a prune from
+another one is refused (see `Index.add_corpus`)."""
 
 
 def _recorded(model: str) -> str:

@@ -24,7 +24,7 @@ from .config import IndexConfig
 from .errors import BadArgument
 from .models import Encoder
 from .store import Store, StoredDocument
-from .types import Chunk, Document, IndexReport, not_text
+from .types import MAX_METADATA_DEPTH, Chunk, Document, IndexReport, metadata_depth, not_text
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ class Ingest:
         before = self.store.counts()["documents"] if prune else 0
         seen: set[str] = set()  # every id read so far: a duplicate is noticed across batches, and --prune needs them
         counted: set[str] = set()  # ids counted as added, replaced or unchanged: a later duplicate is not counted again
+        added: set[str] = set()  # ids new to the index (what a refused prune takes out again)
         for batch in batched(docs, batch_size):
-            self._add_batch(batch, report, encode_batch_size, seen, counted)
+            self._add_batch(batch, report, encode_batch_size, seen, counted, added)
             if on_progress is not None:
                 on_progress(len(batch))
         if prune:
@@ -84,17 +85,18 @@ class Ingest:
             gone = [i for i in self.store.ids() if i not in seen and i not in keep]
             known = report.replaced + report.unchanged + report.metadata_updated + report.deleted
             if before and not known and len(gone) >= before and not prune_unrelated:
+                self.store.delete(sorted(added))  # (else the same command run again shares ids, and prunes)
                 raise BadArgument(
                     f"none of the {report.read} documents read was among the {before} that {self.path} held before, "
-                    f"so --prune would delete all {before}; nothing was deleted (the documents read were added). A "
-                    "folder's ids are paths relative to the folder given: give the folder indexed before, or to "
-                    "replace every document, index into a new folder")
+                    f"so --prune would delete all {before}; nothing was changed. Give the corpus indexed before (a "
+                    "folder's ids are its files' paths relative to it), or index this one into a new folder")
             report.deleted += self.store.delete(gone) if gone else 0
         report.seconds = time.perf_counter() - t0
         return report
 
     def _add_batch(
-        self, batch: list[DocLike], report: IndexReport, encode_batch_size: int, seen: set[str], counted: set[str]
+        self, batch: list[DocLike], report: IndexReport, encode_batch_size: int, seen: set[str], counted: set[str],
+        added: set[str],
     ) -> None:
         by_id: dict[str, Document] = {}
         emptied: list[str] = []
@@ -140,6 +142,7 @@ class Ingest:
                     report.replaced += 1
                 else:
                     report.added += 1
+                    added.add(d.id)
             todo.append((d, h))
         fresh = [d for d in same if d.id not in repeated]
         if fresh:  # unchanged text: no encoder work, but metadata may have changed
@@ -289,7 +292,7 @@ def _json_metadata(doc: Document) -> dict[str, Any]:
             return value.isoformat()
         raise TypeError(f"{value!r:.40} (of type {type(value).__name__})")
 
-    if _depth(doc.metadata) > MAX_METADATA_DEPTH:
+    if metadata_depth(doc.metadata) > MAX_METADATA_DEPTH:
         raise BadArgument(f"document {doc.id}: its metadata nests lists or objects more than {MAX_METADATA_DEPTH} "
                           "levels deep, which bertsearch does not keep; give metadata of a few levels")
     try:
@@ -307,28 +310,6 @@ def _json_metadata(doc: Document) -> dict[str, Any]:
     except RecursionError:
         raise BadArgument(f"document {doc.id}: its metadata nests lists or objects too deeply (hundreds of levels); "
                           "give metadata of a few levels") from None
-
-
-MAX_METADATA_DEPTH = 32
-"""How deep a document's metadata may nest: metadata 300 levels deep was stored, and then every search that found
-the document failed (the service could not serialise it, and the CLI's JSON output hit Python's recursion limit;
-found 2026-12-06)."""
-
-
-def _depth(value: Any) -> int:
-    """How many lists and objects deep `value` nests (0 for a plain value), without recursion; counting stops past
-    MAX_METADATA_DEPTH."""
-    deepest, todo = 0, [(value, 0)]
-    while todo:
-        v, d = todo.pop()
-        if isinstance(v, dict):
-            v = list(v.values())
-        if isinstance(v, (list, tuple)):
-            deepest = max(deepest, d + 1)
-            if d + 1 > MAX_METADATA_DEPTH:
-                return d + 1
-            todo.extend((x, d + 1) for x in v)
-    return deepest
 
 
 def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

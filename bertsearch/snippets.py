@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import re
 
+# Question words: they barely move BM25 (and FTS5 ran three times faster without their long posting lists when
+# mining SQuAD train for the reranker: 18 ms instead of 55 ms a question on 2 cores), and where one first stands in
+# a chunk says nothing of where the question's subject is (a hit's page followed "the" to page 1).
+_STOPWORD_TEXT = (
+    "a about after an and are as at be been before by can could did do does during for from had has have he her "
+    "him his how i if in into is it its many much of on or other she so some than that the their them then there "
+    "these they this those to too was we were what when where which while who whom whose why will with would you"
+)
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
 
 def match_spans(text: str, words: set[str]) -> list[tuple[int, int]]:
     """Character spans in `text` of words whose lower case is in `words` (or shares a 4+ letter stem)."""

@@ -41,8 +41,8 @@ class Hit:
     `scores` holds the score of every stage that saw the document ("dense": cosine,
     "lexical": BM25, "hybrid": reciprocal-rank fusion; reranked: "rerank", the cross-encoder's logit, and "fused",
     that logit less the first-stage penalty, which ordered the hits) and `ranks` its 1-based rank there.
-    `page` is the 1-based page of the query's first word in the chunk (the snippet's page; where the chunk starts
-    when it holds none of the words), for a document with pages (a PDF: its metadata's "page_starts", which
+    `page` is the 1-based page where the query's rarest word in the chunk first stands (stopwords aside; where the
+    chunk starts when it holds none of the words), for a document with pages (a PDF: its metadata's "page_starts", which
     `metadata` here leaves out), else None.
     """
 
@@ -166,3 +166,25 @@ class AskResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+MAX_METADATA_DEPTH = 32
+"""How deep a document's metadata may nest: metadata 300 levels deep was stored, and then every search that found
+the document failed (the service could not serialise it, and the CLI's JSON output hit Python's recursion limit;
+found 2026-12-06)."""
+
+
+def metadata_depth(value: Any) -> int:
+    """How many lists and objects deep `value` nests (0 for a plain value), without recursion; counting stops past
+    MAX_METADATA_DEPTH."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, (list, tuple)):
+            deepest = max(deepest, d + 1)
+            if d + 1 > MAX_METADATA_DEPTH:
+                return d + 1
+            todo.extend((x, d + 1) for x in v)
+    return deepest

@@ -38,11 +38,14 @@ def _one_line_error(r) -> str:
 def test_1_prune_with_nothing_read_deletes_nothing(run, corpus_file, tmp_path, content, fmt):
     ix = tmp_path / "ix"
     assert run("index", corpus_file, "--index", ix, "--model", "hashing").exit_code == 0
-    bad = tmp_path / ("empty.jsonl" if fmt is None else "docs.tsv")
-    bad.write_text(content if fmt is None else "id\ttext\n")
-    args = ["index", bad, "--index", ix, "--prune"] + (["--format", fmt] if fmt else [])
+    corpus_file.write_text(content if fmt is None else "id\ttext\n")  # emptied, or read in a format with no rows
+    args = ["index", corpus_file, "--index", ix, "--prune"] + (["--format", fmt] if fmt else [])
     line = _one_line_error(run(*args))
     assert "0 documents" in line and "nothing was deleted" in line
+    bad = tmp_path / "other.jsonl"  # another file than the one indexed: refused before it is read
+    bad.write_text(content)
+    line = _one_line_error(run("index", bad, "--index", ix, "--prune"))
+    assert "was last indexed from" in line and "nothing was read" in line
     with bertsearch.open_index(ix) as index:
         assert index.store.counts()["documents"] == 4
 
@@ -114,16 +117,34 @@ def test_3_a_prune_that_shares_no_id_with_the_index_deletes_nothing(tmp_path, ru
         (root / name).write_text(f"text of {name}\n")
     ix = tmp_path / "ix"
     assert run("index", root, "--index", ix, "--model", "hashing").exit_code == 0
-    r = run("index", root / "sub", "--index", ix, "--prune")
-    assert r.exit_code == 1 and "none of the 1 documents read was among the 3" in r.stderr
-    assert "nothing was deleted" in r.stderr
     import bertsearch
 
-    with bertsearch.open_index(ix) as index:
-        assert sorted(index.store.ids()) == ["a.txt", "b.txt", "c.txt", "sub/c.txt"]
+    for _ in range(2):  # (the same command again: it passed once the first run's documents were in)
+        r = run("index", root / "sub", "--index", ix, "--prune")
+        assert r.exit_code == 1 and f"was last indexed from {root}" in r.stderr and "nothing was read" in r.stderr
+        with bertsearch.open_index(ix) as index:
+            assert sorted(index.store.ids()) == ["a.txt", "b.txt", "sub/c.txt"]
     (root / "b.txt").unlink()
     r = run("index", root, "--index", ix, "--prune", "--json")  # the folder indexed before: a prune as ever
-    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == 2  # b.txt and the subfolder's c.txt
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == 1
+    moved = tmp_path / "moved"
+    root.rename(moved)  # a folder moved: indexed once without --prune, then pruned from there
+    assert "was last indexed from" in run("index", moved, "--index", ix, "--prune").stderr
+    assert run("index", moved, "--index", ix).exit_code == 0
+    (moved / "a.txt").unlink()
+    r = run("index", moved, "--index", ix, "--prune", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == 1
+
+
+def test_3_a_prune_of_documents_sharing_no_id_changes_nothing(index, docs):
+    """Through the library (no corpus path to compare): a prune that would delete every document stored before,
+    none of whose ids was read, is refused, and the documents it read are taken out again, so that the same call
+    made twice does not prune (it did: the first call's documents were in by then)."""
+    other = [{"id": f"n{i}", "text": f"new text {i}"} for i in range(3)]
+    for _ in range(2):
+        with pytest.raises(BadArgument, match="none of the 3 documents read was among the 4 .* nothing was changed"):
+            index.add(other, prune=True)
+        assert sorted(index.store.ids()) == sorted(d["id"] for d in docs)
 
 
 def test_3_a_title_alone_is_a_document(index, docs, caplog):

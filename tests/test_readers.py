@@ -179,6 +179,16 @@ def test_jsonl_field_given_twice_with_different_values_is_malformed(tmp_path):
     assert next(iter(read_corpus(path, on_error="skip"))).metadata == {"topic": "a", "year": 1}
 
 
+def test_jsonl_metadata_too_deep_is_a_bad_record(tmp_path):
+    """It stopped the whole run under --on-error skip, naming no file or line."""
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"id": "ok", "text": "t", "m": [[1]]}\n{"id": "deep", "text": "t", "m": ' + "[" * 40 + "]" * 40
+                    + "}\n")
+    with pytest.raises(MalformedRecord, match=r"n.jsonl:2: its metadata nests .* more than 32 levels deep"):
+        list(read_corpus(path, on_error="stop"))
+    assert [d.id for d in read_corpus(path, on_error="skip")] == ["ok"]
+
+
 def test_jsonl_malformed_skip_counts(tmp_path, caplog):
     path = tmp_path / "c.jsonl"
     lines = [
@@ -441,6 +451,19 @@ def test_markdown_front_matter_is_metadata_not_text(tmp_path):
     assert (docs["only.md"].title, docs["only.md"].text) == ("Only Front", "")  # a document of its title alone
     assert docs["bad.md"].text == "Body here.\n" and "not" not in docs["bad.md"].metadata
     assert docs["open.md"].text == "---\nno closing line\n"  # not front matter: the file's own text
+    assert docs["open.md"].title == "no closing line"  # (not "---")
+    # values metadata cannot hold, and keys bertsearch sets, are left out: they stopped the whole folder's indexing
+    deep = "[" * 40 + "]" * 40
+    (root / "odd.md").write_text(f"---\nx: .nan\nb: !!binary aGVsbG8=\ns: !!set {{a, b}}\nd: {deep}\nok: 1\n"
+                                 "encoding: ebcdic\npath: elsewhere\n---\nOdd values.\n")
+    import bertsearch
+
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing")
+    report = ix.add_corpus(root)
+    assert report.added == 5 and report.decoded_as == {}  # (only.md: a title alone; open.md read as it is)
+    meta = ix.get("odd.md")["metadata"]
+    assert (meta["ok"], meta["s"], meta["path"]) == (1, ["a", "b"], "odd.md") and not {"x", "b", "d", "encoding"} & set(meta)
+    ix.close()
 
 
 def test_folder_empty_file_is_not_a_document_of_its_name(tmp_path):

@@ -82,6 +82,8 @@ def test_where_filters_the_results_and_a_bad_filter_keeps_the_old_one(session, c
         (":mode fast", ":mode takes one of hybrid, dense, lexical"),
         (":k zero", ":k takes a whole number"),
         (":k 0", ":k takes a whole number"),
+        (":k ²", ":k takes a whole number"),
+        (":k 100001", ":k takes a whole number from 1 to 100,000"),
         (":rerank maybe", ":rerank takes on or off"),
         (":open 1", "run a query first"),
         (":json", "run a query first"),

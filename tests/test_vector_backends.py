@@ -383,7 +383,9 @@ def test_faiss_a_file_damaged_in_place_is_never_searched(tmp_path, monkeypatch, 
     assert path.stat().st_size == size
     with caplog.at_level("WARNING"), bertsearch.open_index(tmp_path / "ix") as ix:
         _same(ix, ix.search("document 7", k=5, mode="dense"), want)
-    assert "vectors.faiss is damaged" in caplog.text
+        report = ix.check()  # it said ok with nothing more: the damage mended on load is named
+        assert report["ok"] and any("vectors.faiss was damaged" in p for p in report["repaired"])
+    assert "vectors.faiss was damaged" in caplog.text
     with open(path, "r+b") as f:  # damaged again; a file too large to verify on load is for `check` to find
         f.seek(200)
         f.write(b"\x01" * (size // 2))
@@ -391,6 +393,7 @@ def test_faiss_a_file_damaged_in_place_is_never_searched(tmp_path, monkeypatch, 
     with bertsearch.open_index(tmp_path / "ix") as ix:
         report = ix.check()
         assert not report["ok"] and any("vectors.faiss is damaged" in p for p in report["problems"])
+        assert "repaired" not in report
         repaired = ix.check(repair=True)
         assert repaired["ok"] and any("damaged" in p for p in repaired["repaired"]) and ix.check()["ok"]
         _same(ix, ix.search("document 7", k=5, mode="dense"), want)

@@ -620,7 +620,13 @@ def check(index_path: str, repair: bool, as_json: bool) -> None:
 
             # damage in what is derived (the full-text index, an SQL index) made every command fail: the tables'
             # rows are copied into a new store, and what is derived built again
-            done = salvage(index_path)
+            try:
+                done = salvage(index_path)
+            except BertsearchError as refused:  # the tables themselves damaged: nothing was changed
+                if not as_json:
+                    raise
+                render.print_json({"ok": False, "problems": [str(refused)], "repairable": False})
+                raise SystemExit(1) from None
             salvaged.append(f"{e.db} was damaged; its {done['documents']} documents and {done['chunks']} chunks were "
                             "copied into a new store, and its full-text and SQL indexes built again")
             with Index.open(index_path) as ix:
@@ -629,7 +635,7 @@ def check(index_path: str, repair: bool, as_json: bool) -> None:
     except CorruptIndex as e:  # what check is for: say what is wrong, and what to do (which repair cannot)
         if not as_json:
             raise
-        render.print_json({"ok": False, "problems": [str(e)]})
+        render.print_json({"ok": False, "problems": [str(e)], "repairable": None})  # (unknown until --repair tries)
         raise SystemExit(1) from None
     if as_json:
         render.print_json(report)

@@ -13,6 +13,7 @@ import difflib
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from ..errors import BertsearchError
+from ..errors import BertsearchError, from_sqlite
 from ..filters import parse as parse_filter
 from ..search.fusion import MAX_K, MODES, query_words
 from ..snippets import match_spans
@@ -116,6 +117,8 @@ class Shell:
             self.console.print("[yellow]cancelled[/yellow]")
         except BertsearchError as e:
             self.console.print(f"[red]error:[/red] {escape(str(e))}")
+        except sqlite3.DatabaseError as e:  # the store damaged under the shell: what to do, as the commands say
+            self.console.print(f"[red]error:[/red] {escape(str(from_sqlite(e, str(self.index.store.path))))}")
         except Exception as e:
             log.debug("query failed", exc_info=True)
             self.console.print(f"[red]error:[/red] {type(e).__name__}: {escape(str(e))} (run with -vv for the traceback)")
@@ -164,7 +167,7 @@ class Shell:
         self.console.print(f"mode {arg}")
 
     def cmd_k(self, arg: str) -> None:
-        if not arg.isdigit() or not 1 <= int(arg) <= MAX_K:
+        if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= MAX_K:  # ("²" is a digit, not a number)
             self.hint(f":k takes a whole number from 1 to {MAX_K:,}, e.g. :k 20 (now {self.settings.k})")
             return
         self.settings.k = int(arg)

@@ -32,7 +32,7 @@ SUFFIXES = (".pdf", ".docx", ".epub")
 
 PAGE_STARTS = "page_starts"
 """The metadata key of a PDF's page offsets: where each page starts in the document's text (page 1 at 0). A
-search hit's page is the page of the query's first word in its chunk (see `Hit.page`)."""
+search hit's page is where the query's rarest word in its chunk first stands (see `Hit.page`)."""
 
 PAGE_BREAK = "\n\n"
 """Between pages (and chapters, paragraphs and tables): one blank line."""

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import codecs
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bertsearch.errors import MalformedRecord
 from bertsearch.readers import documents
 from bertsearch.readers.htmltext import html_to_text
-from bertsearch.types import Document, not_text
+from bertsearch.types import MAX_METADATA_DEPTH, Document, metadata_depth, not_text
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ def front_matter(text: str) -> tuple[dict[str, Any], str]:
     """A Markdown file's YAML front matter (between a first line ``---`` and the next ``---`` or ``...``) as metadata,
     and the text after it: it was indexed as body text, shown in snippets and read for answers, and its keys were no
     metadata to filter on (found 2026-12-06). Front matter that is not YAML (or a mapping) is left out of the text
-    and gives no metadata; values are kept as YAML reads them (dates become ISO text when stored)."""
+    and gives no metadata; values are kept as YAML reads them (dates become ISO text when stored), but for those
+    metadata cannot hold (`_plain`) and keys bertsearch sets itself (`_NOT_FRONT`)."""
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
         return {}, text
@@ -130,11 +132,35 @@ def front_matter(text: str) -> tuple[dict[str, Any], str]:
         data = yaml.safe_load("".join(lines[1:end]))
     except ImportError:  # pragma: no cover - PyYAML comes with transformers
         data = None
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, RecursionError) as e:
         log.debug("front matter that is not YAML: %s", e)
         data = None
-    meta = {str(k): v for k, v in data.items() if str(k) != "title"} if isinstance(data, dict) else {}  # (the title's)
-    return meta, "".join(lines[end + 1:]).lstrip("\n")
+    meta = {str(k): _plain(v) for k, v in data.items() if str(k) not in _NOT_FRONT} if isinstance(data, dict) else {}
+    kept = {k: v for k, v in meta.items() if v is not _DROPPED and metadata_depth(v) < MAX_METADATA_DEPTH}
+    return kept, "".join(lines[end + 1:]).lstrip("\n")
+
+
+_NOT_FRONT = {"title", "path", "modified", "encoding", "page_starts"}
+"""Front matter keys not taken as metadata: the title is the document's own, and the others bertsearch sets (an
+`encoding:` key made the report say the file was read in that encoding)."""
+_DROPPED = object()
+
+
+def _plain(value: Any) -> Any:
+    """A front matter value as metadata can hold it (JSON, dates as dates): a set as a sorted list; bytes, NaN,
+    infinity and other objects YAML can make are left out (they failed the whole folder's indexing)."""
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=str)
+    if isinstance(value, dict):
+        value = {str(k): _plain(v) for k, v in value.items()}
+        return {k: v for k, v in value.items() if v is not _DROPPED}
+    if isinstance(value, (list, tuple)):
+        return [v for v in map(_plain, value) if v is not _DROPPED]
+    if isinstance(value, float) and not math.isfinite(value):
+        return _DROPPED
+    if value is None or isinstance(value, (str, int, float, bool, datetime, date)):
+        return value
+    return _DROPPED
 
 
 def markdown_title(text: str, fallback: str = "") -> str:
@@ -164,7 +190,7 @@ def markdown_title(text: str, fallback: str = "") -> str:
         m = _H1.match(line)
         if m:
             return m.group(1).strip()
-        if not first_line and line.strip():
+        if not first_line and line.strip() and re.search(r"\w", line):  # (not a rule: "---" was a title)
             first_line = line.strip().lstrip("#").strip()
     return front_title or first_line or fallback
 

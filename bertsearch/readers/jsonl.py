@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from bertsearch.errors import CorpusError, MalformedRecord
-from bertsearch.types import Document, not_text
+from bertsearch.types import MAX_METADATA_DEPTH, Document, metadata_depth, not_text
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,9 @@ def to_document(
             return MalformedRecord(source, line, f"the field {key!r} is given twice, at the top level and in the "
                                                  "record's metadata object, with different values; keep one")
         metadata[key] = value
+    if metadata_depth(metadata) > MAX_METADATA_DEPTH:  # (it stopped the whole run, without file or line)
+        return MalformedRecord(source, line, f"its metadata nests lists or objects more than {MAX_METADATA_DEPTH} "
+                                             "levels deep, which bertsearch does not keep")
     return Document(id=doc_id, text=text, title=title, metadata=metadata)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from .. import filters
 from ..errors import BadArgument, BadQuery
 from ..filters import Filter
-from ..snippets import match_spans
+from ..snippets import STOPWORDS, match_spans
 from ..types import Hit, not_text
 from . import fusion
 
@@ -220,9 +220,8 @@ class Retriever:
                 _, start, end = spans[c.chunk]
             metadata = d["metadata"]
             page = None
-            if PAGE_STARTS in metadata:  # the page of the first query word in the chunk, as the snippet shows it
-                first = match_spans(d["text"][start:end], words)[:1]
-                page = page_at(metadata.get(PAGE_STARTS), start + (first[0][0] if first else 0))
+            if PAGE_STARTS in metadata:
+                page = page_at(metadata.get(PAGE_STARTS), start + _focus(d["text"][start:end], words))
             if PAGE_STARTS in metadata:  # a long list of offsets, of no use beside the page itself
                 metadata = {k: v for k, v in metadata.items() if k != PAGE_STARTS}
             hits.append(
@@ -242,6 +241,18 @@ class Retriever:
                 )
             )
         return hits
+
+
+def _focus(chunk: str, words: set[str]) -> int:
+    """Where in `chunk` the query is: the first place of its rarest word there, stopwords aside ("when are the neap
+    tides": "neap", though "the" and "tides" stand first), else 0. A hit's page is the page of this place."""
+    spans = match_spans(chunk, words - STOPWORDS) or match_spans(chunk, words)
+    if not spans:
+        return 0
+    seen: dict[str, list[int]] = {}
+    for a, b in spans:
+        seen.setdefault(chunk[a:b].lower(), []).append(a)
+    return min(seen.values(), key=lambda places: (len(places), places[0]))[0]
 
 
 def check_count(name: str, n: Any) -> None:

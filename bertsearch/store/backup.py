@@ -138,7 +138,7 @@ def _salvage_store(src: Path, dst: Path, fix: str) -> dict[str, int]:
         for name, sql in tables:
             conn.execute(sql)  # (a virtual table makes its shadow tables empty)
         for name, sql in tables:
-            if name in virtual:
+            if name in virtual or name in DERIVED_TABLES:
                 continue
             cols = ", ".join(f'"{c[1]}"' for c in conn.execute(f'PRAGMA old.table_info("{name}")'))
             rowid = "" if "WITHOUT ROWID" in sql.upper() or _has_rowid_alias(conn, name) else "rowid, "
@@ -156,6 +156,9 @@ def _salvage_store(src: Path, dst: Path, fix: str) -> dict[str, int]:
                 conn.execute(sql)
         for name in virtual:  # full-text indexes over their content tables, built again
             conn.execute(f"INSERT INTO main.\"{name}\"(\"{name}\") VALUES ('rebuild')")
+        for name, build in DERIVED_TABLES.items():
+            if any(name == t for t, _ in tables):
+                conn.execute(build)
         conn.execute(f"PRAGMA main.user_version = {int(version)}")
         conn.execute("COMMIT")
         conn.execute("DETACH DATABASE old")
@@ -165,6 +168,13 @@ def _salvage_store(src: Path, dst: Path, fix: str) -> dict[str, int]:
         raise
     conn.close()
     return {"documents": copied.get("documents", 0), "chunks": copied.get("chunks", 0)}
+
+
+DERIVED_TABLES = {
+    # the metadata keys any document has had (migration 2): what the documents' metadata gives, built again
+    "fields": "INSERT OR IGNORE INTO main.fields(name) SELECT j.key FROM main.documents d, json_each(d.metadata) j",
+}
+"""Tables a salvage builds again from the others instead of copying (damage there loses nothing)."""
 
 
 def _has_rowid_alias(conn: sqlite3.Connection, table: str) -> bool:

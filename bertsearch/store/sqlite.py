@@ -567,7 +567,12 @@ class Store:
 
     def check(self, dim: int, dtype: str) -> list[str]:
         """Problems in the store: SQLite integrity, FTS in step with documents, chunks and vectors sane."""
-        problems = [r[0] for r in self.conn.execute("PRAGMA quick_check") if r[0] != "ok"]
+        findings = [" ".join(r[0].split()) for r in self.conn.execute("PRAGMA quick_check") if r[0] != "ok"]
+        findings = [f for f in findings if f != "*** in database main ***"]
+        problems = []
+        if findings:  # (one line: SQLite lists each page it finds damaged, a dozen lines for one page)
+            problems.append(f"{DAMAGED_PAGES} ({len(findings)} findings of SQLite's quick_check, first: "
+                            f"{findings[0][:120]})")
         try:
             if not self.read_only:  # (FTS5's check is written as an INSERT: a read-only store cannot run it)
                 self.conn.execute("INSERT INTO documents_fts(documents_fts, rank) VALUES ('integrity-check', 1)")
@@ -607,6 +612,11 @@ class Store:
             part = values[i : i + 500]
             rows.extend(self.conn.execute(sql.format(",".join("?" * len(part))), part).fetchall())
         return rows
+
+
+DAMAGED_PAGES = "store.db has damaged pages"
+"""How `Store.check` begins the problem of pages SQLite finds damaged: `check --repair` then salvages the store
+(`store.backup.salvage`) rather than repair it in place, which damaged pages defeat."""
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

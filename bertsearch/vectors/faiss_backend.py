@@ -31,7 +31,7 @@ from ..errors import BertsearchError
 from ..filters import Filter
 from ..store.sqlite import Changes, FeedGap
 from .base import Applied, VectorBackend
-from .faiss_index import VectorIndex, _faiss, gpu_available
+from .faiss_index import Damaged, VectorIndex, _faiss, gpu_available
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class FaissBackend(VectorBackend):
         self._compacting = threading.Lock()  # one compaction at a time
         self._worker: threading.Thread | None = None
         self._applied = Applied()  # what each sync applied (see `_as_of`)
+        self.healed: list[str] = []  # damage found and mended as the file loaded, for `check` to report
 
     # -- following the store ------------------------------------------------------------------------
 
@@ -154,7 +155,12 @@ class FaissBackend(VectorBackend):
         """The saved file, if it belongs to this store and is not ahead of it; else one built from the store."""
         gpu = self.gpu if self.gpu is not None else gpu_available()
         epoch = self.store.epoch()
-        vi = VectorIndex.load(self.path, spec=self.config.ann, epoch=epoch, upto=self.store.feed_head(), gpu=gpu)
+        try:
+            vi = VectorIndex.load(self.path, spec=self.config.ann, epoch=epoch, upto=self.store.feed_head(), gpu=gpu)
+        except Damaged as e:
+            log.warning("%s; rebuilding it from the store", e)
+            self.healed.append(f"{e}; rebuilt from the store when it was loaded")
+            vi = None
         if vi is not None and vi.seq + 1 >= self.store.feed_start():
             return _State(vi, vi.seq, dead=vi.dead if vi.dead is not None else _NO_IDS)
         return self._build(gpu)

@@ -191,13 +191,13 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, *, spec: str, epoch: str, upto: int, gpu: bool = False) -> VectorIndex | None:
         """The saved index if it was built from this store's history (`epoch`) with this spec at a feed position
-        no later than `upto` (the caller replays the feed from its position), else None."""
+        no later than `upto` (the caller replays the feed from its position), else None; `Damaged` when its bytes
+        changed since it was written (checked up to VERIFY_ON_LOAD bytes)."""
         meta = cls.vouched(path, spec=spec, epoch=epoch, upto=upto)
         if meta is None:
             return None
         if meta["size"] <= VERIFY_ON_LOAD and cls.damaged(path, meta):
-            log.warning("%s is damaged (its CRC-32 is not the one written with it); rebuilding it from the store", path)
-            return None
+            raise Damaged(f"{Path(path).name} was damaged (its CRC-32 is not the one written with it)")
         try:
             index = _faiss().read_index(str(path))
         except (OSError, ValueError, KeyError, RuntimeError):
@@ -305,6 +305,10 @@ def _sweep_leftovers(path: Path) -> None:
             p.unlink(missing_ok=True)
         except OSError:
             pass  # alive, or not ours to ask about
+
+
+class Damaged(Exception):
+    """The saved file is not what its sidecar vouched for when it was written (`VectorIndex.load`)."""
 
 
 VERIFY_ON_LOAD = 128 * 2**20
