@@ -9,6 +9,7 @@ argument, and each model is called from one worker thread that batches the calls
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ from .config import IndexConfig
 from .errors import (
     BadArgument,
     BertsearchError,
+    CorruptIndex,
     IndexClosed,
     IndexNotFound,
     ModelMismatch,
@@ -224,6 +226,10 @@ class Index:
             raise
         try:
             config = store.config
+            if config is None and store.get_meta("config", scan=True) is not None:
+                # (the meta table's index damaged: "no index at", and `index` then wrote a second config beside it)
+                raise CorruptIndex(str(db), "the index of its meta table is damaged: its config is there, but a "
+                                            "lookup does not find it")
             if config is None:
                 if not create:  # a store whose creation was cut off before its config was written
                     raise IndexNotFound(str(path))
@@ -409,26 +415,28 @@ class Index:
 
         With `prune`, documents no longer in the corpus are deleted from the index.
         """
-        from .readers import ReadStats, read_corpus
+        from .readers import ReadStats, detect_format, read_corpus
 
         stats = ReadStats()
         if prune and on_error == "skip":
             raise BadArgument("--prune with --on-error skip could delete documents whose records are malformed; use one or the other")
-        here = str(Path(source).resolve())
-        last = self.store.get_meta(CORPUS_KEY)
-        if prune and not prune_unrelated and last not in (None, here) and self.store.counts()["documents"]:
-            # (a subfolder of the folder indexed: its relative paths are other ids, and every document was deleted)
+        here = Path(source).resolve()
+        folder = here.is_dir() and (format or detect_format(here)) == "folder"  # (ids: paths relative to it)
+        folders = json.loads(self.store.get_meta(FOLDERS_KEY) or "[]")
+        inside = next((f for f in folders if here != Path(f) and Path(f) in here.parents), None)
+        if prune and folder and inside is not None and not prune_unrelated:
+            # (a subfolder's relative paths are other ids: every document of the folder above was deleted)
             raise BadArgument(
-                f"{self.path} was last indexed from {last}; --prune with {source} would delete every document that "
-                f"{source} does not hold (a folder's ids are its files' paths relative to it), so nothing was read. "
-                f"Prune with {last}; or, when {source} is the corpus now (a folder moved), run 'bertsearch index "
-                f"{source} --index {self.path}' once without --prune, then prune")
+                f"{source} is inside {inside}, a folder indexed into {self.path}: its files' ids are paths relative "
+                f"to {source}, not to {inside}, so --prune would delete every document of {inside}; nothing was "
+                f"read. Prune with {inside}, or index {source} into an index of its own")
         docs = read_corpus(source, format, fields=fields, on_error=on_error, stats=stats)
         # files that are there but could not be read this time (binary now, damaged, a package missing) keep
         # their stored copies: a prune deletes only what the corpus no longer holds
         report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune, keep=stats.present,
                           prune_unrelated=prune_unrelated)
-        self.store.set_meta(CORPUS_KEY, here)
+        if folder and str(here) not in folders:  # the folders read, whose subfolders a prune is refused
+            self.store.set_meta(FOLDERS_KEY, json.dumps([*folders, str(here)]))
         if stats.present:  # files there but unreadable now: their indexed copies stay, and are counted as such
             report.kept_stale = len(self.store.existing(sorted(stats.present)))
         report.skipped = stats.skipped
@@ -874,9 +882,9 @@ class MissingEncoder:
         raise self._error
 
 
-CORPUS_KEY = "corpus"
-"""The store's meta key for the corpus (file or folder, its full path) the index was last read from: a prune from
-another one is refused (see `Index.add_corpus`)."""
+FOLDERS_KEY = "folders"
+"""The store's meta key for the folders read into the index (their full paths, a JSON list): a prune from a folder
+inside one of them is refused (see `Index.add_corpus`)."""
 
 
 def _recorded(model: str) -> str:

@@ -314,7 +314,8 @@ def _damage_pages_of(db: Path, table: str) -> None:
         f.write(b"\xff" * 200)
 
 
-@pytest.mark.parametrize("derived", ["documents_fts_data", "documents_fts_idx", "documents_fts_docsize", "chunks_doc", "fields"])
+@pytest.mark.parametrize("derived", ["documents_fts_data", "documents_fts_idx", "documents_fts_docsize", "chunks_doc", "fields",
+                                     "sqlite_autoindex_meta_1", "sqlite_autoindex_documents_1"])
 def test_check_repair_salvages_a_store_whose_derived_parts_are_damaged(run, built, tmp_path, derived):
     """Damage in the full-text index or an SQL index made every command fail, `check --repair` too ("restore from
     a backup"), though every document could still be read: the rows are copied into a new store now."""

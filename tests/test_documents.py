@@ -350,3 +350,15 @@ def test_a_single_document_file_points_to_its_folder(tmp_path):
     with pytest.raises(CorpusError) as err:
         detect_format(path)
     assert f"index the folder that holds it ('bertsearch index {tmp_path}')" in str(err.value)
+
+
+def test_a_hits_page_follows_the_querys_rarest_word_in_its_forms():
+    """The page followed the first query word ("the" on page 1), then the rarest spelling ("Apples" once, though
+    "apple" stands three times)."""
+    from bertsearch.search.retrieve import _focus
+
+    chunk = "Apples grow here.\n\nApple trees.\n\nOne apple left.\n\nDates and more dates, the end."
+    assert _focus(chunk, {"apple", "dates"}) == chunk.index("Dates")
+    assert _focus(chunk, {"the", "trees"}) == chunk.index("trees")  # (a stopword counts only when alone)
+    assert _focus(chunk, {"the"}) == chunk.index("the")
+    assert _focus(chunk, {"kiwi"}) == 0

@@ -397,3 +397,9 @@ def test_faiss_a_file_damaged_in_place_is_never_searched(tmp_path, monkeypatch, 
         repaired = ix.check(repair=True)
         assert repaired["ok"] and any("damaged" in p for p in repaired["repaired"]) and ix.check()["ok"]
         _same(ix, ix.search("document 7", k=5, mode="dense"), want)
+    for cut in (1000, 0):  # truncated, emptied: mended in silence, and `check` said nothing
+        os.truncate(path, cut)
+        with bertsearch.open_index(tmp_path / "ix") as ix:
+            report = ix.check()
+            assert report["ok"] and any("was missing or cut short" in p for p in report["repaired"]), report
+            _same(ix, ix.search("document 7", k=5, mode="dense"), want)

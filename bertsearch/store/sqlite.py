@@ -266,8 +266,11 @@ class Store:
 
     # -- meta -------------------------------------------------------------------------------------
 
-    def get_meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    def get_meta(self, key: str, *, scan: bool = False) -> str | None:
+        """The meta value of `key`; with `scan`, read from the table itself, not through its index (which, damaged,
+        finds nothing)."""
+        sql = "SELECT value FROM meta NOT INDEXED WHERE key = ?" if scan else "SELECT value FROM meta WHERE key = ?"
+        row = self.conn.execute(sql, (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:

@@ -161,6 +161,10 @@ class FaissBackend(VectorBackend):
             log.warning("%s; rebuilding it from the store", e)
             self.healed.append(f"{e}; rebuilt from the store when it was loaded")
             vi = None
+        if vi is None and VectorIndex.cut_short(self.path, spec=self.config.ann, epoch=epoch):
+            log.warning("%s is missing or not the size its sidecar says (cut short?); rebuilding it from the store",
+                        self.path)
+            self.healed.append(f"{self.path.name} was missing or cut short; rebuilt from the store when it was loaded")
         if vi is not None and vi.seq + 1 >= self.store.feed_start():
             return _State(vi, vi.seq, dead=vi.dead if vi.dead is not None else _NO_IDS)
         return self._build(gpu)

@@ -211,6 +211,20 @@ class VectorIndex:
         vi.tune()
         return vi
 
+    @classmethod
+    def cut_short(cls, path: Path, *, spec: str, epoch: str) -> bool:
+        """Whether the sidecar at `path` is this store's (its history and spec) but the file beside it is missing,
+        or of another size: cut short (truncated, emptied) or deleted since it was written. A crash between the two
+        renames of `save` looks the same, and is mended the same way (the file is built again)."""
+        path = Path(path)
+        try:
+            meta = json.loads(path.with_name(path.name + cls.META_SUFFIX).read_text())
+            if meta["epoch"] != epoch or meta["spec"] != spec:
+                return False
+            return not path.is_file() or path.stat().st_size != meta["size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
     @staticmethod
     def damaged(path: Path, meta: dict[str, Any]) -> bool:
         """Whether the file at `path` differs from what its sidecar `meta` vouched for when it was written (bytes
