@@ -217,6 +217,22 @@ def test_concurrent_posts_of_one_new_id_add_it_once_and_409_the_rest(client, ix,
     assert sorted(codes) == [200] + [409] * 5
 
 
+def test_a_write_waiting_for_another_of_the_same_ids_gives_up_with_503():
+    """A write waits for another of the same ids without end held a worker thread, which reads need too."""
+    from bertsearch.errors import IndexBusy
+    from bertsearch.service.app import _Claims
+
+    claims = _Claims()
+    with claims.hold(["a", "b"]):
+        with pytest.raises(IndexBusy, match="another write of some of these documents"):
+            with claims.hold(["b", "c"], timeout=0.1):
+                pass
+        with claims.hold(["c"], timeout=0.1):  # other ids: no wait
+            pass
+    with claims.hold(["b"], timeout=0.1):  # released
+        pass
+
+
 def test_bad_document_writes_get_a_4xx(client, ix):
     """A document with neither text nor title was answered 200 and not stored; metadata nested thousands deep got
     500 (RecursionError); a filter naming an unknown field came back as BadQuery, not BadFilter."""

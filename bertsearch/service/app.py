@@ -657,10 +657,14 @@ class _Claims:
         self._cv = threading.Condition()
 
     @contextmanager
-    def hold(self, ids: list[str]) -> Iterator[None]:
+    def hold(self, ids: list[str], timeout: float = 30.0) -> Iterator[None]:
+        """Hold `ids` for the block, once no other write holds any of them; IndexBusy (503) after `timeout` seconds
+        (a waiting write holds a worker thread, which reads need too)."""
         mine = set(ids)
         with self._cv:
-            self._cv.wait_for(lambda: not (mine & self._held))
+            if not self._cv.wait_for(lambda: not (mine & self._held), timeout=timeout):
+                raise IndexBusy(f"another write of some of these documents has run for {timeout:.0f} s and goes on; "
+                                "retry when it finishes")
             self._held |= mine
         try:
             yield
