@@ -1,8 +1,8 @@
 """Ingestion: documents -> chunks that fit the encoder -> vectors -> one store transaction per batch.
 
 `Ingest.add` is what `Index.add` runs. Unchanged documents (by content hash) cost no encoder work; a document
-with neither text nor title leaves the index (a title alone is a one-chunk document); an id read twice keeps its last record; with `prune`, what the
-corpus no longer holds is deleted once all of it is read.
+with neither text nor title leaves the index (a title alone is a one-chunk document); an id read twice keeps its
+last record; with `prune`, what the corpus no longer holds is deleted once all of it is read.
 """
 
 from __future__ import annotations
@@ -307,9 +307,6 @@ def _json_metadata(doc: Document) -> dict[str, Any]:
     except TypeError as e:
         raise BadArgument(f"document {doc.id}: its metadata holds {e}, which JSON cannot store; give strings, numbers, "
                           "booleans, lists or objects") from None
-    except RecursionError:
-        raise BadArgument(f"document {doc.id}: its metadata nests lists or objects too deeply (hundreds of levels); "
-                          "give metadata of a few levels") from None
 
 
 def batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

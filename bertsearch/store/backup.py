@@ -121,9 +121,9 @@ def salvage(index: str | Path, *, timeout: float = 30.0) -> dict[str, Any]:
 def _salvage_store(src: Path, dst: Path, fix: str) -> dict[str, int]:
     """Copy the tables of the store at `src` into a new store at `dst`, building its indexes, triggers and full-text
     index afresh (see `salvage`); the rows copied of each kept table."""
-    conn = sqlite3.connect(f"file:{dst}", uri=True, isolation_level=None)
-    try:
-        conn.execute("ATTACH DATABASE ? AS old", (f"file:{src}?mode=ro",))
+    conn = sqlite3.connect(Path(dst).resolve().as_uri(), uri=True, isolation_level=None)
+    try:  # (URIs of their own: a folder name with "?" or "#" in it is no query or fragment)
+        conn.execute("ATTACH DATABASE ? AS old", (Path(src).resolve().as_uri() + "?mode=ro",))
         try:
             schema = conn.execute("SELECT type, name, sql FROM old.sqlite_master WHERE sql IS NOT NULL").fetchall()
             version = conn.execute("PRAGMA old.user_version").fetchone()[0]
