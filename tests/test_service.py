@@ -224,9 +224,8 @@ def test_a_write_waiting_for_another_of_the_same_ids_gives_up_with_503():
 
     claims = _Claims()
     with claims.hold(["a", "b"]):
-        with pytest.raises(IndexBusy, match="another write of some of these documents"):
-            with claims.hold(["b", "c"], timeout=0.1):
-                pass
+        with pytest.raises(IndexBusy, match="another write of some of these documents"), claims.hold(["b", "c"], timeout=0.1):
+            pass
         with claims.hold(["c"], timeout=0.1):  # other ids: no wait
             pass
     with claims.hold(["b"], timeout=0.1):  # released

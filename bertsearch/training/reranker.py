@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadArgument, CorpusError, MalformedRecord, MissingDependency
-from ..snippets import STOPWORDS  # (question words left out of BM25 mining queries)
 from ..evaluation.beir import ProgressFactory, no_progress
+from ..snippets import STOPWORDS  # (question words left out of BM25 mining queries)
 from .cards import model_card
 from .common import (
     check_out,
