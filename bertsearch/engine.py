@@ -43,7 +43,7 @@ from .search.qa import ANSWER_SCORINGS, rank_answers
 from .search.rerank import rerank_order
 from .search.retrieve import PAGE_STARTS, Retriever, check_count, page_at
 from .store import Store
-from .store.sqlite import DAMAGED_PAGES
+from .store.sqlite import DAMAGED_PAGES, FOLDERS_KEY
 from .store.swap import recover
 from .types import AskResult, Document, Hits, IndexReport
 from .vectors import open_backend, vectors_setting
@@ -418,6 +418,7 @@ class Index:
         from .readers import ReadStats, detect_format, read_corpus
 
         stats = ReadStats()
+        format = None if format == "auto" else format
         if prune and on_error == "skip":
             raise BadArgument("--prune with --on-error skip could delete documents whose records are malformed; use one or the other")
         here = Path(source).resolve()
@@ -428,15 +429,15 @@ class Index:
             # (a subfolder's relative paths are other ids: every document of the folder above was deleted)
             raise BadArgument(
                 f"{source} is inside {inside}, a folder indexed into {self.path}: its files' ids are paths relative "
-                f"to {source}, not to {inside}, so --prune would delete every document of {inside}; nothing was "
-                f"read. Prune with {inside}, or index {source} into an index of its own")
+                f"to {source}, not to {inside}, so --prune would delete the documents read from {inside}; nothing "
+                f"was read. Prune with {inside}, or index {source} into an index of its own")
+        if folder:  # recorded before reading: a run cut short keeps the documents it added, and the guard with them
+            self.store.add_to_meta_list(FOLDERS_KEY, str(here))
         docs = read_corpus(source, format, fields=fields, on_error=on_error, stats=stats)
         # files that are there but could not be read this time (binary now, damaged, a package missing) keep
         # their stored copies: a prune deletes only what the corpus no longer holds
         report = self.add(docs, batch_size=batch_size, on_progress=on_progress, prune=prune, keep=stats.present,
                           prune_unrelated=prune_unrelated)
-        if folder and str(here) not in folders:  # the folders read, whose subfolders a prune is refused
-            self.store.set_meta(FOLDERS_KEY, json.dumps([*folders, str(here)]))
         if stats.present:  # files there but unreadable now: their indexed copies stay, and are counted as such
             report.kept_stale = len(self.store.existing(sorted(stats.present)))
         report.skipped = stats.skipped
@@ -882,9 +883,6 @@ class MissingEncoder:
         raise self._error
 
 
-FOLDERS_KEY = "folders"
-"""The store's meta key for the folders read into the index (their full paths, a JSON list): a prune from a folder
-inside one of them is refused (see `Index.add_corpus`)."""
 
 
 def _recorded(model: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadArgument, IndexNotFound, ModelMismatch
+from .store.sqlite import FOLDERS_KEY
 from .store.swap import COMPLETE, recover, retired_path, staging_path
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def reindex(
                 before_swap()
             with store.transaction(bump=False) as c:  # no writer gets in from here to the swap
                 caught_up = _catch_up(store, new)
+                row = c.execute("SELECT value FROM meta WHERE key = ?", (FOLDERS_KEY,)).fetchone()
+                if row is not None:  # the folders read into the index go with it (a prune's guard; it lost them)
+                    new.store.set_meta(FOLDERS_KEY, row[0])
                 new.refresh_vectors()
                 counts = new.store.counts()
                 new_model = new.config.model

@@ -362,3 +362,5 @@ def test_a_hits_page_follows_the_querys_rarest_word_in_its_forms():
     assert _focus(chunk, {"the", "trees"}) == chunk.index("trees")  # (a stopword counts only when alone)
     assert _focus(chunk, {"the"}) == chunk.index("the")
     assert _focus(chunk, {"kiwi"}) == 0
+    words = "A comet. The internet, internet and internet. Interstellar space. A comet again."
+    assert _focus(words, {"interstellar", "comet"}) == words.index("Interstellar")  # ("internet" is another word)

@@ -133,6 +133,36 @@ def test_3_a_prune_that_shares_no_id_with_the_index_deletes_nothing(tmp_path, ru
     assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] == 1
 
 
+def test_3_the_folders_read_are_recorded_before_reading_and_kept_by_reindex(tmp_path, monkeypatch):
+    """A first `index` cut short kept its documents but not its folder, and `reindex` dropped the record: either way
+    a subfolder's prune then deleted every document again."""
+    from bertsearch import reindex as rx
+    from bertsearch.store.sqlite import FOLDERS_KEY
+
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    for name in ("a.txt", "sub/a.txt"):
+        (root / name).write_text(f"text of {name}\n")
+    ix = bertsearch.open_index(tmp_path / "ix", create=True, model="hashing:64")
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ix.ingest, "add", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        ix.add_corpus(root)
+    monkeypatch.undo()
+    assert json.loads(ix.store.get_meta(FOLDERS_KEY)) == [str(root.resolve())]
+    ix.add_corpus(root)
+    ix.close()
+    rx.reindex(tmp_path / "ix", "hashing:128")
+    with bertsearch.open_index(tmp_path / "ix") as ix:
+        assert json.loads(ix.store.get_meta(FOLDERS_KEY)) == [str(root.resolve())]
+        with pytest.raises(BadArgument, match="is inside"):  # (a shared name, sub/a.txt's "a.txt", got past the other)
+            ix.add_corpus(root / "sub", prune=True)
+        assert sorted(ix.store.ids()) == ["a.txt", "sub/a.txt"]
+
+
 def test_3_a_prune_of_documents_sharing_no_id_changes_nothing(index, docs):
     """Through the library (no corpus path to compare): a prune that would delete every document stored before,
     none of whose ids was read, is refused, and the documents it read are taken out again, so that the same call

@@ -250,9 +250,9 @@ def _focus(chunk: str, words: set[str]) -> int:
     if not spans:
         return 0
     seen: dict[str, list[int]] = {}
-    for a, b in spans:  # (one word in its forms: "Apples", "apple" count as one, as the snippet marks them)
+    for a, b in spans:  # (a word and its plural count as one: "Apples", "apple"; "internet" is not "interstellar")
         w = chunk[a:b].lower()
-        seen.setdefault(w[:5] if len(w) >= 4 else w, []).append(a)
+        seen.setdefault(w[:-1] if w.endswith("s") and len(w) > 3 else w, []).append(a)
     return min(seen.values(), key=lambda places: (len(places), places[0]))[0]
 
 

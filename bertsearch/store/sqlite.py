@@ -277,6 +277,16 @@ class Store:
         with self.transaction(bump=False) as c:
             c.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def add_to_meta_list(self, key: str, item: str) -> None:
+        """Add `item` to the JSON list kept under `key`, in one write transaction: two processes adding at once both
+        land (a read, then a write, lost one of them)."""
+        with self.transaction(bump=False) as c:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            items = json.loads(row[0]) if row else []
+            if item not in items:
+                c.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                          "excluded.value", (key, json.dumps([*items, item])))
+
     @property
     def config(self) -> IndexConfig | None:
         text = self.get_meta("config")
@@ -616,6 +626,10 @@ class Store:
             rows.extend(self.conn.execute(sql.format(",".join("?" * len(part))), part).fetchall())
         return rows
 
+
+FOLDERS_KEY = "folders"
+"""The meta key for the folders read into the index (their full paths, a JSON list): a prune from a folder inside one
+of them is refused (see `Index.add_corpus`)."""
 
 DAMAGED_PAGES = "store.db has damaged pages"
 """How `Store.check` begins the problem of pages SQLite finds damaged: `check --repair` then salvages the store
