@@ -699,12 +699,12 @@ class Index:
             problems = self.store.check(self.config.dim, self.config.vector_dtype)
         except sqlite3.DatabaseError as e:  # damage that SQLite cannot even check around
             raise from_sqlite(e, str(self.store.path)) from None
-        if any("malformed" in p or "corrupt" in p or "not a database" in p for p in problems[:1]) or (
-                repair and problems[:1] and problems[0].startswith(DAMAGED_PAGES)):
+        if any("malformed" in p or "corrupt" in p or "not a database" in p for p in problems[:1]):
+            raise from_sqlite(sqlite3.DatabaseError(problems[0]), str(self.store.path))
+        if repair and problems[:1] and problems[0].startswith(DAMAGED_PAGES):
             # (repaired in place, damaged pages failed it, or worse: a damaged index of chunks had every document
             # marked for re-embedding; `bertsearch check --repair` salvages the store instead)
-            raise from_sqlite(sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}"),
-                              str(self.store.path))
+            raise CorruptIndex(str(self.store.path), problems[0])
         self.vectors.sync()
         vector_problems = self.vectors.check()
         problems += vector_problems

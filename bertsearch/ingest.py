@@ -24,7 +24,7 @@ from .config import IndexConfig
 from .errors import BadArgument
 from .models import Encoder
 from .store import Store, StoredDocument
-from .types import MAX_METADATA_DEPTH, Chunk, Document, IndexReport, metadata_depth, not_text
+from .types import MAX_METADATA_DEPTH, Chunk, Document, IndexReport, metadata_depth, not_text, same_value
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def as_document(raw: DocLike) -> Document:
         doc_id = raw.get("id", raw.get("_id"))
         meta = dict(raw.get("metadata") or {})
         extra = {k: v for k, v in raw.items() if k not in known}
-        twice = sorted(k for k in extra if k in meta and not _same_value(meta[k], extra[k]))
+        twice = sorted(k for k in extra if k in meta and not same_value(meta[k], extra[k]))
         if twice:
             raise BadArgument(f"document {doc_id!r:.60}: the field {twice[0]!r} is given twice, at the top level and "
                               "in its metadata, with different values; keep one")
@@ -262,14 +262,6 @@ def as_document(raw: DocLike) -> Document:
                               "a byte that could not be decoded), which is not text; fix it or leave it out")
     doc.metadata = _json_metadata(doc)
     return doc
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    """Equal as JSON stores them: 1 and True (equal in Python) are not."""
-    try:
-        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        return a is b
 
 
 def as_id(value: Any) -> str:

@@ -188,3 +188,14 @@ def metadata_depth(value: Any) -> int:
                 return d + 1
             todo.extend((x, d + 1) for x in v)
     return deepest
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two values of one metadata field are the same as JSON stores them (1 and True, equal in Python, are
+    not): a field given twice, at the top level and in `metadata`, is refused only when they differ."""
+    import json
+
+    try:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return a is b

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from bertsearch.errors import CorpusError, MalformedRecord
-from bertsearch.types import MAX_METADATA_DEPTH, Document, metadata_depth, not_text
+from bertsearch.types import MAX_METADATA_DEPTH, Document, metadata_depth, not_text, same_value
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def to_document(
             continue
         if key == "metadata" and isinstance(value, dict):
             continue
-        if key in metadata and json.dumps(metadata[key], sort_keys=True) != json.dumps(value, sort_keys=True):
+        if key in metadata and not same_value(metadata[key], value):
             return MalformedRecord(source, line, f"the field {key!r} is given twice, at the top level and in the "
                                                  "record's metadata object, with different values; keep one")
         metadata[key] = value
